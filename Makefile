@@ -1,0 +1,53 @@
+# qatflow: `make run` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+# uv from PATH if present, otherwise a private copy bootstrapped with pip.
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/uv/bin/uv)
+VENV := .venv
+STAMP := $(VENV)/.installed
+PY := $(VENV)/bin/python
+RUN_ROOT ?= runs/demo
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help install run test test-all lint bench clean
+
+help: ## show this help
+	@echo "qatflow: EfficientDet-Lite + QAT -> int8 TFLite, as a TFX pipeline"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.tools/uv/bin/uv:
+	$(PYTHON) -m venv .tools/uv
+	.tools/uv/bin/pip install --quiet uv==$(UV_VERSION)
+
+# The venv is rebuilt when the lock or the project metadata is newer than it.
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-groups --python 3.11
+	@touch $@
+
+install: $(STAMP) ## create .venv from uv.lock (bootstraps uv if absent; no-op when up to date)
+
+run: $(STAMP) ## install if needed, then run the demo (see README for what it covers today)
+	$(VENV)/bin/qatflow config --config configs/demo.yaml --output $(RUN_ROOT)
+
+test: $(STAMP) ## install if needed, then run the fast test suite
+	$(PY) -m pytest
+
+test-all: $(STAMP) ## install if needed, then run every test, slow and end-to-end included
+	$(PY) -m pytest -m ""
+
+lint: $(STAMP) ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(STAMP) ## run the benchmarks in bench/ (tables on stdout, JSON in bench/results/)
+	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean: ## remove the venv, caches and run outputs
+	rm -rf $(VENV) .tools runs .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

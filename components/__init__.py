@@ -1,0 +1,1 @@
+"""Thin TFX components over model_maker."""

@@ -1,0 +1,1 @@
+"""The ML library, usable without TFX."""

@@ -1,0 +1,1 @@
+"""Shared pieces of the ML library: hparams, errors, schedules, QAT, conversion, evaluation."""

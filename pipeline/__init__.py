@@ -1,0 +1,1 @@
+"""Wiring: configuration, pipeline construction, runners and the command line."""

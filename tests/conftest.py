@@ -1,0 +1,20 @@
+"""Test-wide settings: Keras 2 for TensorFlow, quiet TF logs, the shared dataset path."""
+
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def raccoon_dir() -> pathlib.Path:
+    path = SHARED / "datasets" / "raccoon"
+    if not path.is_dir():
+        pytest.fail(f"shared dataset missing: {path} (the repo expects ../shared beside it)")
+    return path
