@@ -1,0 +1,1 @@
+"""One module per qatflow subcommand; each exposes register(subparsers)."""
