@@ -13,7 +13,7 @@ RUN_ROOT ?= runs/demo
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install run test test-all lint bench clean
+.PHONY: help install run test test-all lint bench clean image-cpu image-gpu image-tpu
 
 help: ## show this help
 	@echo "qatflow: EfficientDet-Lite + QAT -> int8 TFLite, as a TFX pipeline"
@@ -47,6 +47,16 @@ lint: $(STAMP) ## ruff check and format check
 bench: $(STAMP) ## run the benchmarks in bench/ (tables on stdout, JSON in bench/results/)
 	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+IMAGE_TOOL ?= podman
+IMAGE_TAG ?= $(shell $(PYTHON) -c "import tomllib;print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])")
+BASE_IMAGE ?= python:3.11-slim-bookworm
+image-cpu: ## build the CPU component image (qatflow-cpu:<version>) with podman
+	$(IMAGE_TOOL) build -f containers/Containerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t qatflow-cpu:$(IMAGE_TAG) .
+image-gpu: ## build the GPU trainer image (tensorflow[and-cuda]) with podman
+	$(IMAGE_TOOL) build -f containers/Containerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg EXTRAS=gpu -t qatflow-gpu:$(IMAGE_TAG) .
+image-tpu: ## build the TPU image with podman (see README for its limits)
+	$(IMAGE_TOOL) build -f containers/Containerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t qatflow-tpu:$(IMAGE_TAG) .
 
 clean: ## remove the venv, caches and run outputs
 	rm -rf $(VENV) .tools runs .pytest_cache .ruff_cache
