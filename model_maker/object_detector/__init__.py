@@ -1,0 +1,1 @@
+"""EfficientDet-Lite object detection: specs, model, anchors, losses, input pipeline, export."""
