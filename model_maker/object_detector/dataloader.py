@@ -53,7 +53,8 @@ def split_files(examples_uri: str, split: str) -> list[str]:
             if name.rstrip("/").startswith(SPLIT_PREFIX)
         )
         raise FileNotFoundError(
-            f"no records for split {split!r} under {examples_uri} (found splits: {splits or 'none'})"
+            f"no records for split {split!r} under {examples_uri} "
+            f"(found splits: {splits or 'none'})"
         )
     return files
 
