@@ -1,0 +1,233 @@
+"""TFLite's ``TFLite_Detection_PostProcess`` op inside an exported detector.
+
+TensorFlow has no op that equals TFLite's detection post-processing (box
+decoding + class-agnostic "fast" NMS + top-k). The TFLite converter instead
+recognises a ``tf.function`` whose ``experimental_implements`` attribute holds a
+``TFLite_Detection_PostProcess`` NodeDef and replaces the whole function by the
+custom op (tensorflow: compiler/mlir/lite/utils/nms_utils.cc). The body of that
+function is a placeholder with the right output shapes; it is never run by
+TFLite, so a SavedModel built with it must not be used for TF inference.
+
+Tensor contract of the op (batch 1, A anchors, C classes, N = max_detections):
+
+* inputs: box encodings ``[1, A, 4]`` as ``(ty, tx, th, tw)`` (Faster R-CNN
+  coder, scale factors 1.0), class scores after sigmoid ``[1, A, C]`` (no
+  background column), anchors ``[A, 4]`` as ``(yc, xc, h, w)`` normalised 0..1;
+* outputs, all float32: ``boxes [1, N, 4]`` ``(ymin, xmin, ymax, xmax)``
+  normalised, ``classes [1, N]`` 0-based integral values, ``scores [1, N]``
+  sorted descending, ``num_detections [1]``; rows past ``num_detections`` are
+  padding.
+
+:func:`convert_to_tflite` converts a serving function that calls
+:func:`tflite_detection_postprocess` with ``allow_custom_ops`` so the op is
+fused; the signature outputs keep the names the serving function returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+#: Name of the TFLite custom op.
+OP_NAME = "TFLite_Detection_PostProcess"
+#: Output names of :func:`tflite_detection_postprocess`, in the op's output order.
+OUTPUT_KEYS = ("boxes", "classes", "scores", "num_detections")
+
+
+@dataclass(frozen=True)
+class PostProcessParams:
+    """Attributes of the ``TFLite_Detection_PostProcess`` op.
+
+    Attributes:
+      num_classes: classes in the score tensor (no background column).
+      max_detections: detections kept after NMS (N).
+      score_threshold: anchors whose best class score is not above this are dropped.
+      iou_threshold: IoU above which the lower-scored box is suppressed.
+    """
+
+    num_classes: int
+    max_detections: int = 25
+    score_threshold: float = 1e-8
+    iou_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+        if self.max_detections < 1:
+            raise ValueError(f"max_detections must be at least 1, got {self.max_detections}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if not 0.0 <= self.iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
+
+    def implements_signature(self) -> str:
+        """The NodeDef text the converter matches (``experimental_implements``)."""
+        # Floats are written with repr so that small thresholds (1e-8) survive;
+        # "%f" would round them to 0.
+        attrs = [
+            ("max_detections", "i", str(int(self.max_detections))),
+            ("max_classes_per_detection", "i", "1"),
+            ("use_regular_nms", "b", "false"),
+            ("nms_score_threshold", "f", repr(float(self.score_threshold))),
+            ("nms_iou_threshold", "f", repr(float(self.iou_threshold))),
+            ("num_classes", "i", str(int(self.num_classes))),
+            ("y_scale", "f", "1.0"),
+            ("x_scale", "f", "1.0"),
+            ("h_scale", "f", "1.0"),
+            ("w_scale", "f", "1.0"),
+        ]
+        parts = [f'name: "{OP_NAME}"']
+        parts += [f'attr {{ key: "{k}" value {{ {t}: {v} }} }}' for k, t, v in attrs]
+        return " ".join(parts)
+
+
+def tflite_detection_postprocess(
+    box_encodings: Any,
+    class_scores: Any,
+    anchors_yxhw: Any,
+    *,
+    num_classes: int,
+    max_detections: int = 25,
+    score_threshold: float = 1e-8,
+    iou_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Call the TFLite detection post-processing op from a function being converted.
+
+    Args:
+      box_encodings: float ``[1, A, 4]`` ``(ty, tx, th, tw)``.
+      class_scores: float ``[1, A, num_classes]``, after sigmoid.
+      anchors_yxhw: float ``[A, 4]`` ``(yc, xc, h, w)`` normalised to 0..1.
+      num_classes: C.
+      max_detections: N.
+      score_threshold: minimum best-class score of an anchor.
+      iou_threshold: NMS IoU threshold.
+
+    Returns:
+      ``{"boxes": [1, N, 4], "classes": [1, N], "scores": [1, N],
+      "num_detections": [1]}``. In TensorFlow these are zeros (placeholders);
+      the values exist only after conversion to TFLite.
+    """
+    import tensorflow as tf
+
+    params = PostProcessParams(num_classes, max_detections, score_threshold, iou_threshold)
+    n = params.max_detections
+
+    @tf.function(experimental_implements=params.implements_signature())
+    def _postprocess(encodings, scores, anchors):
+        # Placeholder body: the converter swaps the function for the custom op.
+        # Outputs are returned in the op's output order.
+        del encodings, scores, anchors
+        boxes = tf.zeros([1, n, 4], tf.float32, name="boxes")
+        classes = tf.zeros([1, n], tf.float32, name="classes")
+        det_scores = tf.zeros([1, n], tf.float32, name="scores")
+        num = tf.zeros([1], tf.float32, name="num_detections")
+        return boxes, classes, det_scores, num
+
+    outputs = _postprocess(
+        tf.cast(box_encodings, tf.float32),
+        tf.cast(class_scores, tf.float32),
+        tf.cast(anchors_yxhw, tf.float32),
+    )
+    return dict(zip(OUTPUT_KEYS, outputs, strict=True))
+
+
+def convert_to_tflite(
+    concrete_function: Any,
+    trackable: Any = None,
+    *,
+    representative_dataset: Callable[[], Iterable[list[Any]]] | None = None,
+    inference_input_type: Any = None,
+    float16: bool = False,
+) -> bytes:
+    """Convert a serving function that uses :func:`tflite_detection_postprocess`.
+
+    Args:
+      concrete_function: the serving function (``tf.function(...).get_concrete_function()``)
+        with a fixed ``[1, H, W, 3]`` input and a dict of outputs; the dict keys
+        become the signature's output names.
+      trackable: the object owning the function's variables (a Keras model or
+        ``tf.Module``); required when the function captures variables.
+        Without it an empty ``tf.Module`` is used.
+      representative_dataset: when given, full-integer post-training quantisation
+        (int8 kernels, ``TFLITE_BUILTINS`` kept for the custom op, float outputs).
+      inference_input_type: input type of a quantised model, e.g. ``tf.uint8``
+        (default float32).
+      float16: float16 weights (ignored when quantising to int8).
+
+    Returns:
+      The TFLite flatbuffer.
+    """
+    import tensorflow as tf
+
+    # Without a trackable object the converter emits no signature (and drops the
+    # output names), so an empty module stands in when the function has no variables.
+    owner = trackable if trackable is not None else tf.Module()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], owner)
+    converter.allow_custom_ops = True
+    if representative_dataset is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+        if inference_input_type is not None:
+            converter.inference_input_type = inference_input_type
+    elif float16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def decode_and_nms(
+    box_encodings: Any,
+    class_scores: Any,
+    anchors_yxhw: Any,
+    *,
+    max_detections: int = 25,
+    score_threshold: float = 1e-8,
+    iou_threshold: float = 0.5,
+) -> tuple[Any, Any, Any]:
+    """What the op computes, in TensorFlow, for models exported without it.
+
+    Same semantics as ``TFLite_Detection_PostProcess`` with
+    ``use_regular_nms=false, max_classes_per_detection=1``: decode every anchor
+    (Faster R-CNN coder, scales 1.0), take each anchor's best class, then one
+    class-agnostic NMS (TensorFlow's ``non_max_suppression``) and the top
+    ``max_detections``.
+
+    Args:
+      box_encodings: ``[A, 4]`` ``(ty, tx, th, tw)``.
+      class_scores: ``[A, C]`` after sigmoid.
+      anchors_yxhw: ``[A, 4]`` ``(yc, xc, h, w)`` normalised.
+      max_detections: detections kept.
+      score_threshold: minimum best-class score.
+      iou_threshold: NMS IoU threshold.
+
+    Returns:
+      numpy ``(boxes [K, 4] (ymin, xmin, ymax, xmax) normalised, classes [K]
+      int32 0-based, scores [K] float32)``, scores descending.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    enc = tf.convert_to_tensor(np.asarray(box_encodings, np.float32).reshape(-1, 4))
+    scores = tf.convert_to_tensor(np.asarray(class_scores, np.float32))
+    scores = tf.reshape(scores, [tf.shape(enc)[0], -1])
+    anchors = tf.convert_to_tensor(np.asarray(anchors_yxhw, np.float32).reshape(-1, 4))
+    yc = enc[:, 0] * anchors[:, 2] + anchors[:, 0]
+    xc = enc[:, 1] * anchors[:, 3] + anchors[:, 1]
+    h = tf.exp(enc[:, 2]) * anchors[:, 2]
+    w = tf.exp(enc[:, 3]) * anchors[:, 3]
+    boxes = tf.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], axis=1)
+    best = tf.reduce_max(scores, axis=1)
+    classes = tf.argmax(scores, axis=1, output_type=tf.int32)
+    keep = tf.image.non_max_suppression(
+        boxes, best, max_detections, iou_threshold=iou_threshold, score_threshold=score_threshold
+    )
+    return (
+        tf.gather(boxes, keep).numpy().astype(np.float32),
+        tf.gather(classes, keep).numpy().astype(np.int32),
+        tf.gather(best, keep).numpy().astype(np.float32),
+    )

@@ -1,0 +1,201 @@
+"""Tiny 4-output detector .tflite files and matching images for the evaluation tests.
+
+The "grid detector" cuts its square input into ``grid x grid`` cells, one
+anchor per cell (anchor = the cell), and scores class ``c`` of a cell by how
+much colour channel ``c`` fills it: ``sigmoid(gain * (mean(channel c) / 255 - 0.5))``.
+So an image with a pure red square covering exactly one cell yields a class-0
+detection of that cell with score ~1, and the expected COCO metrics of such
+images are known in advance. Box encodings are zeros (box = anchor) unless
+``encodings`` is given.
+
+Import as ``tests.model_maker.core.detector_fixtures`` (``tests`` is a namespace
+package: the repository root is on sys.path in the project venv).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from model_maker.core.detection_postprocess import convert_to_tflite, tflite_detection_postprocess
+
+COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
+
+
+def grid_anchors(grid: int) -> np.ndarray:
+    """``[grid*grid, 4]`` anchors ``(yc, xc, h, w)`` normalised, row-major."""
+    step = 1.0 / grid
+    centres = (np.arange(grid, dtype=np.float32) + 0.5) * step
+    yc, xc = np.meshgrid(centres, centres, indexing="ij")
+    size = np.full(grid * grid, step, np.float32)
+    return np.stack([yc.ravel(), xc.ravel(), size, size], axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class GridDetectorSpec:
+    """Shape of a tiny grid detector.
+
+    Attributes:
+      image_size: square input size in pixels.
+      grid: cells per side (anchors = grid**2).
+      num_classes: classes (<= 3, one per colour channel).
+      gain: sigmoid gain of the fill score.
+      max_detections: N of the post-processing op.
+      score_threshold: op score threshold.
+      iou_threshold: op NMS IoU threshold.
+    """
+
+    image_size: int = 32
+    grid: int = 4
+    num_classes: int = 2
+    gain: float = 20.0
+    max_detections: int = 10
+    score_threshold: float = 0.01
+    iou_threshold: float = 0.5
+
+
+def _serving_function(spec: GridDetectorSpec, encodings: np.ndarray | None, with_nms: bool):
+    import tensorflow as tf
+
+    anchors = grid_anchors(spec.grid)
+    num_anchors = anchors.shape[0]
+    cell = spec.image_size // spec.grid
+    enc = np.zeros((1, num_anchors, 4), np.float32) if encodings is None else encodings
+    enc = np.asarray(enc, np.float32).reshape(1, num_anchors, 4)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, spec.image_size, spec.image_size, 3])])
+    def serve(images):
+        pooled = tf.nn.avg_pool2d(images / 255.0, cell, cell, "VALID")  # [1, G, G, 3]
+        logits = spec.gain * (pooled[..., : spec.num_classes] - 0.5)
+        scores = tf.reshape(tf.sigmoid(logits), [1, num_anchors, spec.num_classes])
+        # Keep the encodings in the graph as a function of the input, so that
+        # quantisation sees a real tensor (constant * 0 + constant).
+        box_encodings = tf.constant(enc) + 0.0 * tf.reduce_mean(pooled)
+        if not with_nms:
+            return {"box_encodings": box_encodings, "class_scores": scores}
+        return tflite_detection_postprocess(
+            box_encodings,
+            scores,
+            tf.constant(anchors),
+            num_classes=spec.num_classes,
+            max_detections=spec.max_detections,
+            score_threshold=spec.score_threshold,
+            iou_threshold=spec.iou_threshold,
+        )
+
+    return serve.get_concrete_function()
+
+
+def build_grid_detector(
+    spec: GridDetectorSpec = GridDetectorSpec(),
+    *,
+    int8: bool = False,
+    with_nms: bool = True,
+    encodings: np.ndarray | None = None,
+    seed: int = 0,
+) -> bytes:
+    """The TFLite flatbuffer of a grid detector.
+
+    Args:
+      spec: sizes and op attributes.
+      int8: full-integer PTQ with a uint8 input (representative data: random
+        images with coloured cells).
+      with_nms: include the post-processing op; false returns the raw outputs
+        ``box_encodings [1, A, 4]`` and ``class_scores [1, A, C]``.
+      encodings: constant box encodings ``[A, 4]`` (default zeros).
+      seed: seed of the representative data.
+    """
+    import tensorflow as tf
+
+    fn = _serving_function(spec, encodings, with_nms)
+    if not int8:
+        return convert_to_tflite(fn)
+    rng = np.random.default_rng(seed)
+
+    def representative():
+        for _ in range(16):
+            image, _ = random_grid_image(rng, spec, spec.image_size, spec.image_size)
+            yield [image[None].astype(np.float32)]
+
+    return convert_to_tflite(
+        fn, representative_dataset=representative, inference_input_type=tf.uint8
+    )
+
+
+def random_grid_image(
+    rng: np.random.Generator, spec: GridDetectorSpec, height: int, width: int, max_objects: int = 3
+) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
+    """A black ``height x width`` RGB image with coloured squares on the model's cell grid.
+
+    The image is scaled onto the model input by ``scale = image_size / max(h, w)``
+    (resize-and-pad), so a cell of the model is ``cell / scale`` image pixels.
+    ``height`` and ``width`` must be multiples of that size.
+
+    Returns:
+      (image uint8 [h, w, 3], [(class_id 0-based, [x, y, w, h] pixels)]).
+    """
+    scale = spec.image_size / max(height, width)
+    cell_px = spec.image_size / spec.grid / scale
+    rows, cols = round(height / cell_px), round(width / cell_px)
+    image = np.zeros((height, width, 3), np.uint8)
+    objects = []
+    count = int(rng.integers(1, max_objects + 1))
+    cells = rng.choice(rows * cols, size=min(count, rows * cols), replace=False)
+    for index in cells:
+        r, c = divmod(int(index), cols)
+        cls = int(rng.integers(0, spec.num_classes))
+        y0, x0 = round(r * cell_px), round(c * cell_px)
+        y1, x1 = round((r + 1) * cell_px), round((c + 1) * cell_px)
+        image[y0:y1, x0:x1] = COLOURS[cls]
+        objects.append((cls, [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]))
+    return image, objects
+
+
+def write_image_dataset(
+    directory: pathlib.Path,
+    count: int,
+    spec: GridDetectorSpec = GridDetectorSpec(),
+    *,
+    sizes: tuple[tuple[int, int], ...] = ((32, 32), (32, 64), (64, 32)),
+    seed: int = 0,
+) -> tuple[pathlib.Path, pathlib.Path, list[tuple[np.ndarray, int]]]:
+    """PNG images and their COCO ground truth (category ids = class + 1).
+
+    Returns:
+      (images folder, annotations JSON path, [(image, image_id)]).
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images_dir = directory / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    gt = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": c + 1, "name": f"class{c}"} for c in range(spec.num_classes)],
+    }
+    out = []
+    for image_id in range(1, count + 1):
+        height, width = sizes[(image_id - 1) % len(sizes)]
+        image, objects = random_grid_image(rng, spec, height, width)
+        name = f"img{image_id:04d}.png"
+        Image.fromarray(image).save(images_dir / name)
+        gt["images"].append({"id": image_id, "file_name": name, "height": height, "width": width})
+        for cls, bbox in objects:
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": cls + 1,
+                    "bbox": bbox,
+                    "area": bbox[2] * bbox[3],
+                    "iscrowd": 0,
+                }
+            )
+        out.append((image, image_id))
+    annotations = directory / "annotations.json"
+    annotations.write_text(json.dumps(gt), encoding="utf-8")
+    return images_dir, annotations, out
