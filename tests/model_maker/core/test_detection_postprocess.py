@@ -5,11 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from model_maker.core.detection_postprocess import PostProcessParams, decode_and_nms
+from model_maker.core.detection_postprocess import PostProcessParams
 from tests.model_maker.core.detector_fixtures import (
     GridDetectorSpec,
     build_grid_detector,
-    grid_anchors,
 )
 
 SPEC = GridDetectorSpec(image_size=32, grid=4, num_classes=2, max_detections=10)
@@ -91,25 +90,3 @@ def test_decoding_nms_and_sorting_match_hand_computation(outputs):
     yc, xc, h, w = 0.625 + 0.2 * 0.25, 0.125 + 0.1 * 0.25, 0.25 * 1.5, 0.25 * 0.5
     expected = [yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2]
     np.testing.assert_allclose(out["boxes"][0, 1], expected, atol=1e-6)
-
-
-def test_tensorflow_mirror_equals_the_op(outputs):
-    from ai_edge_litert.interpreter import Interpreter
-
-    raw = Interpreter(
-        model_content=build_grid_detector(SPEC, with_nms=False, encodings=_encodings())
-    )
-    raw_out = raw.get_signature_runner()(images=_image())
-    boxes, classes, scores = decode_and_nms(
-        raw_out["box_encodings"][0],
-        raw_out["class_scores"][0],
-        grid_anchors(4),
-        max_detections=10,
-        score_threshold=SPEC.score_threshold,
-        iou_threshold=SPEC.iou_threshold,
-    )
-    _, out = outputs
-    n = int(out["num_detections"][0])
-    np.testing.assert_allclose(boxes, out["boxes"][0, :n], atol=1e-6)
-    np.testing.assert_array_equal(classes, out["classes"][0, :n].astype(np.int32))
-    np.testing.assert_allclose(scores, out["scores"][0, :n], rtol=1e-6)
