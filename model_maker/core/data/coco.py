@@ -1,0 +1,178 @@
+"""COCO instances JSON reader: validated in one pass, yielding one ``SourceImage`` per image."""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from model_maker.core.data.labels import LabelMap
+from model_maker.core.data.source import SourceBox, SourceImage
+from model_maker.core.errors import DataError
+
+
+@dataclass(frozen=True)
+class CocoIndex:
+    """A parsed COCO dataset.
+
+    Attributes:
+      label_map: categories renumbered 1..K in original id order.
+      images: one entry per image, boxes in pixels.
+    """
+
+    label_map: LabelMap
+    images: tuple[SourceImage, ...]
+
+
+def load_json(path: str) -> object:
+    """``json.load`` with errors naming the file, line and column."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise DataError(f"{path}: annotation file not found") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+
+
+def _record(path: str, section: str, index: int, item: object) -> str:
+    ident = item.get("id") if isinstance(item, Mapping) else None
+    return f"{path}: {section}[{index}]" + (f" (id {ident})" if ident is not None else "")
+
+
+def _need(item: object, keys: tuple[str, ...], where: str) -> Mapping:
+    if not isinstance(item, Mapping):
+        raise DataError(f"{where}: expected an object, got {type(item).__name__}")
+    missing = [k for k in keys if k not in item]
+    if missing:
+        raise DataError(f"{where}: missing key(s) {', '.join(missing)}")
+    return item
+
+
+def _categories(path: str, data: Mapping) -> dict[int, str]:
+    categories: dict[int, str] = {}
+    for i, cat in enumerate(data["categories"]):
+        where = _record(path, "categories", i, cat)
+        cat = _need(cat, ("id", "name"), where)
+        if not isinstance(cat["id"], int) or isinstance(cat["id"], bool):
+            raise DataError(f"{where}: category id must be an integer, got {cat['id']!r}")
+        if cat["id"] in categories:
+            raise DataError(f"{where}: duplicate category id {cat['id']}")
+        categories[cat["id"]] = str(cat["name"])
+    return categories
+
+
+def read_coco(
+    annotations: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    split: str = "",
+    categories: Mapping[int, str] | None = None,
+) -> tuple[dict[int, str], list[SourceImage]]:
+    """Parse one COCO instances JSON.
+
+    Returns the categories (original id -> name) and the images with their boxes
+    (COCO ``[x, y, w, h]`` turned into pixel corners). ``categories`` from another
+    split file must agree with this file's.
+
+    Raises:
+      DataError: malformed JSON (file:line:column), missing keys, duplicate image or
+        category ids, an annotation of an unknown image or category (naming the record).
+    """
+    path = os.fspath(annotations)
+    image_dir = os.fspath(image_dir)
+    data = load_json(path)
+    if not isinstance(data, Mapping):
+        raise DataError(f"{path}: a COCO file holds an object, got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{path}: key {key!r} must be a list")
+    cats = _categories(path, data)
+    if categories is not None and dict(categories) != cats:
+        raise DataError(f"{path}: categories differ from the other split files'")
+
+    images: dict[int, dict] = {}
+    order: list[int] = []
+    for i, img in enumerate(data["images"]):
+        where = _record(path, "images", i, img)
+        img = _need(img, ("id", "file_name"), where)
+        image_id = img["id"]
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise DataError(f"{where}: image id must be an integer, got {image_id!r}")
+        if image_id in images:
+            raise DataError(f"{where}: duplicate image id {image_id}")
+        images[image_id] = {"info": img, "where": where, "boxes": []}
+        order.append(image_id)
+
+    for i, ann in enumerate(data["annotations"]):
+        where = _record(path, "annotations", i, ann)
+        ann = _need(ann, ("image_id", "category_id", "bbox"), where)
+        if ann["image_id"] not in images:
+            raise DataError(f"{where}: unknown image_id {ann['image_id']!r}")
+        if ann["category_id"] not in cats:
+            raise DataError(f"{where}: unknown category_id {ann['category_id']!r}")
+        bbox = ann["bbox"]
+        if (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bbox)
+        ):
+            raise DataError(f"{where}: bbox must be [x, y, width, height] numbers, got {bbox!r}")
+        x, y, w, h = (float(v) for v in bbox)
+        ref = f"annotation id {ann['id']}" if "id" in ann else f"annotations[{i}]"
+        images[ann["image_id"]]["boxes"].append(
+            SourceBox(
+                x, y, x + w, y + h, cats[ann["category_id"]], bool(ann.get("iscrowd", 0)), ref
+            )
+        )
+
+    out = []
+    for image_id in order:
+        entry = images[image_id]
+        info = entry["info"]
+        file_name = str(info["file_name"])
+        out.append(
+            SourceImage(
+                image_id=image_id,
+                file_name=file_name,
+                path=os.path.join(image_dir, file_name),
+                origin=f"{path}: image id {image_id} ({file_name})",
+                boxes=tuple(entry["boxes"]),
+                width=int(info.get("width") or 0),
+                height=int(info.get("height") or 0),
+                split=split,
+            )
+        )
+    return cats, out
+
+
+def read_coco_splits(
+    image_dir: str | os.PathLike,
+    annotations: str | os.PathLike = "",
+    split_files: Mapping[str, str] | None = None,
+) -> CocoIndex:
+    """One COCO JSON (hash-split later) or one JSON per split (``split_files``)."""
+    if split_files:
+        cats: dict[int, str] | None = None
+        images: list[SourceImage] = []
+        seen: dict[int, str] = {}
+        for split, file in split_files.items():
+            cats, part = read_coco(file, image_dir, split=split, categories=cats)
+            for img in part:
+                if img.image_id in seen:
+                    raise DataError(
+                        f"{file}: image id {img.image_id} is also in {seen[img.image_id]}"
+                    )
+                seen[img.image_id] = file
+            images.extend(part)
+    elif annotations:
+        cats, images = read_coco(annotations, image_dir)
+    else:
+        raise DataError("coco: give --annotations FILE or split files")
+    names = list(cats.values())
+    if len(set(names)) != len(names):
+        raise DataError(f"{annotations or split_files}: category names must be unique: {names}")
+    return CocoIndex(LabelMap.from_source_ids(cats), tuple(images))

@@ -1,0 +1,461 @@
+"""The ingestion pipeline on Apache Beam: read, decode, validate, encode, write per split.
+
+Usable without TFX::
+
+    result = ingest(IngestOptions(format="voc", input="raccoon", output="out"),
+                    beam_pipeline_args=["--direct_num_workers=2"])
+
+The driver only lists files (and parses a COCO JSON, which is one file);
+reading annotations, decoding and checking images and encoding records run as
+Beam transforms, so the same code runs on the DirectRunner (several processes
+with ``--direct_num_workers=N``) and, given the usual ``beam_pipeline_args``, on
+Dataflow, Flink or Spark. Records stream from reader to writer: with
+``num_shards=0`` (the default) no step holds more than one image at a time.
+A fixed ``num_shards`` makes Beam group all records before writing them.
+
+Outputs in ``output``: ``Split-<name>/data_tfrecord-*.gz``, ``label_map.json``,
+``<split>_annotations.json`` (COCO ground truth with the records' ids) and
+``stats.json`` (counts per split and class, every repair and skip).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+
+from model_maker.core.data import coco, folder, summary, tfrecord, voc
+from model_maker.core.data.labels import LabelMap
+from model_maker.core.data.process import (
+    ImageSummary,
+    ProcessSettings,
+    choose_split,
+    process_image,
+    summarize_record,
+)
+from model_maker.core.data.records import RecordError, decode_example
+from model_maker.core.data.source import NOT_STRICT, Issue, SourceImage
+from model_maker.core.data.split import check_ratios
+from model_maker.core.errors import DataError, UsageError
+
+LOG = logging.getLogger("qatflow.ingest")
+FORMATS = ("coco", "voc", "tfrecord", "folder")
+RECORD_PREFIX = "data_tfrecord"
+SUMMARY = "summary"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """What to ingest and how (mirrors ``DataConfig``).
+
+    Attributes:
+      format: coco, voc, tfrecord or folder.
+      input: image folder (coco), dataset folder with annotations/ and images/ (voc),
+        TFRecord folder (tfrecord) or class-per-folder root (folder).
+      output: folder of the Examples artifact.
+      annotations: COCO instances JSON (coco without split files).
+      split_ratios: split -> fraction for the hash split (by image file name).
+      split_files: split -> file (COCO JSON, VOC id list, TFRecord glob); overrides ratios.
+      strict: every repair or skip is an error.
+      keep_negatives: keep images without boxes.
+      num_shards: shards per split (0 lets Beam decide and keeps memory flat).
+      rewrite_tfrecords: re-encode TFRecord input through the image and box checks
+        instead of writing validated records unchanged.
+    """
+
+    format: str
+    input: str
+    output: str
+    annotations: str = ""
+    split_ratios: Mapping[str, float] = field(default_factory=lambda: {"train": 0.8, "eval": 0.2})
+    split_files: Mapping[str, str] = field(default_factory=dict)
+    strict: bool = False
+    keep_negatives: bool = True
+    num_shards: int = 0
+    rewrite_tfrecords: bool = False
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ``ingest`` wrote.
+
+    Attributes:
+      output: the output folder.
+      splits: split names, in order.
+      label_map: the classes and their ids.
+      images: images written per split.
+      boxes: boxes written per split.
+      issues: every repair and skip.
+      stats: the content of stats.json.
+    """
+
+    output: str
+    splits: tuple[str, ...]
+    label_map: LabelMap
+    images: dict[str, int]
+    boxes: dict[str, int]
+    issues: tuple[Issue, ...]
+    stats: dict
+
+    def record_pattern(self, split: str) -> str:
+        return os.path.join(self.output, f"Split-{split}", f"{RECORD_PREFIX}-*.gz")
+
+    def annotations_path(self, split: str) -> str:
+        return os.path.join(self.output, summary.annotations_file(split))
+
+    @property
+    def label_map_path(self) -> str:
+        return os.path.join(self.output, summary.LABEL_MAP_FILE)
+
+    @property
+    def stats_path(self) -> str:
+        return os.path.join(self.output, summary.STATS_FILE)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the driver found before the Beam job starts."""
+
+    splits: tuple[str, ...]
+    items: tuple = ()
+    label_map: LabelMap | None = None
+    record_files: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    issues: tuple[Issue, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Passed:
+    """A validated record written unchanged."""
+
+    split: str
+    record: bytes
+    summary: ImageSummary
+
+
+def _check(options: IngestOptions) -> None:
+    if options.format not in FORMATS:
+        raise UsageError(f"format {options.format!r}: expected one of {', '.join(FORMATS)}")
+    if not options.input:
+        raise UsageError("ingest: give the input (--input PATH)")
+    if not options.output:
+        raise UsageError("ingest: give the output folder (--output DIR)")
+    if options.num_shards < 0:
+        raise UsageError(f"num_shards {options.num_shards}: must be 0 or more")
+    if not options.split_files:
+        check_ratios(options.split_ratios)
+    for name in (*options.split_ratios, *options.split_files):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise UsageError(f"split name {name!r}: use letters, digits, '_', '-' or '.'")
+
+
+def _plan(options: IngestOptions) -> _Plan:
+    fixed = tuple(options.split_files)
+    ratio_splits = tuple(options.split_ratios)
+    if options.format == "coco":
+        index = coco.read_coco_splits(options.input, options.annotations, options.split_files)
+        return _Plan(fixed or ratio_splits, index.images, index.label_map)
+    if options.format == "voc":
+        items = voc.list_voc(options.input, options.split_files)
+        return _Plan(fixed or ratio_splits, tuple(items))
+    if options.format == "folder":
+        label_map, images, ignored = folder.read_folders(options.input)
+        issues = tuple(
+            Issue("unreadable_image", path, "not an image file name") for path in ignored
+        )
+        return _Plan(ratio_splits, tuple(images), label_map, issues=issues)
+    files = tfrecord.list_record_files(options.input, options.split_files)
+    splits = tuple(s for s in files if s) or ratio_splits
+    label_map = tfrecord.find_label_map(options.input) if os.path.isdir(options.input) else None
+    return _Plan(splits, (), label_map, files)
+
+
+# --- Beam transforms (module level so that worker processes can unpickle them) -------------
+
+
+def _parse_voc(item: voc.VocItem):
+    try:
+        yield voc.parse_voc(item)
+    except DataError as exc:
+        yield ImageSummary(
+            item.image_id, item.split, None, (), (Issue("error", item.xml_path, str(exc)),)
+        )
+
+
+def _label_names(element) -> list[str]:
+    if isinstance(element, SourceImage):
+        return [b.label for b in element.boxes]
+    return []
+
+
+class _ValidateRecord(beam.DoFn):
+    """(file, serialized) -> _Passed, SourceImage (rewrite) or ImageSummary (invalid)."""
+
+    def __init__(self, split: str, ratios: Mapping[str, float], label_map, rewrite: bool):
+        super().__init__()
+        self.split = split
+        self.ratios = dict(ratios)
+        self.label_map = label_map
+        self.rewrite = rewrite
+
+    def process(self, element):
+        path, serialized = element
+        try:
+            example = tfrecord.validate_record(serialized, self.label_map)
+        except RecordError as exc:
+            try:
+                ident = f"record image/source_id {decode_example(serialized).source_id!r}"
+            except RecordError:
+                ident = f"record of {len(serialized)} bytes"
+            split = self.split or ""
+            issue = Issue("invalid_record", f"{path}: {ident}", str(exc), split)
+            yield ImageSummary(0, split, None, (), (issue,))
+            return
+        origin = f"{path}: record image/source_id {example.source_id!r}"
+        image_id = tfrecord.image_id_of(example.source_id)
+        names = {c.id: c.name for c in self.label_map.classes} if self.label_map else {}
+        source = tfrecord.to_source(example, origin, self.split, names)
+        split = choose_split(source, self.ratios)
+        if self.rewrite:
+            yield source
+        else:
+            yield _Passed(split, serialized, summarize_record(example, image_id, split))
+
+
+def _record_pairs(element) -> list[tuple[int, str]]:
+    if isinstance(element, _Passed):
+        return list(element.summary.label_texts)
+    if isinstance(element, SourceImage):
+        return [(b.class_id, b.label) for b in element.boxes]
+    return []
+
+
+class _Process(beam.DoFn):
+    """Source element -> (split, record) on the main output, summaries tagged SUMMARY."""
+
+    def __init__(self, settings: ProcessSettings):
+        super().__init__()
+        self.settings = settings
+
+    def process(self, element, label_map: LabelMap):
+        if isinstance(element, ImageSummary):
+            yield beam.pvalue.TaggedOutput(SUMMARY, element)
+            return
+        if isinstance(element, _Passed):
+            yield (element.split, element.record)
+            yield beam.pvalue.TaggedOutput(SUMMARY, element.summary)
+            return
+        record, image_summary = process_image(element, label_map, self.settings)
+        if record is not None:
+            yield (image_summary.split, record)
+        yield beam.pvalue.TaggedOutput(SUMMARY, image_summary)
+
+
+def _write_summaries(summaries, output, splits, label_map, extra_issues, info, derive):
+    issues = list(extra_issues)
+    if derive:
+        pairs = [p for s in summaries for p in s.label_texts]
+        label_map, conflicts = summary.label_map_from_pairs(pairs, "TFRecord input")
+        issues += conflicts
+    summary.write_outputs(output, summaries, label_map, splits, issues, info)
+    return len(summaries)
+
+
+DIRECT_RUNNERS = (None, "DirectRunner", "direct", "SwitchingDirectRunner")
+
+
+def make_pipeline(beam_pipeline_args: Sequence[str] = ()) -> beam.Pipeline:
+    """A Beam pipeline for ``beam_pipeline_args``.
+
+    Without ``--runner`` (or with DirectRunner) the batch engine of the
+    DirectRunner (FnApiRunner) is used directly: Beam's DirectRunner would
+    first try to download the Prism runner binary, and nothing may be
+    downloaded at run time. ``--direct_num_workers=N`` (N > 1) defaults to
+    ``--direct_running_mode=multi_processing``. Any other runner is used as given.
+    """
+    from apache_beam.options.pipeline_options import (
+        DirectOptions,
+        PipelineOptions,
+        StandardOptions,
+    )
+
+    args = list(beam_pipeline_args)
+    options = PipelineOptions(args)
+    direct = options.view_as(DirectOptions)
+    if direct.direct_num_workers != 1 and not any("direct_running_mode" in a for a in args):
+        direct.direct_running_mode = "multi_processing"
+    if options.view_as(StandardOptions).runner not in DIRECT_RUNNERS:
+        return beam.Pipeline(options=options)
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    )
+    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
+
+
+def _clear_records(output: str, splits: Sequence[str]) -> None:
+    # Stale shards of an earlier run would be read as part of this one.
+    for path in glob.glob(os.path.join(output, "Split-*", f"{RECORD_PREFIX}-*")):
+        os.remove(path)
+    for split in splits:
+        os.makedirs(os.path.join(output, f"Split-{split}"), exist_ok=True)
+
+
+def _build(p, options: IngestOptions, plan: _Plan) -> None:
+    settings = ProcessSettings(dict(options.split_ratios), options.keep_negatives)
+    if options.format == "tfrecord":
+        parts = []
+        for key, files in plan.record_files.items():
+            parts.append(
+                p
+                | f"ListRecords[{key}]" >> beam.Create(list(files))
+                | f"ReadRecords[{key}]" >> beam.io.ReadAllFromTFRecord(with_filename=True)
+                | f"Validate[{key}]"
+                >> beam.ParDo(
+                    _ValidateRecord(
+                        key, options.split_ratios, plan.label_map, options.rewrite_tfrecords
+                    )
+                )
+            )
+        sources = parts | "MergeSplits" >> beam.Flatten()
+    elif options.format == "voc":
+        sources = (
+            p
+            | "ListAnnotations" >> beam.Create(list(plan.items))
+            | "ParseVOC" >> beam.FlatMap(_parse_voc)
+        )
+    else:
+        sources = p | "ListImages" >> beam.Create(list(plan.items))
+
+    derive = plan.label_map is None
+    if not derive:
+        label_map = p | "LabelMap" >> beam.Create([plan.label_map])
+    elif options.format == "voc":
+        label_map = (
+            sources
+            | "ClassNames" >> beam.FlatMap(_label_names)
+            | "UniqueNames" >> beam.Distinct()
+            | "CollectNames" >> beam.combiners.ToList()
+            | "NumberNames" >> beam.Map(LabelMap.from_names)
+        )
+        derive = False
+    else:
+        label_map = (
+            sources
+            | "ClassPairs" >> beam.FlatMap(_record_pairs)
+            | "UniquePairs" >> beam.Distinct()
+            | "CollectPairs" >> beam.combiners.ToList()
+            | "PairsToMap" >> beam.Map(lambda pairs: summary.label_map_from_pairs(pairs)[0])
+        )
+
+    outputs = sources | "DecodeCheckEncode" >> beam.ParDo(
+        _Process(settings), label_map=beam.pvalue.AsSingleton(label_map)
+    ).with_outputs(SUMMARY, main="records")
+    index = {name: i for i, name in enumerate(plan.splits)}
+    by_split = outputs.records | "BySplit" >> beam.Partition(
+        lambda kv, n: index[kv[0]], len(plan.splits)
+    )
+    for name, part in zip(plan.splits, by_split, strict=True):
+        _ = (
+            part
+            | f"Payload[{name}]" >> beam.Map(lambda kv: kv[1])
+            | f"Write[{name}]"
+            >> beam.io.WriteToTFRecord(
+                os.path.join(options.output, f"Split-{name}", RECORD_PREFIX),
+                file_name_suffix=".gz",
+                num_shards=options.num_shards,
+            )
+        )
+    info = {"format": options.format, "input": os.path.abspath(options.input)}
+    _ = (
+        outputs[SUMMARY]
+        | "CollectSummaries" >> beam.combiners.ToList()
+        | "WriteSummaries"
+        >> beam.Map(
+            _write_summaries,
+            options.output,
+            list(plan.splits),
+            beam.pvalue.AsSingleton(label_map),
+            list(plan.issues),
+            info,
+            derive,
+        )
+    )
+
+
+def _beam_error(exc: Exception) -> str | None:
+    # Beam re-raises a worker's exception inside its own; recover our one-line message.
+    match = re.search(r"DataError: (.+?)(?: \[while running|\n|$)", str(exc))
+    return match.group(1) if match else None
+
+
+def _result(options: IngestOptions, splits: tuple[str, ...]) -> IngestResult:
+    stats_path = os.path.join(options.output, summary.STATS_FILE)
+    with open(stats_path, encoding="utf-8") as fh:
+        stats = json.load(fh)
+    issues = tuple(Issue(**i) for i in stats["issues"])
+    return IngestResult(
+        output=options.output,
+        splits=splits,
+        label_map=LabelMap.load(os.path.join(options.output, summary.LABEL_MAP_FILE)),
+        images={s: stats["splits"][s]["images"] for s in splits},
+        boxes={s: stats["splits"][s]["boxes"] for s in splits},
+        issues=issues,
+        stats=stats,
+    )
+
+
+def ingest(options: IngestOptions, beam_pipeline_args: Sequence[str] = ()) -> IngestResult:
+    """Run the ingestion pipeline and return what it wrote.
+
+    ``beam_pipeline_args`` pass through to Beam unchanged (``--runner``,
+    ``--direct_num_workers``, Dataflow/Flink/Spark options); several DirectRunner
+    workers default to ``multi_processing``.
+
+    Raises:
+      UsageError: bad options.
+      DataError: input that cannot be ingested (naming the file and record), or,
+        with ``strict``, the first repair or skip (stats.json lists them all).
+    """
+    _check(options)
+    plan = _plan(options)
+    _clear_records(options.output, plan.splits)
+    LOG.info(
+        "ingesting %s from %s into %s (splits: %s)",
+        options.format,
+        options.input,
+        options.output,
+        ", ".join(plan.splits),
+    )
+    try:
+        with make_pipeline(beam_pipeline_args) as p:
+            _build(p, options, plan)
+    except DataError:
+        raise
+    except Exception as exc:
+        message = _beam_error(exc)
+        if message:
+            raise DataError(message) from exc
+        raise
+    result = _result(options, plan.splits)
+    errors = [i for i in result.issues if i.fatal]
+    if options.strict:
+        errors += [i for i in result.issues if not i.fatal and i.kind not in NOT_STRICT]
+    if errors:
+        more = f" (and {len(errors) - 1} more, see {result.stats_path})" if len(errors) > 1 else ""
+        prefix = "strict: " if not errors[0].fatal else ""
+        raise DataError(f"{prefix}{errors[0].message()}{more}")
+    for split in plan.splits:
+        LOG.info("split %s: %d images, %d boxes", split, result.images[split], result.boxes[split])
+    for kind, count in result.stats["issue_counts"].items():
+        LOG.warning("%d x %s (details in %s)", count, kind, result.stats_path)
+    return result

@@ -1,0 +1,125 @@
+"""The small outputs of ingestion: per-split COCO ground truth, label_map.json, stats.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+
+from model_maker.core.data.labels import LabelClass, LabelMap
+from model_maker.core.data.process import ImageSummary
+from model_maker.core.data.source import Issue
+
+LABEL_MAP_FILE = "label_map.json"
+STATS_FILE = "stats.json"
+ANNOTATIONS_SUFFIX = "_annotations.json"
+
+
+def annotations_file(split: str) -> str:
+    return f"{split}{ANNOTATIONS_SUFFIX}"
+
+
+def label_map_from_pairs(
+    pairs: Iterable[tuple[int, str]], where: str = "records"
+) -> tuple[LabelMap, list[Issue]]:
+    """Label map of (id, name) pairs seen in records; an id with two names is an error issue."""
+    names: dict[int, set[str]] = defaultdict(set)
+    for class_id, name in pairs:
+        names[class_id].add(name or str(class_id))
+    issues = [
+        Issue("error", where, f"class id {i} has several names: {', '.join(sorted(n))}")
+        for i, n in sorted(names.items())
+        if len(n) > 1
+    ]
+    return LabelMap(tuple(LabelClass(i, sorted(n)[0]) for i, n in sorted(names.items()))), issues
+
+
+def write_outputs(
+    output: str,
+    summaries: Sequence[ImageSummary],
+    label_map: LabelMap,
+    splits: Sequence[str],
+    extra_issues: Sequence[Issue] = (),
+    info: dict | None = None,
+) -> dict:
+    """Write ``<split>_annotations.json`` per split, ``label_map.json`` and ``stats.json``.
+
+    Duplicate image ids become error issues. Annotation ids are numbered 1..N
+    over all splits in image id order. Returns the stats dict.
+    """
+    summaries = sorted(summaries, key=lambda s: (s.image_id, s.split))
+    issues = list(extra_issues)
+    seen: dict[int, ImageSummary] = {}
+    for s in summaries:
+        if s.image is None:
+            continue
+        if s.image_id in seen:
+            first = seen[s.image_id].image
+            issues.append(
+                Issue(
+                    "error",
+                    f"image id {s.image_id}",
+                    f"duplicate image id: {first['file_name']} and {s.image['file_name']}",
+                    s.split,
+                )
+            )
+        seen[s.image_id] = s
+    for s in summaries:
+        issues.extend(s.issues)
+
+    names = {c.id: c.name for c in label_map.classes}
+    gts = {
+        split: {
+            "info": {"description": f"qatflow ground truth, split {split}"},
+            "images": [],
+            "annotations": [],
+            "categories": label_map.coco_categories(),
+        }
+        for split in splits
+    }
+    per_split = {
+        split: {"images": 0, "boxes": 0, "negatives": 0, "classes": {}} for split in splits
+    }
+    next_id = 1
+    for s in summaries:
+        if s.image is None:
+            continue
+        gt, stats = gts[s.split], per_split[s.split]
+        gt["images"].append(s.image)
+        stats["images"] += 1
+        if not s.annotations and not s.class_id:
+            stats["negatives"] += 1
+        class_images = Counter({names.get(s.class_id, str(s.class_id)): 0} if s.class_id else {})
+        for ann in s.annotations:
+            gt["annotations"].append({"id": next_id, **ann})
+            next_id += 1
+            class_images[names.get(ann["category_id"], str(ann["category_id"]))] += 1
+        stats["boxes"] += len(s.annotations)
+        for name, boxes in class_images.items():
+            entry = stats["classes"].setdefault(name, {"images": 0, "boxes": 0})
+            entry["images"] += 1
+            entry["boxes"] += boxes
+
+    os.makedirs(output, exist_ok=True)
+    for split, gt in gts.items():
+        with open(os.path.join(output, annotations_file(split)), "w", encoding="utf-8") as fh:
+            json.dump(gt, fh)
+    label_map.save(os.path.join(output, LABEL_MAP_FILE))
+    issues.sort(key=lambda i: (i.kind != "error", i.where, i.kind, i.detail))
+    stats = {
+        **(info or {}),
+        "splits": per_split,
+        "total": {
+            "images": sum(s["images"] for s in per_split.values()),
+            "boxes": sum(s["boxes"] for s in per_split.values()),
+        },
+        "issue_counts": dict(sorted(Counter(i.kind for i in issues).items())),
+        "issues": [
+            {"kind": i.kind, "where": i.where, "detail": i.detail, "split": i.split} for i in issues
+        ],
+    }
+    with open(os.path.join(output, STATS_FILE), "w", encoding="utf-8") as fh:
+        json.dump(stats, fh, indent=1)
+        fh.write("\n")
+    return stats

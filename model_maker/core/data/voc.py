@@ -1,0 +1,143 @@
+"""Pascal VOC reader: a dataset folder with ``annotations/*.xml`` and ``images/``.
+
+``list_voc`` only lists the XML files (ids are their 1-based position in sorted
+order, so they are stable); ``parse_voc`` parses one file and runs inside the
+Beam pipeline. A split file lists one annotation id (XML file stem) per line,
+as VOC's ``ImageSets/Main/<split>.txt`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from model_maker.core.data.source import SourceBox, SourceImage
+from model_maker.core.errors import DataError
+
+ANNOTATIONS_DIR = "annotations"
+IMAGES_DIR = "images"
+
+
+@dataclass(frozen=True)
+class VocItem:
+    """One annotation file to parse.
+
+    Attributes:
+      image_id: 1-based position of the file in sorted order.
+      xml_path: the annotation file.
+      image_dir: folder holding the images.
+      split: split from a split file ("" lets the hash decide).
+    """
+
+    image_id: int
+    xml_path: str
+    image_dir: str
+    split: str = ""
+
+
+def _folder(dataset_dir: str, *names: str) -> str:
+    for name in names:
+        path = os.path.join(dataset_dir, name)
+        if os.path.isdir(path):
+            return path
+    raise DataError(f"{dataset_dir}: no {names[0]}/ folder (expected a VOC dataset folder)")
+
+
+def _read_list(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            # VOC class lists carry a second column (1/-1); the first is the id.
+            return [line.split()[0] for line in fh if line.strip()]
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read split file ({exc.strerror})") from None
+
+
+def list_voc(dataset_dir: str | os.PathLike, split_files: Mapping[str, str] | None = None):
+    """The annotation files of ``dataset_dir`` as ``VocItem`` (sorted by file name)."""
+    dataset_dir = os.fspath(dataset_dir)
+    if not os.path.isdir(dataset_dir):
+        raise DataError(f"{dataset_dir}: VOC dataset folder not found")
+    ann_dir = _folder(dataset_dir, ANNOTATIONS_DIR, "Annotations")
+    image_dir = _folder(dataset_dir, IMAGES_DIR, "JPEGImages")
+    stems = sorted(f[:-4] for f in os.listdir(ann_dir) if f.lower().endswith(".xml"))
+    if not stems:
+        raise DataError(f"{ann_dir}: no .xml annotation files")
+    ids = {stem: i for i, stem in enumerate(stems, start=1)}
+    split_of: dict[str, str] = {}
+    for split, file in (split_files or {}).items():
+        for stem in _read_list(file):
+            if stem not in ids:
+                raise DataError(f"{file}: id {stem!r} has no {ann_dir}/{stem}.xml")
+            if stem in split_of:
+                raise DataError(f"{file}: id {stem!r} is also in split {split_of[stem]!r}")
+            split_of[stem] = split
+    items = []
+    for stem in stems:
+        if split_files and stem not in split_of:
+            continue  # not in any listed split: the split files choose the subset
+        items.append(
+            VocItem(
+                ids[stem], os.path.join(ann_dir, stem + ".xml"), image_dir, split_of.get(stem, "")
+            )
+        )
+    return items
+
+
+def _number(node: ET.Element, tag: str, where: str) -> float:
+    text = node.findtext(tag)
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: <{tag}> must be a number, got {text!r}") from None
+
+
+def parse_voc(item: VocItem) -> SourceImage:
+    """Parse one VOC XML file.
+
+    Raises:
+      DataError: malformed XML (file:line:column) or a missing/invalid field
+        (naming the file and the object).
+    """
+    path = item.xml_path
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        line, column = exc.position
+        raise DataError(f"{path}:{line}:{column + 1}: malformed XML: {exc.msg}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    if root.tag != "annotation":
+        raise DataError(f"{path}: root element is <{root.tag}>, expected <annotation>")
+    file_name = (root.findtext("filename") or "").strip()
+    if not file_name:
+        raise DataError(f"{path}: missing <filename>")
+    width = height = 0
+    size = root.find("size")
+    if size is not None:
+        width = int(_number(size, "width", f"{path}: <size>"))
+        height = int(_number(size, "height", f"{path}: <size>"))
+    boxes = []
+    for index, obj in enumerate(root.findall("object")):
+        where = f"{path}: object {index}"
+        name = (obj.findtext("name") or "").strip()
+        if not name:
+            raise DataError(f"{where}: missing <name>")
+        bndbox = obj.find("bndbox")
+        if bndbox is None:
+            raise DataError(f"{where} ({name}): missing <bndbox>")
+        coords = [
+            _number(bndbox, tag, f"{where} ({name})") for tag in ("xmin", "ymin", "xmax", "ymax")
+        ]
+        boxes.append(SourceBox(*coords, label=name, ref=f"object {index}"))
+    return SourceImage(
+        image_id=item.image_id,
+        file_name=file_name,
+        path=os.path.join(item.image_dir, file_name),
+        origin=f"{path} ({file_name})",
+        boxes=tuple(boxes),
+        width=width,
+        height=height,
+        split=item.split,
+    )
