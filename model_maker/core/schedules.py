@@ -2,7 +2,8 @@
 
 ``WarmUp`` is registered for Keras serialization (package ``qatflow``), so a
 model compiled with an optimizer using it saves and reloads without
-``custom_objects``.
+``custom_objects`` in the ``.keras`` and SavedModel formats (legacy ``.h5``
+files look classes up by their bare name: pass ``custom_objects={"WarmUp": WarmUp}``).
 """
 
 from __future__ import annotations
