@@ -28,7 +28,7 @@ def label_map_from_pairs(
     for class_id, name in pairs:
         names[class_id].add(name or str(class_id))
     issues = [
-        Issue("error", where, f"class id {i} has several names: {', '.join(sorted(n))}")
+        Issue("error", where, f"{where}: class id {i} has several names: {', '.join(sorted(n))}")
         for i, n in sorted(names.items())
         if len(n) > 1
     ]
@@ -60,7 +60,8 @@ def write_outputs(
                 Issue(
                     "error",
                     f"image id {s.image_id}",
-                    f"duplicate image id: {first['file_name']} and {s.image['file_name']}",
+                    f"image id {s.image_id}: duplicate image id "
+                    f"({first['file_name']} and {s.image['file_name']})",
                     s.split,
                 )
             )
