@@ -118,7 +118,9 @@ Registrar = Callable[[argparse._SubParsersAction], None]
 def _registrars() -> list[Registrar]:
     # Subcommand modules are imported here, not at module level, so `qatflow --help`
     # stays fast and a broken optional module cannot break the whole CLI at import.
-    return [_register_config]
+    from pipeline.commands import data
+
+    return [_register_config, data.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
