@@ -1,0 +1,614 @@
+"""Evaluate detector variants on an eval split with Beam, LiteRT and pycocotools.
+
+One evaluator for every variant (float32/PTQ/QAT TFLite files, the Keras float
+model, third-party ``.tflite`` files):
+
+1. a Beam pipeline reads the eval images (Examples TFRecords or an image
+   folder), a ``DoFn`` loads its detector once per worker (``setup``) and
+   emits COCO detection dicts (``bbox`` ``[x, y, w, h]`` in original pixels,
+   ``category_id`` = 0-based class + 1, the ids of ``label_map.json``);
+2. the detections are gathered and scored by
+   :func:`model_maker.core.coco_metrics.coco_metrics` (pycocotools COCOeval)
+   against the split's COCO ground truth;
+3. :func:`evaluate_variants` adds file size and latency (median/p90 of
+   interpreter invocations, 1 thread), the delta of every metric to the float
+   baseline, a blessing decision, and writes ``metrics.json``, ``report.md``,
+   ``report.html`` and ``blessing.json``.
+
+Units: metrics are pycocotools fractions 0..1 everywhere in files and objects;
+the reports print them as AP points (x100). The blessing threshold
+``max_drop`` is in points: ``max_drop=1.0`` allows ``candidate >= baseline - 0.01``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from model_maker.core.coco_metrics import PER_CLASS_PREFIX, SUMMARY_KEYS, coco_metrics
+from model_maker.core.errors import DataError
+
+LOG = logging.getLogger("qatflow")
+
+#: Variant name of the Keras float model; preferred as the float baseline.
+KERAS_FLOAT = "keras_float"
+#: TFLite float variant, the baseline when the Keras model is not evaluated.
+TFLITE_FLOAT = "float32"
+METRICS_FILE = "metrics.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+BLESSING_FILE = "blessing.json"
+
+
+class Detector(Protocol):
+    """Anything that turns an RGB uint8 image into detections in its pixels."""
+
+    def detect(self, image: Any) -> Any:  # -> litert_detector.Detections
+        ...
+
+
+DetectorFactory = Callable[[], Detector]
+
+
+# --- sources ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalSource:
+    """Where the eval images come from (exactly one of the two).
+
+    Attributes:
+      record_files: TFRecord files (or patterns) of the Examples contract; the
+        COCO image id is ``int(image/source_id)``.
+      images: ``(image_id, image file path)`` pairs.
+    """
+
+    record_files: tuple[str, ...] = ()
+    images: tuple[tuple[Any, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if bool(self.record_files) == bool(self.images):
+            raise ValueError("give exactly one of record_files and images")
+
+    @classmethod
+    def from_image_folder(cls, ground_truth: Mapping[str, Any], folder: str) -> EvalSource:
+        """The images of a COCO ground truth, looked up by ``file_name`` in ``folder``."""
+        pairs, missing = [], []
+        for image in ground_truth.get("images", []):
+            name = image.get("file_name") or ""
+            path = os.path.join(folder, name)
+            if name and os.path.isfile(path):
+                pairs.append((image["id"], path))
+            else:
+                missing.append(name or str(image["id"]))
+        if missing:
+            raise DataError(
+                f"{len(missing)} image(s) of the annotations are not in {folder} "
+                f"(first: {', '.join(missing[:3])})"
+            )
+        if not pairs:
+            raise DataError("the annotations list no images")
+        return cls(images=tuple(pairs))
+
+
+def _image_id(source_id: str) -> Any:
+    try:
+        return int(source_id)
+    except ValueError:
+        return source_id
+
+
+def _from_record(serialized: bytes) -> tuple[Any, bytes]:
+    from model_maker.core.data.records import decode_example
+
+    example = decode_example(serialized)
+    return _image_id(example.source_id), example.encoded
+
+
+def _from_file(item: tuple[Any, str]) -> tuple[Any, bytes]:
+    image_id, path = item
+    with open(path, "rb") as fh:
+        return image_id, fh.read()
+
+
+def decode_image(encoded: bytes):
+    """RGB uint8 ``[h, w, 3]`` of JPEG/PNG/BMP/GIF bytes (first frame)."""
+    import tensorflow as tf
+
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+
+
+# --- the Beam pipeline --------------------------------------------------------------
+
+
+def _beam_dofn_class():
+    import apache_beam as beam
+
+    class DetectFn(beam.DoFn):
+        """Loads one detector per worker in ``setup``; one JSON line per image."""
+
+        def __init__(self, factory: DetectorFactory) -> None:
+            super().__init__()
+            self._factory = factory
+            self._detector = None
+
+        def setup(self) -> None:
+            self._detector = self._factory()
+
+        def process(self, element: tuple[Any, bytes]):
+            image_id, encoded = element
+            found = self._detector.detect(decode_image(encoded))
+            yield json.dumps({"image_id": image_id, "detections": found.to_coco(image_id)})
+
+    return DetectFn
+
+
+@dataclass(frozen=True)
+class BeamOptions:
+    """How the evaluation pipeline runs.
+
+    Attributes:
+      num_workers: DirectRunner worker processes (multi-processing when > 1).
+      running_mode: DirectRunner mode; "" picks in_memory for 1 worker and
+        multi_processing otherwise.
+      beam_args: extra Beam arguments, passed through (e.g. ``--runner=...``);
+        they win over the two fields above.
+    """
+
+    num_workers: int = 1
+    running_mode: str = ""
+    beam_args: tuple[str, ...] = ()
+
+    def pipeline_args(self) -> list[str]:
+        mode = self.running_mode or ("in_memory" if self.num_workers <= 1 else "multi_processing")
+        args = [
+            "--runner=DirectRunner",
+            f"--direct_num_workers={max(1, self.num_workers)}",
+            f"--direct_running_mode={mode}",
+        ]
+        given = {a.split("=", 1)[0] for a in self.beam_args}
+        return [a for a in args if a.split("=", 1)[0] not in given] + list(self.beam_args)
+
+
+def run_detection(
+    factory: DetectorFactory,
+    source: EvalSource,
+    options: BeamOptions = BeamOptions(),
+    work_dir: str | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Detections of every image of ``source`` (Beam pipeline).
+
+    Returns:
+      (COCO detection dicts, number of images processed).
+    """
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    detect_fn = _beam_dofn_class()
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        prefix = os.path.join(tmp, "detections")
+        with beam.Pipeline(options=PipelineOptions(options.pipeline_args())) as p:
+            if source.record_files:
+                reads = [
+                    p | f"Read{i}" >> beam.io.ReadFromTFRecord(pattern)
+                    for i, pattern in enumerate(source.record_files)
+                ]
+                images = reads | "Flatten" >> beam.Flatten() | "Decode" >> beam.Map(_from_record)
+            else:
+                images = (
+                    p
+                    | "Images" >> beam.Create(list(source.images))
+                    | "ReadFiles" >> beam.Map(_from_file)
+                )
+            _ = (
+                images
+                | "Detect" >> beam.ParDo(detect_fn(factory))
+                | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
+            )
+        detections, count = [], 0
+        for name in sorted(os.listdir(tmp)):
+            if not name.startswith("detections"):
+                continue
+            with open(os.path.join(tmp, name), encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        count += 1
+                        detections.extend(json.loads(line)["detections"])
+    return detections, count
+
+
+# --- blessing -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlessingRule:
+    """When the candidate variant is good enough to push.
+
+    Attributes:
+      candidate: variant that is blessed and pushed.
+      metric: metric compared (AP, AP50, AP75, top1...).
+      max_drop: largest allowed drop from the baseline in points (0..100):
+        blessed when ``candidate >= baseline - max_drop / 100``.
+      baseline: float reference; "" uses keras_float when evaluated, else float32.
+    """
+
+    candidate: str = "qat_int8"
+    metric: str = "AP"
+    max_drop: float = 1.0
+    baseline: str = ""
+
+
+@dataclass(frozen=True)
+class BlessingDecision:
+    """The outcome of a :class:`BlessingRule`, with the reasons spelled out.
+
+    Attributes:
+      blessed: the candidate may be pushed.
+      candidate: candidate variant.
+      baseline: baseline variant ("" when none was evaluated).
+      metric: compared metric.
+      candidate_value: candidate's metric (0..1), None when missing.
+      baseline_value: baseline's metric (0..1), None when missing.
+      threshold: smallest passing value (0..1), None when no baseline.
+      max_drop: allowed drop in points.
+      reasons: human-readable lines explaining the decision.
+    """
+
+    blessed: bool
+    candidate: str
+    baseline: str
+    metric: str
+    candidate_value: float | None
+    baseline_value: float | None
+    threshold: float | None
+    max_drop: float
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def pick_baseline(variants: Iterable[str], requested: str = "") -> str:
+    """The float reference among ``variants`` ("" when there is none)."""
+    names = list(variants)
+    if requested:
+        return requested if requested in names else ""
+    for name in (KERAS_FLOAT, TFLITE_FLOAT):
+        if name in names:
+            return name
+    return ""
+
+
+def decide_blessing(
+    metrics: Mapping[str, Mapping[str, float]], rule: BlessingRule
+) -> BlessingDecision:
+    """Apply ``rule`` to ``metrics`` (variant -> metric name -> value in 0..1)."""
+    baseline = pick_baseline(metrics, rule.baseline)
+    cand = metrics.get(rule.candidate, {}).get(rule.metric)
+    base = metrics.get(baseline, {}).get(rule.metric) if baseline else None
+    reasons: list[str] = []
+
+    def done(blessed: bool, threshold: float | None = None) -> BlessingDecision:
+        return BlessingDecision(
+            blessed, rule.candidate, baseline, rule.metric, cand, base, threshold,
+            rule.max_drop, reasons,
+        )  # fmt: skip
+
+    if rule.candidate not in metrics:
+        reasons.append(f"candidate variant {rule.candidate!r} was not evaluated")
+        return done(False)
+    if not baseline:
+        wanted = rule.baseline or f"{KERAS_FLOAT} or {TFLITE_FLOAT}"
+        reasons.append(f"no float baseline ({wanted}) was evaluated to compare with")
+        return done(False)
+    if cand is None or base is None or cand < 0 or base < 0:
+        reasons.append(
+            f"metric {rule.metric!r} is missing or undefined (candidate {cand}, baseline {base})"
+        )
+        return done(False)
+    threshold = base - rule.max_drop / 100.0
+    drop = (base - cand) * 100.0
+    # 1e-9 absorbs float rounding of "baseline - max_drop / 100" at the boundary.
+    blessed = cand >= threshold - 1e-9
+    verdict = "within" if blessed else "more than"
+    reasons.append(
+        f"{rule.candidate} {rule.metric} {cand * 100:.2f} vs {baseline} {base * 100:.2f}: "
+        f"drop {drop:.2f} points, {verdict} the allowed {rule.max_drop:g}"
+    )
+    return done(blessed, threshold)
+
+
+# --- evaluating variants --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model to evaluate.
+
+    Attributes:
+      name: variant name (float32, ptq_int8, qat_int8, keras_float...).
+      factory: picklable zero-argument callable returning a :class:`Detector`
+        (e.g. :class:`model_maker.core.litert_detector.TFLiteDetectorFactory`).
+      path: model file or folder, for its size ("" when not applicable).
+    """
+
+    name: str
+    factory: DetectorFactory
+    path: str = ""
+
+
+def _size_bytes(path: str) -> int | None:
+    if not path:
+        return None
+    import tensorflow as tf
+
+    gfile = tf.io.gfile
+    if not gfile.isdir(path):
+        return int(gfile.stat(path).length) if gfile.exists(path) else None
+    total = 0
+    for root, _, names in gfile.walk(path):
+        total += sum(int(gfile.stat(os.path.join(root, n)).length) for n in names)
+    return total
+
+
+def _deltas(metrics: Mapping[str, float], baseline: Mapping[str, float] | None) -> dict:
+    if baseline is None:
+        return {}
+    out = {}
+    for key, value in metrics.items():
+        ref = baseline.get(key)
+        if ref is not None and value >= 0 and ref >= 0:
+            out[key] = value - ref
+    return out
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What :func:`evaluate_variants` computed and wrote.
+
+    Attributes:
+      variants: one dict per variant (the entries of metrics.json).
+      baseline: float reference variant ("" when none).
+      decision: the blessing decision.
+      files: written file name -> path.
+    """
+
+    variants: list[dict[str, Any]]
+    baseline: str
+    decision: BlessingDecision
+    files: dict[str, str]
+
+
+def evaluate_variants(
+    variants: Sequence[Variant],
+    source: EvalSource,
+    ground_truth: Mapping[str, Any] | str,
+    output_dir: str,
+    *,
+    label_names: Mapping[int, str] | None = None,
+    rule: BlessingRule = BlessingRule(),
+    latency_runs: int = 20,
+    beam: BeamOptions = BeamOptions(),
+) -> EvaluationResult:
+    """Evaluate every variant, decide the blessing and write the reports.
+
+    Args:
+      variants: models to evaluate.
+      source: eval images.
+      ground_truth: COCO ground truth (dict or JSON path) with the same image ids.
+      output_dir: folder for metrics.json, report.md, report.html, blessing.json.
+      label_names: category id (1-based) -> name; defaults to the ground truth's.
+      rule: blessing rule.
+      latency_runs: timed invocations per variant (0 skips latency).
+      beam: pipeline options.
+    """
+    if isinstance(ground_truth, str | os.PathLike):
+        with open(os.fspath(ground_truth), encoding="utf-8") as fh:
+            ground_truth = json.load(fh)
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names must be unique, got {names}")
+    entries: list[dict[str, Any]] = []
+    for variant in variants:
+        LOG.info("evaluating %s", variant.name)
+        detections, count = run_detection(variant.factory, source, beam, work_dir=None)
+        metrics = coco_metrics(ground_truth, detections, label_names)
+        latency = None
+        if latency_runs > 0:
+            detector = variant.factory()
+            if hasattr(detector, "latency"):
+                stats = detector.latency(runs=latency_runs)
+                latency = {
+                    "median_ms": stats.median_ms,
+                    "p90_ms": stats.p90_ms,
+                    "runs": stats.runs,
+                    "num_threads": stats.num_threads,
+                }
+        entries.append(
+            {
+                "variant": variant.name,
+                "file": os.path.basename(variant.path.rstrip("/")) if variant.path else "",
+                "bytes": _size_bytes(variant.path),
+                "latency": latency,
+                "num_images": count,
+                "num_detections": len(detections),
+                "metrics": metrics,
+            }
+        )
+    by_name = {e["variant"]: e["metrics"] for e in entries}
+    baseline = pick_baseline(by_name, rule.baseline)
+    for entry in entries:
+        entry["delta_to_float"] = _deltas(entry["metrics"], by_name.get(baseline))
+    decision = decide_blessing(by_name, rule)
+    files = write_reports(entries, baseline, decision, output_dir)
+    return EvaluationResult(entries, baseline, decision, files)
+
+
+# --- reports ----------------------------------------------------------------------------
+
+
+def metrics_document(
+    entries: Sequence[Mapping[str, Any]], baseline: str, decision: BlessingDecision
+) -> dict[str, Any]:
+    """The content of metrics.json."""
+    return {
+        "units": "metrics and deltas are pycocotools fractions 0..1 (-1: undefined); "
+        "bytes are file sizes; latency in milliseconds",
+        "baseline": baseline,
+        "candidate": decision.candidate,
+        "variants": list(entries),
+        "blessing": decision.to_dict(),
+    }
+
+
+def _points(value: float | None) -> str:
+    return "n/a" if value is None or value < 0 else f"{value * 100:.2f}"
+
+
+def _delta(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:+.2f}"
+
+
+def _table_rows(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = ["variant", "size KB", "latency ms (median / p90)", *SUMMARY_KEYS, "AP vs float"]
+    rows = []
+    for e in entries:
+        lat = e.get("latency")
+        size = e.get("bytes")
+        rows.append(
+            [
+                e["variant"],
+                "n/a" if size is None else f"{size / 1024:.1f}",
+                "n/a" if not lat else f"{lat['median_ms']:.2f} / {lat['p90_ms']:.2f}",
+                *(_points(e["metrics"].get(k)) for k in SUMMARY_KEYS),
+                _delta(e.get("delta_to_float", {}).get("AP")),
+            ]
+        )
+    return header, rows
+
+
+def _class_rows(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    classes = sorted({k for e in entries for k in e["metrics"] if k.startswith(PER_CLASS_PREFIX)})
+    header = ["class", *(e["variant"] for e in entries)]
+    rows = [
+        [c[len(PER_CLASS_PREFIX) :], *(_points(e["metrics"].get(c)) for e in entries)]
+        for c in classes
+    ]
+    return header, rows
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(
+    entries: Sequence[Mapping[str, Any]], baseline: str, decision: BlessingDecision
+) -> str:
+    """report.md: comparison table, per-class AP, blessing decision."""
+    verdict = "BLESSED" if decision.blessed else "NOT BLESSED"
+    parts = [
+        "# Evaluation",
+        "",
+        f"COCO metrics in AP points (x100), pycocotools; float baseline: {baseline or 'none'}; "
+        "latency: interpreter invoke, 1 thread.",
+        "",
+        _markdown_table(*_table_rows(entries)),
+        "",
+        "## AP per class",
+        "",
+        _markdown_table(*_class_rows(entries)),
+        "",
+        f"## Blessing: {verdict} ({decision.candidate})",
+        "",
+        f"Rule: {decision.metric} of {decision.candidate} >= {decision.metric} of "
+        f"{decision.baseline or 'the float baseline'} - {decision.max_drop:g} points.",
+        "",
+        *(f"- {reason}" for reason in decision.reasons),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>qatflow evaluation</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+.blessed {{ color: #176f2c; }} .not-blessed {{ color: #a4161a; }}
+</style></head><body>
+<h1>Evaluation</h1>
+<p>COCO metrics in AP points (x100), pycocotools; float baseline: {baseline};
+latency: interpreter invoke, 1 thread.</p>
+{table}
+<h2>AP per class</h2>
+{classes}
+<h2 class="{css}">Blessing: {verdict} ({candidate})</h2>
+<p>{rule}</p>
+<ul>{reasons}</ul>
+</body></html>
+"""
+
+
+def render_html(
+    entries: Sequence[Mapping[str, Any]], baseline: str, decision: BlessingDecision
+) -> str:
+    """report.html: the same content as report.md, self-contained."""
+    rule = (
+        f"Rule: {decision.metric} of {decision.candidate} >= {decision.metric} of "
+        f"{decision.baseline or 'the float baseline'} - {decision.max_drop:g} points."
+    )
+    return _HTML.format(
+        baseline=html.escape(baseline or "none"),
+        table=_html_table(*_table_rows(entries)),
+        classes=_html_table(*_class_rows(entries)),
+        css="blessed" if decision.blessed else "not-blessed",
+        verdict="BLESSED" if decision.blessed else "NOT BLESSED",
+        candidate=html.escape(decision.candidate),
+        rule=html.escape(rule),
+        reasons="".join(f"<li>{html.escape(r)}</li>" for r in decision.reasons),
+    )
+
+
+def write_reports(
+    entries: Sequence[Mapping[str, Any]],
+    baseline: str,
+    decision: BlessingDecision,
+    output_dir: str,
+) -> dict[str, str]:
+    """Write metrics.json, report.md, report.html and blessing.json; return their paths."""
+    import tensorflow as tf
+
+    gfile = tf.io.gfile
+    gfile.makedirs(output_dir)
+    contents = {
+        METRICS_FILE: json.dumps(metrics_document(entries, baseline, decision), indent=2),
+        REPORT_MD: render_markdown(entries, baseline, decision),
+        REPORT_HTML: render_html(entries, baseline, decision),
+        BLESSING_FILE: json.dumps(decision.to_dict(), indent=2),
+    }
+    paths = {}
+    for name, text in contents.items():
+        path = os.path.join(output_dir, name)
+        with gfile.GFile(path, "w") as fh:
+            fh.write(text)
+        paths[name] = path
+    return paths
