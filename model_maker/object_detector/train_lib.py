@@ -149,14 +149,15 @@ def build_optimizer(
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
-    lr = optimizer.learning_rate
+    """The learning rate of the optimizer's last step (step 0's before any step)."""
+    lr = optimizer.learning_rate  # tf-keras: the rate of the last applied step
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
         return float(lr(optimizer.iterations))
     return float(tf.convert_to_tensor(lr))
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Adds ``learning_rate`` to the epoch logs (TensorBoard writes it as a scalar)."""
+    """Adds ``learning_rate`` (of the epoch's last step) to the epoch logs."""
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
