@@ -1,0 +1,1 @@
+"""DetectionExampleGen: COCO / Pascal VOC / TFRecord / class folders -> Examples artifact."""

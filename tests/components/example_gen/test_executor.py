@@ -1,0 +1,99 @@
+"""DetectionExampleGen the TFX-template way: real artifacts on temp dirs, Executor.Do directly."""
+
+import glob
+import json
+import os
+
+import pytest
+from pycocotools.coco import COCO
+from tfx.types import artifact_utils, standard_artifacts
+
+from components.example_gen.component import DetectionExampleGen
+from components.example_gen.executor import Executor
+from model_maker.core.data.demo_data import generate_demo_data
+from model_maker.core.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return generate_demo_data(tmp_path_factory.mktemp("demo"), num_images=6, seed=2)
+
+
+def _examples(tmp_path):
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    return examples
+
+
+def test_do_writes_the_examples_artifact(demo, tmp_path):
+    examples = _examples(tmp_path)
+    # Dict parameters arrive as JSON text from an orchestrator.
+    properties = {
+        "format": "coco",
+        "input": demo.images_dir,
+        "annotations": demo.annotations,
+        "split_ratios": json.dumps({"train": 0.5, "eval": 0.5}),
+        "split_files": "{}",
+        "strict": True,
+        "keep_negatives": True,
+        "num_shards": 1,
+    }
+    Executor().Do({}, {"examples": [examples]}, properties)
+    splits = artifact_utils.decode_split_names(examples.split_names)
+    assert splits == ["train", "eval"]
+    total = 0
+    for split in splits:
+        shards = glob.glob(os.path.join(examples.uri, f"Split-{split}", "data_tfrecord-*.gz"))
+        assert [os.path.basename(s) for s in shards] == ["data_tfrecord-00000-of-00001.gz"]
+        gt = COCO(os.path.join(examples.uri, f"{split}_annotations.json"))
+        assert len(gt.getImgIds()) == examples.get_int_custom_property(f"num_images_{split}")
+        total += len(gt.getImgIds())
+    assert total == 6
+    assert os.path.isfile(os.path.join(examples.uri, "label_map.json"))
+    assert json.load(open(os.path.join(examples.uri, "stats.json")))["total"]["images"] == 6
+    assert examples.get_string_custom_property("payload_format") == "FORMAT_TF_EXAMPLE"
+    assert examples.get_string_custom_property("file_format") == "tfrecords_gzip"
+    assert examples.get_int_custom_property("num_classes") == 3
+
+
+def test_do_fails_with_a_data_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [}')
+    properties = {"format": "coco", "input": str(tmp_path), "annotations": str(bad)}
+    with pytest.raises(DataError, match=r"bad.json:1:\d+: invalid JSON"):
+        Executor().Do({}, {"examples": [_examples(tmp_path)]}, properties)
+
+
+def test_component_mirrors_data_config():
+    from pipeline.config import DataConfig, SplitConfig
+
+    data = DataConfig(
+        format="voc", input="/d", split=SplitConfig(ratios={"a": 1.0}), strict=True, num_shards=3
+    )
+    component = DetectionExampleGen.from_data_config(data)
+    props = component.exec_properties
+    assert (props["format"], props["input"], props["split_ratios"]) == ("voc", "/d", {"a": 1.0})
+    assert props["strict"] is True and props["num_shards"] == 3
+    assert component.outputs["examples"].type == standard_artifacts.Examples
+
+
+@pytest.mark.slow
+def test_runs_in_a_local_tfx_pipeline(demo, tmp_path):
+    from tfx.orchestration import metadata, pipeline
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+    gen = DetectionExampleGen(
+        input=demo.images_dir, annotations=demo.annotations, split_ratios={"train": 1.0}
+    )
+    LocalDagRunner().run(
+        pipeline.Pipeline(
+            pipeline_name="examplegen-test",
+            pipeline_root=str(tmp_path / "root"),
+            components=[gen],
+            metadata_connection_config=metadata.sqlite_metadata_connection_config(
+                str(tmp_path / "mlmd.sqlite")
+            ),
+        )
+    )
+    (stats,) = glob.glob(str(tmp_path / "root" / "**" / "stats.json"), recursive=True)
+    assert json.load(open(stats))["splits"]["train"]["images"] == 6
