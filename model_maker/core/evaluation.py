@@ -22,12 +22,14 @@ the reports print them as AP points (x100). The blessing threshold
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
 import logging
 import os
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -185,14 +187,30 @@ def run_detection(
 ) -> tuple[list[dict[str, Any]], int]:
     """Detections of every image of ``source`` (Beam pipeline).
 
+    Args:
+      factory: picklable zero-argument callable giving the detector (called
+        once per Beam worker).
+      source: the images.
+      options: runner options.
+      work_dir: folder (local or gfile URL) for the intermediate detections;
+        None uses a local temporary folder (DirectRunner only).
+
     Returns:
       (COCO detection dicts, number of images processed).
     """
     import apache_beam as beam
+    import tensorflow as tf
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    gfile = tf.io.gfile
     detect_fn = _beam_dofn_class()
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+    with contextlib.ExitStack() as stack:
+        if work_dir is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        else:  # any gfile URL, so that remote runners can write there
+            tmp = os.path.join(work_dir, f".detections-{uuid.uuid4().hex[:12]}")
+            gfile.makedirs(tmp)
+            stack.callback(gfile.rmtree, tmp)
         prefix = os.path.join(tmp, "detections")
         with beam.Pipeline(options=PipelineOptions(options.pipeline_args())) as p:
             if source.record_files:
@@ -213,10 +231,8 @@ def run_detection(
                 | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
             )
         detections, count = [], 0
-        for name in sorted(os.listdir(tmp)):
-            if not name.startswith("detections"):
-                continue
-            with open(os.path.join(tmp, name), encoding="utf-8") as fh:
+        for path in sorted(gfile.glob(prefix + "*")):
+            with gfile.GFile(path) as fh:
                 for line in fh:
                     if line.strip():
                         count += 1
@@ -396,6 +412,7 @@ def evaluate_variants(
     rule: BlessingRule = BlessingRule(),
     latency_runs: int = 20,
     beam: BeamOptions = BeamOptions(),
+    work_dir: str | None = None,
 ) -> EvaluationResult:
     """Evaluate every variant, decide the blessing and write the reports.
 
@@ -408,6 +425,7 @@ def evaluate_variants(
       rule: blessing rule.
       latency_runs: timed invocations per variant (0 skips latency).
       beam: pipeline options.
+      work_dir: intermediate files (see :func:`run_detection`).
     """
     if isinstance(ground_truth, str | os.PathLike):
         with open(os.fspath(ground_truth), encoding="utf-8") as fh:
@@ -418,7 +436,7 @@ def evaluate_variants(
     entries: list[dict[str, Any]] = []
     for variant in variants:
         LOG.info("evaluating %s", variant.name)
-        detections, count = run_detection(variant.factory, source, beam, work_dir=None)
+        detections, count = run_detection(variant.factory, source, beam, work_dir=work_dir)
         metrics = coco_metrics(ground_truth, detections, label_names)
         latency = None
         if latency_runs > 0:
@@ -612,3 +630,56 @@ def write_reports(
             fh.write(text)
         paths[name] = path
     return paths
+
+
+# --- the TFLite artifact's manifest ------------------------------------------------------
+
+MANIFEST_FILE = "manifest.json"
+LABELS_FILE = "labels.txt"
+
+
+def read_manifest(tflite_dir: str) -> list[dict[str, Any]]:
+    """The ``variants`` of ``<tflite_dir>/manifest.json`` (layout: components/artifacts.py)."""
+    import tensorflow as tf
+
+    path = os.path.join(tflite_dir, MANIFEST_FILE)
+    if not tf.io.gfile.exists(path):
+        raise DataError(f"no {MANIFEST_FILE} in the TFLite folder {tflite_dir}")
+    with tf.io.gfile.GFile(path) as fh:
+        manifest = json.load(fh)
+    entries = manifest.get("variants") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{path}: expected {{'variants': [...]}} with at least one variant")
+    for entry in entries:
+        if not entry.get("variant") or not entry.get("file"):
+            raise DataError(f"{path}: every variant needs 'variant' and 'file', got {entry}")
+    return entries
+
+
+def variants_from_manifest(
+    tflite_dir: str, num_threads: int = 1, only: Sequence[str] = ()
+) -> list[Variant]:
+    """One :class:`Variant` per manifest entry (all, or those named in ``only``)."""
+    from model_maker.core.litert_detector import Preprocessing, TFLiteDetectorFactory
+
+    out = []
+    for entry in read_manifest(tflite_dir):
+        if only and entry["variant"] not in only:
+            continue
+        model_input = entry.get("input") or {}
+        post = entry.get("postprocess") or {}
+        anchors = entry.get("anchors_file")
+        path = os.path.join(tflite_dir, entry["file"])
+        factory = TFLiteDetectorFactory(
+            path,
+            num_threads=num_threads,
+            preprocessing=Preprocessing(
+                mean=model_input.get("mean", 0.0), std=model_input.get("std", 1.0)
+            ),
+            anchors_file=os.path.join(tflite_dir, anchors) if anchors else None,
+            max_detections=int(post.get("max_detections", 25)),
+            score_threshold=float(post.get("score_threshold", 1e-8)),
+            iou_threshold=float(post.get("iou_threshold", 0.5)),
+        )
+        out.append(Variant(entry["variant"], factory, path))
+    return out

@@ -264,3 +264,44 @@ def write_records(path: pathlib.Path, images_dir: pathlib.Path, annotations: pat
                 texts=tuple(f"class{a['category_id'] - 1}" for a in anns),
             )
             writer.write(encode_example(example))
+
+
+def write_examples_artifact(root: pathlib.Path, count: int = 6, seed: int = 3) -> pathlib.Path:
+    """An Examples artifact folder: Split-eval records, label_map.json, eval_annotations.json."""
+    spec = GridDetectorSpec()
+    raw = root / "raw"
+    images_dir, annotations, _ = write_image_dataset(raw, count, spec, seed=seed)
+    uri = root / "examples"
+    write_records(uri / "Split-eval" / "data_tfrecord-00000-of-00001.gz", images_dir, annotations)
+    labels = {str(c + 1): f"class{c}" for c in range(spec.num_classes)}
+    (uri / "label_map.json").write_text(json.dumps(labels), encoding="utf-8")
+    (uri / "eval_annotations.json").write_text(annotations.read_text(), encoding="utf-8")
+    return uri
+
+
+def write_tflite_artifact(
+    uri: pathlib.Path, variants: dict[str, bool] | None = None
+) -> pathlib.Path:
+    """A TFLite artifact folder of grid detectors (variant -> int8), labels.txt, manifest.json."""
+    spec = GridDetectorSpec()
+    variants = variants if variants is not None else {"float32": False, "ptq_int8": True}
+    uri.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, int8 in variants.items():
+        content = build_grid_detector(spec, int8=int8)
+        (uri / f"{name}.tflite").write_bytes(content)
+        entries.append(
+            {
+                "variant": name,
+                "file": f"{name}.tflite",
+                "bytes": len(content),
+                "input": {"name": "images", "dtype": "uint8" if int8 else "float32"},
+                "outputs": ["boxes", "classes", "scores", "num_detections"],
+                "with_nms": True,
+            }
+        )
+    (uri / "labels.txt").write_text(
+        "".join(f"class{c}\n" for c in range(spec.num_classes)), encoding="utf-8"
+    )
+    (uri / "manifest.json").write_text(json.dumps({"variants": entries}), encoding="utf-8")
+    return uri

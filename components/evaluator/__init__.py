@@ -1,0 +1,1 @@
+"""Evaluator: every TFLite variant on the eval split, one comparison table, the blessing."""

@@ -1,0 +1,1 @@
+"""Pusher: copies the blessed TFLite variant to a versioned serving destination."""

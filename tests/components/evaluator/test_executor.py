@@ -1,0 +1,70 @@
+"""Evaluator executor, TFX-template style: real artifacts in temp dirs, Executor().Do."""
+
+import json
+
+import pytest
+
+from tests.model_maker.core.detector_fixtures import write_examples_artifact, write_tflite_artifact
+
+
+def _artifact(kind, uri):
+    art = kind()
+    art.uri = str(uri)
+    return art
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    from tfx.types import standard_artifacts
+
+    from components.artifacts import TFLiteModel
+    from components.evaluator.executor import Executor
+
+    root = tmp_path_factory.mktemp("evaluator")
+    examples = _artifact(standard_artifacts.Examples, write_examples_artifact(root))
+    examples.split_names = '["eval"]'
+    tflite = _artifact(TFLiteModel, write_tflite_artifact(root / "tflite"))
+    evaluation = _artifact(standard_artifacts.ModelEvaluation, root / "evaluation")
+    blessing = _artifact(standard_artifacts.ModelBlessing, root / "blessing")
+    Executor().Do(
+        {"examples": [examples], "tflite": [tflite]},
+        {"evaluation": [evaluation], "blessing": [blessing]},
+        {"candidate": "ptq_int8", "metric": "AP", "max_ap_drop": 1.0, "latency_runs": 3,
+         "split": "eval"},
+    )  # fmt: skip
+    return root, evaluation, blessing
+
+
+def test_metrics_reports_and_blessing_are_written(evaluated):
+    root, evaluation, blessing = evaluated
+    doc = json.loads((root / "evaluation" / "metrics.json").read_text())
+    assert [v["variant"] for v in doc["variants"]] == ["float32", "ptq_int8"]
+    for entry in doc["variants"]:
+        assert entry["metrics"]["AP"] == pytest.approx(1.0)  # grid detector: exact boxes
+        assert entry["num_images"] == 6
+        assert entry["bytes"] == (root / "tflite" / entry["file"]).stat().st_size
+        assert entry["metrics"]["AP_/class0"] == pytest.approx(1.0)  # names from label_map.json
+    assert (root / "evaluation" / "report.md").is_file()
+    assert (root / "evaluation" / "report.html").is_file()
+    assert blessing.get_int_custom_property("blessed") == 1
+    assert blessing.get_string_custom_property("candidate") == "ptq_int8"
+    assert (root / "blessing" / "BLESSED").is_file()
+    assert not [p for p in (root / "evaluation").iterdir() if p.name.startswith(".detections")]
+
+
+def test_component_wires_channels_and_parameters():
+    from tfx.types import channel_utils, standard_artifacts
+
+    from components.artifacts import TFLiteModel
+    from components.evaluator.component import Evaluator
+
+    component = Evaluator(
+        examples=channel_utils.as_channel([standard_artifacts.Examples()]),
+        tflite=channel_utils.as_channel([TFLiteModel()]),
+        candidate="ptq_int8",
+        max_ap_drop=2.0,
+    )
+    assert component.exec_properties["candidate"] == "ptq_int8"
+    assert component.exec_properties["max_ap_drop"] == 2.0
+    assert component.outputs["blessing"].type is standard_artifacts.ModelBlessing
+    assert component.outputs["evaluation"].type is standard_artifacts.ModelEvaluation
