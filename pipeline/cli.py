@@ -118,9 +118,9 @@ Registrar = Callable[[argparse._SubParsersAction], None]
 def _registrars() -> list[Registrar]:
     # Subcommand modules are imported here, not at module level, so `qatflow --help`
     # stays fast and a broken optional module cannot break the whole CLI at import.
-    from pipeline.commands import data
+    from pipeline.commands import data, evaluate_tflite
 
-    return [_register_config, data.register]
+    return [_register_config, data.register, evaluate_tflite.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
