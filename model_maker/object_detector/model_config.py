@@ -68,7 +68,9 @@ class EfficientDetLiteConfig:
         return tuple(range(self.min_level, self.max_level + 1))
 
     def replace(self, **overrides: Any) -> EfficientDetLiteConfig:
-        """A copy with ``overrides`` applied and validated."""
+        """A copy with ``overrides`` applied and validated (unknown keys: ``HParamsError``)."""
+        fields = {f.name: None for f in dataclasses.fields(self)}
+        check_keys(overrides, fields, where=f"{self.model_name} config")
         return _validated(dataclasses.replace(self, **_coerce(overrides)))
 
     def as_dict(self) -> dict[str, Any]:

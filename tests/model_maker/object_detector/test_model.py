@@ -206,11 +206,19 @@ def test_unknown_class_count_is_an_error():
         build_efficientdet_lite(get_model_config("efficientdet-lite0"), num_classes=0)
 
 
+# google/automl README: params (millions) with 90 COCO classes; they are the trainable
+# counts rounded to 0.1 M (batch-norm moving statistics excluded).
+PUBLISHED_MILLIONS = {0: 3.2, 1: 4.2, 2: 5.3, 3: 8.4, 4: 15.1}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("lite", [1, 2, 3, 4])
-def test_larger_models_match_automl(lite):
+@pytest.mark.parametrize("lite", [0, 1, 2, 3, 4])
+def test_all_models_match_automl_and_the_published_sizes(lite):
     config = get_model_config(f"efficientdet-lite{lite}")
     model = build_efficientdet_lite(config, num_classes=90)
-    assert model.count_params() == automl_param_count(lite, 90)
+    counts = count_params(model)
+    assert counts["total"] == automl_param_count(lite, 90)
+    assert round(counts["trainable"] / 1e6, 1) == PUBLISHED_MILLIONS[lite]
     anchors = Anchors.from_config(config)
     assert model.outputs[0].shape.as_list() == [None, anchors.num_anchors, 90]
+    assert model.outputs[1].shape.as_list() == [None, anchors.num_anchors, 4]
