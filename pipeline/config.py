@@ -217,6 +217,43 @@ class RunnerConfig:
 
 
 @dataclass
+class KubeflowConfig:
+    """Kubeflow Pipelines compilation (``qatflow compile`` / ``qatflow submit``).
+
+    Attributes:
+      pipeline_root: artifact root the cluster can reach (e.g. gs://bucket/qatflow);
+        empty uses runner.pipeline_root.
+      data_input: dataset location as the cluster sees it; empty uses data.input.
+      data_annotations: COCO JSON as the cluster sees it; empty uses data.annotations.
+      push_destination: push destination as the cluster sees it; empty uses push.destination.
+      cpu_image: image for ExampleGen, TFLiteConverter, Evaluator and Pusher.
+      gpu_image: image for the Trainer and the QATTrainer.
+      accelerator_type: accelerator of the trainers (e.g. NVIDIA_TESLA_T4, TPU_V3); empty for none.
+      accelerator_count: accelerators per trainer.
+      trainer_cpu: vCPUs requested by each trainer (0 leaves it unset).
+      trainer_memory_gib: memory requested by each trainer in GiB (0 leaves it unset).
+      cpu: vCPUs requested by the other components (0 leaves it unset).
+      memory_gib: memory requested by the other components in GiB (0 leaves it unset).
+      beam_pipeline_args: Beam arguments of the data-parallel components on the
+        cluster (e.g. --runner=DataflowRunner ...); empty runs Beam in the pod.
+    """
+
+    pipeline_root: str = ""
+    data_input: str = ""
+    data_annotations: str = ""
+    push_destination: str = ""
+    cpu_image: str = "qatflow-cpu:0.1.0"
+    gpu_image: str = "qatflow-gpu:0.1.0"
+    accelerator_type: str = "NVIDIA_TESLA_T4"
+    accelerator_count: int = 1
+    trainer_cpu: float = 4.0
+    trainer_memory_gib: float = 16.0
+    cpu: float = 2.0
+    memory_gib: float = 8.0
+    beam_pipeline_args: list[str] = field(default_factory=list)
+
+
+@dataclass
 class PipelineConfig:
     """The whole pipeline.
 
@@ -233,6 +270,7 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     push: PushConfig = field(default_factory=PushConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+    kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -450,6 +488,14 @@ def validate(config: PipelineConfig) -> None:
     _check_range("runner.direct_num_workers", config.runner.direct_num_workers, 0)
     if not config.runner.pipeline_root:
         raise ConfigError("runner.pipeline_root: must not be empty")
+
+    kf = config.kubeflow
+    _check_range("kubeflow.accelerator_count", kf.accelerator_count, 0)
+    for key in ("trainer_cpu", "trainer_memory_gib", "cpu", "memory_gib"):
+        _check_range(f"kubeflow.{key}", getattr(kf, key), 0.0)
+    for key in ("cpu_image", "gpu_image"):
+        if not getattr(kf, key):
+            raise ConfigError(f"kubeflow.{key}: must name a container image")
 
 
 def dump_yaml(config: PipelineConfig) -> str:
