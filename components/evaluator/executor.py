@@ -57,10 +57,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         variants = variants_from_manifest(tflite_uri)
         if input_dict.get("model"):
-            LOG.warning(
-                "the Keras float model is not evaluated by this Evaluator yet; "
-                "the float32 TFLite variant is the float baseline"
-            )
+            from model_maker.core.evaluation import KERAS_FLOAT, Variant
+            from model_maker.core.keras_detector import KerasDetectorFactory
+
+            model_uri = artifact_utils.get_single_uri(input_dict["model"])
+            # The float baseline, post-processed like the TFLite op (converter defaults).
+            variants.insert(0, Variant(KERAS_FLOAT, KerasDetectorFactory(model_uri), model_uri))
         rule = BlessingRule(
             candidate=exec_properties.get("candidate") or "qat_int8",
             metric=exec_properties.get("metric") or "AP",

@@ -140,6 +140,16 @@ def resize_and_pad(image: np.ndarray, height: int, width: int, pad_value: float 
     return out, scale
 
 
+def to_original_pixels(
+    found: Detections, input_hw: tuple[int, int], scale: float, image_hw: tuple[int, int]
+) -> Detections:
+    """Boxes normalised to a resize-and-pad model input -> pixels of the original image, clipped."""
+    size = np.array([input_hw[0], input_hw[1]] * 2, np.float32)
+    h, w = image_hw
+    boxes = np.clip(found.boxes_yxyx * size / scale, 0.0, np.array([h, w, h, w], np.float32))
+    return Detections(boxes.astype(np.float32), found.classes, found.scores)
+
+
 def load_anchors(path: str | os.PathLike) -> np.ndarray:
     """Anchors ``[A, 4]`` ``(yc, xc, h, w)`` normalised from ``.npy`` or a text table."""
     path = os.fspath(path)
@@ -413,11 +423,9 @@ class TFLiteDetector:
         """Detections of an RGB ``uint8`` image ``[h, w, 3]``, boxes in its pixels."""
         model_input, scale = self.preprocess(image)
         found = self.detect_normalized(model_input)
-        h, w = np.asarray(image).shape[:2]
-        size = np.array([self.input_height, self.input_width] * 2, np.float32)
-        boxes = found.boxes_yxyx * size / scale
-        boxes = np.clip(boxes, 0.0, np.array([h, w, h, w], np.float32))
-        return Detections(boxes.astype(np.float32), found.classes, found.scores)
+        return to_original_pixels(
+            found, (self.input_height, self.input_width), scale, np.asarray(image).shape[:2]
+        )
 
     def latency(self, runs: int = 20, warmup: int = 2) -> Latency:
         """Interpreter latency on a mid-grey input (pre/post-processing excluded)."""
