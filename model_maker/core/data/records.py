@@ -4,13 +4,16 @@
 and back in plain Python; ``feature_spec`` and ``parse_example`` do the same
 inside ``tf.data`` (boxes as normalised ``[ymin, xmin, ymax, xmax]``, labels
 1-based as in ``label_map.json``). Images are JPEG or PNG; decode them with
-``tf.io.decode_image(..., channels=3, expand_animations=False)``.
+``tf.io.decode_image(..., channels=3, expand_animations=False)``. Encoding and
+decoding need no TensorFlow import (see ``example_proto``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from model_maker.core.data.example_proto import example_class
 
 ENCODED = "image/encoded"
 FORMAT = "image/format"
@@ -68,16 +71,9 @@ class DetectionExample:
     class_text: str = ""
 
 
-def _example_pb2():
-    from tensorflow.core.example import example_pb2
-
-    return example_pb2
-
-
 def encode_example(example: DetectionExample) -> bytes:
     """Serialise ``example`` as a tf.train.Example."""
-    pb = _example_pb2()
-    proto = pb.Example()
+    proto = example_class()()
     feature = proto.features.feature
 
     def put_bytes(key: str, values: Sequence[bytes]) -> None:
@@ -118,9 +114,8 @@ def decode_example(serialized: bytes) -> DetectionExample:
       RecordError: not a tf.train.Example, a required key missing, or box lists of
         different lengths.
     """
-    pb = _example_pb2()
     try:
-        proto = pb.Example.FromString(serialized)
+        proto = example_class().FromString(serialized)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError subclasses
         raise RecordError(f"not a tf.train.Example ({exc})") from None
     feature = proto.features.feature

@@ -8,6 +8,7 @@ as VOC's ``ImageSets/Main/<split>.txt`` does.
 
 from __future__ import annotations
 
+import logging
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from model_maker.core.data.source import SourceBox, SourceImage
 from model_maker.core.errors import DataError
 
+LOG = logging.getLogger("qatflow.ingest")
 ANNOTATIONS_DIR = "annotations"
 IMAGES_DIR = "images"
 
@@ -81,6 +83,12 @@ def list_voc(dataset_dir: str | os.PathLike, split_files: Mapping[str, str] | No
             VocItem(
                 ids[stem], os.path.join(ann_dir, stem + ".xml"), image_dir, split_of.get(stem, "")
             )
+        )
+    if len(items) < len(stems):
+        LOG.warning(
+            "%d of %d annotation files are in no split file and are left out",
+            len(stems) - len(items),
+            len(stems),
         )
     return items
 

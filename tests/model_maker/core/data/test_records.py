@@ -68,3 +68,13 @@ def test_loaded_png_passes_through_unchanged():
     data = _png()
     loaded = load_image(data=data)
     assert loaded.encoded == data and loaded.repairs == ()
+
+
+def test_wire_format_matches_tensorflow():
+    serialized = encode_example(EXAMPLE)
+    theirs = tf.train.Example.FromString(serialized)
+    assert list(theirs.features.feature["image/object/class/label"].int64_list.value) == [1, 3]
+    assert theirs.SerializeToString(deterministic=True) == tf.train.Example.FromString(
+        theirs.SerializeToString()
+    ).SerializeToString(deterministic=True)
+    assert decode_example(theirs.SerializeToString()) == decode_example(serialized)
