@@ -77,3 +77,10 @@ def test_config_is_frozen_and_serialisable():
     data = config.as_dict()
     assert data["aspect_ratios"] == [1.0, 2.0, 0.5]
     assert EfficientDetLiteConfig(**{**data, "aspect_ratios": (1.0, 2.0, 0.5)}) == config
+
+
+def test_replace_checks_keys():
+    config = get_model_config("efficientdet-lite0")
+    assert config.replace(image_size=384).image_size == 384
+    with pytest.raises(HParamsError, match="did you mean 'anchor_scale'"):
+        config.replace(anchor_scal=2.0)
