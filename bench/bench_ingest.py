@@ -1,0 +1,240 @@
+"""Ingest throughput (images/s) and peak RSS with 1 and 2 Beam DirectRunner workers.
+
+Generates 2,000 synthetic 256x256 JPEG images (``qatflow demo-data``), then runs
+the ingestion pipeline on the first 500 and on all 2,000 images with 1 worker
+(in-process) and 2 workers (multi_processing), each in a fresh process whose
+whole process tree is sampled for resident memory. Reports:
+
+- raw throughput: images / wall time of ``ingest()`` (worker start-up included);
+- marginal throughput: (2000 - 500) / (t_2000 - t_500), i.e. the per-image rate
+  once the fixed start-up cost (worker processes importing TensorFlow) is paid;
+- the 2-worker / 1-worker ratio of each (target >= 1.6);
+- peak RSS of the process tree at 2,000 vs 500 images (target: within 20%).
+
+Prints a table and writes ``bench/results/ingest.json`` with machine details.
+
+    .venv/bin/python bench/bench_ingest.py [--images 2000] [--small 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "ingest.json"
+
+
+def _run_one(args: argparse.Namespace) -> None:
+    """Child process: one ingest run, timing printed as JSON on the last line."""
+    from model_maker.core.data.ingest import IngestOptions, ingest
+
+    options = IngestOptions(
+        format="coco",
+        input=args.images_dir,
+        annotations=args.annotations,
+        output=args.output,
+    )
+    beam_args = [f"--direct_num_workers={args.workers}"]
+    if args.workers == 1:
+        beam_args.append("--direct_running_mode=in_memory")
+    start = time.perf_counter()
+    result = ingest(options, beam_args)
+    seconds = time.perf_counter() - start
+    images = sum(result.images.values())
+    print(json.dumps({"seconds": seconds, "images": images}))
+
+
+def _sample_tree(proc, cpu: dict[int, float]) -> int:
+    """Resident bytes of ``proc`` and its descendants; records each one's CPU seconds."""
+    import psutil
+
+    total = 0
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+            times = p.cpu_times()
+            cpu[p.pid] = max(cpu.get(p.pid, 0.0), times.user + times.system)
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _measure(images_dir: str, annotations: str, workers: int, output: str) -> dict:
+    import psutil
+
+    cmd = [
+        sys.executable,
+        __file__,
+        "--run-one",
+        "--images-dir",
+        images_dir,
+        "--annotations",
+        annotations,
+        "--output",
+        output,
+        "--workers",
+        str(workers),
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1"}
+    child = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    proc = psutil.Process(child.pid)
+    peak = 0
+    cpu: dict[int, float] = {}
+    load_before = os.getloadavg()[0]
+    while child.poll() is None:
+        peak = max(peak, _sample_tree(proc, cpu))
+        time.sleep(0.1)
+    out = child.stdout.read() if child.stdout else ""
+    if child.returncode != 0:
+        raise SystemExit(f"ingest run failed ({workers} workers): exit {child.returncode}")
+    timing = json.loads(out.strip().splitlines()[-1])
+    return {
+        **timing,
+        "workers": workers,
+        "peak_rss_mb": peak / 2**20,
+        "cpu_seconds_tree": sum(cpu.values()),
+        "load_average_1min": [load_before, os.getloadavg()[0]],
+    }
+
+
+def _subset(annotations: str, count: int, path: str) -> str:
+    with open(annotations, encoding="utf-8") as fh:
+        data = json.load(fh)
+    keep = {img["id"] for img in data["images"][:count]}
+    data["images"] = data["images"][:count]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+    return path
+
+
+def _machine() -> dict:
+    import apache_beam
+    import tensorflow as tf
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "apache_beam": apache_beam.__version__,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--small", type=int, default=500)
+    parser.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--images-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--annotations", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_one:
+        _run_one(args)
+        return
+
+    from model_maker.core.data.demo_data import generate_demo_data
+
+    work = tempfile.mkdtemp(prefix="bench_ingest_")
+    try:
+        data = generate_demo_data(os.path.join(work, "data"), num_images=args.images, seed=0)
+        small = _subset(data.annotations, args.small, os.path.join(work, "small.json"))
+        runs = []
+        for workers in (1, 2):
+            for count, annotations in ((args.small, small), (args.images, data.annotations)):
+                out = os.path.join(work, f"out_{workers}_{count}")
+                run = _measure(data.images_dir, annotations, workers, out)
+                assert run["images"] == count, run
+                runs.append(run)
+                print(
+                    f"  {workers} worker(s), {count} images: {run['seconds']:.1f} s, "
+                    f"peak RSS {run['peak_rss_mb']:.0f} MB, "
+                    f"tree CPU {run['cpu_seconds_tree']:.0f} s, "
+                    f"load {run['load_average_1min'][0]:.1f}",
+                    flush=True,
+                )
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def pick(workers: int, count: int) -> dict:
+        return next(r for r in runs if r["workers"] == workers and r["images"] == count)
+
+    summary = {}
+    for workers in (1, 2):
+        small_run, big_run = pick(workers, args.small), pick(workers, args.images)
+        summary[workers] = {
+            "raw_images_per_s": args.images / big_run["seconds"],
+            "marginal_images_per_s": (args.images - args.small)
+            / max(big_run["seconds"] - small_run["seconds"], 1e-9),
+            "peak_rss_mb_small": small_run["peak_rss_mb"],
+            "peak_rss_mb_large": big_run["peak_rss_mb"],
+            "rss_growth": big_run["peak_rss_mb"] / small_run["peak_rss_mb"],
+        }
+    raw_ratio = summary[2]["raw_images_per_s"] / summary[1]["raw_images_per_s"]
+    marginal_ratio = summary[2]["marginal_images_per_s"] / summary[1]["marginal_images_per_s"]
+
+    print()
+    print(
+        f"| workers | {args.images} img raw img/s | marginal img/s | "
+        f"peak RSS {args.small} img (MB) | peak RSS {args.images} img (MB) | RSS growth |"
+    )
+    print("|---|---|---|---|---|---|")
+    for workers in (1, 2):
+        s = summary[workers]
+        print(
+            f"| {workers} | {s['raw_images_per_s']:.1f} | {s['marginal_images_per_s']:.1f} | "
+            f"{s['peak_rss_mb_small']:.0f} | {s['peak_rss_mb_large']:.0f} | "
+            f"{(s['rss_growth'] - 1) * 100:+.1f}% |"
+        )
+    print(
+        f"2 workers / 1 worker: raw {raw_ratio:.2f}x, marginal {marginal_ratio:.2f}x "
+        "(target >= 1.6x); RSS target: growth within 20% for 4x the images"
+    )
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "benchmark": "ingest",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "images": args.images,
+        "small": args.small,
+        "runs": runs,
+        "summary": {str(k): v for k, v in summary.items()},
+        "ratio_2_vs_1_raw": raw_ratio,
+        "ratio_2_vs_1_marginal": marginal_ratio,
+    }
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"written {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
