@@ -9,7 +9,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = pathlib.Path(os.environ.get("QATFLOW_SHARED_DIR", REPO.parent / "shared"))
 
 
 @pytest.fixture(scope="session")
