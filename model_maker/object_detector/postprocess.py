@@ -11,7 +11,9 @@ descending score order (ties: lower anchor index first), at most
 Both return, for a batch of B images and N = max_detections:
 ``boxes`` [B, N, 4] (ymin, xmin, ymax, xmax) normalised by the image size
 (not clipped), ``classes`` [B, N] float32 0-based class ids, ``scores`` [B, N]
-descending, ``num_detections`` [B] int32; rows past ``num_detections`` are zeros.
+descending, ``num_detections`` [B] int32; rows past ``num_detections`` are zeros
+here (the TFLite op leaves them uninitialised: always cut at ``num_detections``).
+Tested equal to the TFLite op on random outputs (boxes to 1e-5, same classes).
 """
 
 from __future__ import annotations

@@ -83,3 +83,55 @@ def test_same_class_overlaps_are_suppressed(fn):
     _, _, scores, num = fn(logits, ZERO_CODES, ANCHORS, 100, score_threshold=0.1)
     assert int(num[0]) == 2
     np.testing.assert_allclose(scores[0, :2], [_sig(3.0), _sig(-1.0)], atol=1e-6)
+
+
+def test_matches_the_tflite_detection_postprocess_op():
+    """The TF mirror equals TFLite_Detection_PostProcess on random outputs (rows < num)."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from model_maker.core.detection_postprocess import (
+        convert_to_tflite,
+        tflite_detection_postprocess,
+    )
+    from model_maker.object_detector.anchors import Anchors
+
+    anchors = Anchors(3, 5, 3, (1.0, 2.0, 0.5), 3.0, 64)  # 756 overlapping anchors
+    num, classes_k, threshold = 25, 3, 0.9
+
+    @tf.function
+    def serve(encodings, logits):
+        return tflite_detection_postprocess(
+            encodings,
+            tf.sigmoid(logits),
+            tf.constant(anchors.centers_yxhw_normalized()),
+            num_classes=classes_k,
+            max_detections=num,
+            score_threshold=threshold,
+            iou_threshold=0.5,
+        )
+
+    spec = (
+        tf.TensorSpec([1, anchors.num_anchors, 4]),
+        tf.TensorSpec([1, anchors.num_anchors, classes_k]),
+    )
+    interpreter = Interpreter(model_content=convert_to_tflite(serve.get_concrete_function(*spec)))
+    runner = interpreter.get_signature_runner()
+    rng = np.random.default_rng(0)
+    counts = []
+    for shift in (-1.0, -3.0):  # many detections (N reached) / fewer than N
+        codes = (rng.normal(size=(1, anchors.num_anchors, 4)) * 0.3).astype(np.float32)
+        logits = (rng.normal(size=(1, anchors.num_anchors, classes_k)) * 2 + shift).astype(
+            np.float32
+        )
+        want = runner(encodings=codes, logits=logits)
+        boxes, classes, scores, count = postprocess_global(
+            logits, codes, anchors.boxes_yxyx, 64, num, threshold, 0.5
+        )
+        k = int(want["num_detections"][0])
+        counts.append(k)
+        assert int(count[0]) == k
+        np.testing.assert_allclose(boxes[0, :k], want["boxes"][0, :k], atol=1e-5)
+        np.testing.assert_array_equal(classes[0, :k], want["classes"][0, :k])
+        np.testing.assert_allclose(scores[0, :k], want["scores"][0, :k], atol=1e-6)
+    assert counts[0] == num and 0 < counts[1] < num
