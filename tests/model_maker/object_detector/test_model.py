@@ -222,3 +222,17 @@ def test_all_models_match_automl_and_the_published_sizes(lite):
     anchors = Anchors.from_config(config)
     assert model.outputs[0].shape.as_list() == [None, anchors.num_anchors, 90]
     assert model.outputs[1].shape.as_list() == [None, anchors.num_anchors, 4]
+
+
+@pytest.mark.parametrize("size", [128, 200])
+def test_small_and_odd_sizes_build_and_run(size):
+    # 128: P7 is 1x1; 200: ceil halvings 25 -> 13 -> 7 -> 4 need cropped upsampling.
+    config = get_model_config(
+        "efficientdet-lite0", image_size=size, fpn_cell_repeats=1, box_class_repeats=1
+    )
+    model = build_efficientdet_lite(config, num_classes=1, batch_size=1)
+    anchors = Anchors.from_config(config)
+    class_logits, box_encodings = model(np.full([1, size, size, 3], 127.0, np.float32))
+    assert class_logits.shape == (1, anchors.num_anchors, 1)
+    assert box_encodings.shape == (1, anchors.num_anchors, 4)
+    assert np.isfinite(class_logits.numpy()).all()
