@@ -48,6 +48,7 @@ LOG = logging.getLogger("qatflow.ingest")
 FORMATS = ("coco", "voc", "tfrecord", "folder")
 RECORD_PREFIX = "data_tfrecord"
 SUMMARY = "summary"
+PROGRESS_EVERY = 500
 
 
 @dataclass(frozen=True)
@@ -241,18 +242,24 @@ class _Process(beam.DoFn):
     def __init__(self, settings: ProcessSettings):
         super().__init__()
         self.settings = settings
+        self.written = beam.metrics.Metrics.counter("qatflow", "records_written")
+        self.issues = beam.metrics.Metrics.counter("qatflow", "issues")
+        self.count = 0
 
     def process(self, element, label_map: LabelMap):
+        self.count += 1
+        if self.count % PROGRESS_EVERY == 0:
+            LOG.info("%d images processed by this worker", self.count)
         if isinstance(element, ImageSummary):
-            yield beam.pvalue.TaggedOutput(SUMMARY, element)
-            return
-        if isinstance(element, _Passed):
-            yield (element.split, element.record)
-            yield beam.pvalue.TaggedOutput(SUMMARY, element.summary)
-            return
-        record, image_summary = process_image(element, label_map, self.settings)
+            image_summary, record = element, None
+        elif isinstance(element, _Passed):
+            image_summary, record = element.summary, element.record
+        else:
+            record, image_summary = process_image(element, label_map, self.settings)
         if record is not None:
+            self.written.inc()
             yield (image_summary.split, record)
+        self.issues.inc(len(image_summary.issues))
         yield beam.pvalue.TaggedOutput(SUMMARY, image_summary)
 
 
