@@ -46,6 +46,8 @@ class GridDetectorSpec:
       max_detections: N of the post-processing op.
       score_threshold: op score threshold.
       iou_threshold: op NMS IoU threshold.
+      extra_conv_layers: 3x3 conv layers (32 channels) whose output is added
+        with weight 0: compute that does not change the detections (benchmarks).
     """
 
     image_size: int = 32
@@ -55,6 +57,7 @@ class GridDetectorSpec:
     max_detections: int = 10
     score_threshold: float = 0.01
     iou_threshold: float = 0.5
+    extra_conv_layers: int = 0
 
 
 def _serving_function(spec: GridDetectorSpec, encodings: np.ndarray | None, with_nms: bool):
@@ -65,11 +68,22 @@ def _serving_function(spec: GridDetectorSpec, encodings: np.ndarray | None, with
     cell = spec.image_size // spec.grid
     enc = np.zeros((1, num_anchors, 4), np.float32) if encodings is None else encodings
     enc = np.asarray(enc, np.float32).reshape(1, num_anchors, 4)
+    rng = np.random.default_rng(0)
+    kernels = [
+        tf.constant(rng.normal(0, 0.1, (3, 3, 3 if i == 0 else 32, 32)).astype(np.float32))
+        for i in range(spec.extra_conv_layers)
+    ]
 
     @tf.function(input_signature=[tf.TensorSpec([1, spec.image_size, spec.image_size, 3])])
     def serve(images):
         pooled = tf.nn.avg_pool2d(images / 255.0, cell, cell, "VALID")  # [1, G, G, 3]
         logits = spec.gain * (pooled[..., : spec.num_classes] - 0.5)
+        if spec.extra_conv_layers:
+            x = images / 255.0
+            for kernel in kernels:
+                x = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME"))
+            # min(min pixel, 0) is 0 for every image but not a constant the converter can fold.
+            logits += tf.minimum(tf.reduce_min(images), 0.0) * tf.reduce_mean(x)
         scores = tf.reshape(tf.sigmoid(logits), [1, num_anchors, spec.num_classes])
         # Keep the encodings in the graph as a function of the input, so that
         # quantisation sees a real tensor (constant * 0 + constant).

@@ -143,3 +143,19 @@ def test_bad_model_file_is_a_data_error(tmp_path):
     bad.write_bytes(b"not a flatbuffer")
     with pytest.raises(DataError, match="cannot load"):
         TFLiteDetector(bad)
+
+
+def test_outputs_without_signature_are_matched_by_shape_and_op_output_names():
+    shapes = {7: (1, 10, 4), 8: (1, 10), 9: (1, 10), 10: (1,)}
+    names = {
+        "TFLite_Detection_PostProcess": 7,
+        "TFLite_Detection_PostProcess:2": 8,
+        "TFLite_Detection_PostProcess:1": 9,
+        "TFLite_Detection_PostProcess:3": 10,
+    }
+    found = TFLiteDetector._outputs_by_shape(names, shapes)
+    assert (found.boxes, found.classes, found.scores, found.num) == (7, 9, 8, 10)
+    unnamed = TFLiteDetector._outputs_by_shape({"a": 7, "b": 8, "c": 9, "d": 10}, shapes)
+    assert unnamed.boxes == 7 and unnamed.num == 10 and sorted(unnamed.ambiguous) == [8, 9]
+    with pytest.raises(DataError, match="by shape"):
+        TFLiteDetector._outputs_by_shape({"a": 7, "b": 8}, {7: (1, 10, 4), 8: (1, 10)})
