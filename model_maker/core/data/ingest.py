@@ -150,6 +150,8 @@ def _check(options: IngestOptions) -> None:
         raise UsageError(f"num_shards {options.num_shards}: must be 0 or more")
     if not options.split_files:
         check_ratios(options.split_ratios)
+    elif options.format == "folder":
+        raise UsageError("split files: the folder format takes split ratios only")
     for name in (*options.split_ratios, *options.split_files):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise UsageError(f"split name {name!r}: use letters, digits, '_', '-' or '.'")
@@ -224,6 +226,12 @@ class _ValidateRecord(beam.DoFn):
         split = choose_split(source, self.ratios)
         if self.rewrite:
             yield source
+        elif not example.source_id.isdigit():
+            message = (
+                f"{origin}: image/source_id is not an integer, so the COCO ground truth cannot "
+                "use it (re-encode with --rewrite, which gives integer ids)"
+            )
+            yield ImageSummary(image_id, split, None, (), (Issue("error", origin, message, split),))
         else:
             yield _Passed(split, serialized, summarize_record(example, image_id, split))
 

@@ -4,6 +4,7 @@ import glob
 import io
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -263,10 +264,17 @@ def test_invalid_and_duplicate_tfrecords(demo, tmp_path):
     with tf.io.TFRecordWriter(str(folder / "data.tfrecord")) as writer:
         writer.write(encode_example(good))
         writer.write(encode_example(good))
-    with pytest.raises(DataError, match=f"image id {good.source_id}.*duplicate image id"):
+        writer.write(encode_example(replace(good, source_id="raccoon-1.jpg")))
+    with pytest.raises(DataError) as error:
         ingest(
             IngestOptions("tfrecord", str(folder), str(tmp_path / "out"), split_ratios={"all": 1.0})
         )
+    message = str(error.value)
+    assert "'raccoon-1.jpg': image/source_id is not an integer" in message
+    assert "--rewrite" in message and message.endswith("stats.json)") and "and 1 more" in message
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    errors = [i["detail"] for i in stats["issues"] if i["kind"] == "error"]
+    assert any(f"image id {good.source_id}: duplicate image id" in e for e in errors)
 
 
 def test_tfrecord_rewrite_repairs_images(demo, tmp_path):
