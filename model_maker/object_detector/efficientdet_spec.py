@@ -225,7 +225,10 @@ class EfficientDetSpec:
             model_name=self.model_config.model_name,
             num_classes=self.num_classes,
             image_size=self.image_size,
-            hparams={**self.hparams, **self.model_config.as_dict()},
+            hparams={
+                **self.hparams,
+                **{k: v for k, v in self.model_config.as_dict().items() if k in ARCH_HPARAMS},
+            },
             label_map=self.label_map,
             model_config=self.model_config.as_dict(),
         )
@@ -579,7 +582,9 @@ class EfficientDetSpec:
             return {"boxes": boxes, "classes": classes, "scores": scores, "num_detections": num}
 
         module = tf.Module()
-        module.model = model
+        # Track the variables, not the Keras model: saving a Keras model as a
+        # trackable child traces every layer's call (minutes for EfficientDet).
+        module.weights = list(model.weights)
         module.serve = tf.function(serve, input_signature=[signature])
         tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": module.serve})
         LOG.info(

@@ -1,4 +1,7 @@
-"""A tiny Examples artifact folder (the ExampleGen contract) for the detector tests."""
+"""A tiny Examples artifact folder (the ExampleGen contract) for the detector and Trainer tests.
+
+Loaded by path from the conftest files (tests have no packages).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import json
 import pathlib
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from model_maker.core.data.records import DetectionExample, encode_example
@@ -97,9 +99,3 @@ def write_tiny_examples(
                     )
         (root / f"{split}_annotations.json").write_text(json.dumps(coco))
     return root
-
-
-@pytest.fixture(scope="session")
-def tiny_examples(tmp_path_factory) -> pathlib.Path:
-    """An Examples folder with 6 train and 4 eval images of 2 classes."""
-    return write_tiny_examples(tmp_path_factory.mktemp("examples"))

@@ -1,0 +1,1 @@
+"""Trainer: float EfficientDet-Lite training on the Examples; Model and ModelRun out."""

@@ -1,0 +1,208 @@
+"""Train EfficientDet-Lite on an Examples folder and write the Model layout (the Trainer's work).
+
+:func:`train_from_examples` is the one call the TFX Trainer component makes;
+a notebook can call it just as well. Layout of ``output_dir`` (the Model
+artifact)::
+
+    serving/             SavedModel (export_saved_model, pre_mode 'infer', post_mode 'global'):
+                         uint8 images [B, H, W, 3] -> boxes (normalised yxyx), classes
+                         (0-based), scores, num_detections
+    keras/config.json    model name, num_classes, image_size, hparams, label map,
+                         architecture (see model_io.TrainedModelConfig)
+    keras/weights.h5     weights of the functional detector
+    metrics.json         COCO AP dict on the eval split (when there is one)
+
+``load_trained_model(output_dir)`` rebuilds the functional Keras model.
+``run_dir`` (the ModelRun artifact) receives the TensorBoard logs
+(``train/``, ``validation/``) and, unless ``checkpoint_dir`` is given, the
+per-epoch checkpoints; a stable ``checkpoint_dir`` lets a rerun after a crash
+resume from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import tensorflow as tf
+
+from model_maker.core.hparams import parse_hparams
+from model_maker.object_detector.dataloader import SPLIT_PREFIX, DataLoader
+from model_maker.object_detector.efficientdet_spec import EfficientDetSpec
+from model_maker.object_detector.model_io import KERAS_SUBDIR, save_trained_model
+
+LOG = logging.getLogger("qatflow")
+
+SERVING_SUBDIR = "serving"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """What the Trainer is asked to do (the config's ModelConfig/TrainConfig fields).
+
+    Attributes:
+      model_name: efficientdet_lite0..4.
+      uri: pretrained weights (see ``model_io.load_pretrained_weights``); "" = random init.
+      hparams: spec hyper-parameter overrides (dict, "k=v" string or YAML path).
+      image_size: input size; 0 keeps the model's published size.
+      epochs: training epochs.
+      batch_size: images per step.
+      learning_rate: peak learning rate at ``batch_size`` (after warm-up).
+      warmup_epochs: linear warm-up length in epochs.
+      moving_average_decay: EMA decay of the weights; 0 disables EMA.
+      var_freeze_expr: regex of frozen variable names ("" trains all).
+      steps_per_execution: steps per compiled call.
+      seed: random seed.
+      tflite_max_detections: detections of the TFLite post-processing.
+      train_split: split trained on.
+      eval_split: split evaluated on (skipped when the Examples have no such split).
+    """
+
+    model_name: str = "efficientdet_lite0"
+    uri: str = ""
+    hparams: Mapping[str, Any] | str = field(default_factory=dict)
+    image_size: int = 0
+    epochs: int = 50
+    batch_size: int = 64
+    learning_rate: float = 0.08
+    warmup_epochs: float = 1.0
+    moving_average_decay: float = 0.0
+    var_freeze_expr: str = "(efficientnet|fpn_cells|resample_p6)"
+    steps_per_execution: int = 1
+    seed: int = 111111
+    tflite_max_detections: int = 25
+    train_split: str = "train"
+    eval_split: str = "eval"
+
+    @classmethod
+    def from_config(cls, model: Any, train: Any, **extra: Any) -> TrainerOptions:
+        """From ``pipeline.config`` ``ModelConfig`` and ``TrainConfig`` objects."""
+        return cls(
+            model_name=model.name,
+            uri=model.uri,
+            hparams=dict(parse_hparams(model.hparams)),
+            image_size=model.image_size,
+            epochs=train.epochs,
+            batch_size=train.batch_size,
+            learning_rate=train.learning_rate,
+            warmup_epochs=train.warmup_epochs,
+            moving_average_decay=train.moving_average_decay,
+            var_freeze_expr=train.var_freeze_expr,
+            steps_per_execution=train.steps_per_execution,
+            seed=train.seed,
+            tflite_max_detections=model.tflite_max_detections,
+            **extra,
+        )
+
+
+def build_spec(
+    options: TrainerOptions, label_map: Mapping[int, str], model_dir: str
+) -> EfficientDetSpec:
+    """The spec for ``options`` with the classes of ``label_map``.
+
+    ``learning_rate`` is the peak at ``batch_size``; the spec's hparam is per
+    batch of 64 (automl), so it is converted here.
+    """
+    hparams = dict(parse_hparams(options.hparams))
+    hparams.update(
+        num_classes=max(label_map),
+        label_map={int(k): v for k, v in label_map.items()},
+        learning_rate=options.learning_rate * 64.0 / options.batch_size,
+        lr_warmup_epoch=options.warmup_epochs,
+    )
+    if options.image_size:
+        hparams["image_size"] = options.image_size
+    return EfficientDetSpec(
+        model_name=options.model_name,
+        uri=options.uri,
+        hparams=hparams,
+        model_dir=model_dir,
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        steps_per_execution=options.steps_per_execution,
+        moving_average_decay=options.moving_average_decay,
+        var_freeze_expr=options.var_freeze_expr,
+        tflite_max_detections=options.tflite_max_detections,
+        tf_random_seed=options.seed,
+        verbose=2 if LOG.isEnabledFor(logging.INFO) else 0,
+    )
+
+
+def _has_split(examples_uri: str, split: str) -> bool:
+    return tf.io.gfile.isdir(os.path.join(examples_uri, f"{SPLIT_PREFIX}{split}"))
+
+
+def train_from_examples(
+    examples_uri: str,
+    output_dir: str,
+    run_dir: str,
+    options: TrainerOptions,
+    checkpoint_dir: str | None = None,
+) -> dict[str, float]:
+    """Train on ``examples_uri``, evaluate, and write the Model layout into ``output_dir``.
+
+    Returns the COCO AP dict on the eval split ({} without an eval split).
+    """
+    tf.io.gfile.makedirs(output_dir)
+    tf.io.gfile.makedirs(run_dir)
+    train = DataLoader.from_examples(examples_uri, options.train_split)
+    val = (
+        DataLoader.from_examples(examples_uri, options.eval_split)
+        if options.eval_split and _has_split(examples_uri, options.eval_split)
+        else None
+    )
+    spec = build_spec(options, train.label_map, checkpoint_dir or run_dir)
+    LOG.info(
+        "Trainer: %s, %d classes, %d train / %s eval images, %d epochs at batch %d",
+        spec.model_config.model_name,
+        spec.num_classes,
+        train.size,
+        val.size if val else 0,
+        options.epochs,
+        options.batch_size,
+    )
+    steps_per_epoch = max(math.ceil(train.size / options.batch_size), 1)
+    eval_batch = min(options.batch_size, 8)
+    model = spec.create_model()
+    val_ds = val.gen_dataset(spec, batch_size=eval_batch) if val else None
+    val_json = val.annotations_json if val and val.annotations_json else None
+    spec.train(
+        model,
+        train.gen_dataset(spec, is_training=True),
+        steps_per_epoch,
+        val_ds,
+        None,
+        val_json_file=val_json,
+    )
+    if run_dir != (checkpoint_dir or run_dir):
+        # the logs belong to the run even when checkpoints live elsewhere
+        _copy_tree(os.path.join(checkpoint_dir, "train"), os.path.join(run_dir, "train"))
+        _copy_tree(os.path.join(checkpoint_dir, "validation"), os.path.join(run_dir, "validation"))
+    metrics: dict[str, float] = {}
+    if val_ds is not None:
+        metrics = spec.evaluate(model, val_ds, None, val_json)
+        with tf.io.gfile.GFile(os.path.join(output_dir, METRICS_FILE), "w") as fh:
+            json.dump(metrics, fh, indent=2, sort_keys=True)
+        LOG.info("Trainer: eval AP %.4f, AP50 %.4f", metrics["AP"], metrics["AP50"])
+    save_trained_model(model, spec.trained_config(), os.path.join(output_dir, KERAS_SUBDIR))
+    spec.export_saved_model(model, os.path.join(output_dir, SERVING_SUBDIR))
+    with tf.io.gfile.GFile(os.path.join(run_dir, "trainer_options.json"), "w") as fh:
+        json.dump(dataclasses.asdict(options), fh, indent=2, sort_keys=True, default=str)
+    return metrics
+
+
+def _copy_tree(src: str, dst: str) -> None:
+    if not tf.io.gfile.isdir(src):
+        return
+    for root, _, files in tf.io.gfile.walk(src):
+        target = os.path.join(dst, os.path.relpath(root, src))
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)
