@@ -1,0 +1,446 @@
+"""Quantization-aware training (QAT) with TFMOT: hyper-parameters, quantize configs, scheme.
+
+The scheme is TFMOT's default 8-bit scheme (the one the TFLite converter
+expects) with three additions:
+
+- depthwise kernels are fake-quantized per channel (TFMOT's default quantizer
+  is per axis over the *last* kernel axis, the depth multiplier, so for the
+  usual multiplier 1 it is one range for the whole kernel; the converter writes
+  int8 depthwise kernels per channel anyway, so the coarser range only costs
+  accuracy);
+- :func:`rewrite_for_int8` first turns layers that would stay float in the
+  converted graph (n-input ``Add``, ``Rescaling``) into equivalent layers that
+  quantize;
+- model-specific layers are registered with explicit configs by the caller
+  (``extra_configs``), so an unknown layer is an error, never a silent skip.
+
+Batch norm: TFMOT's layout transform puts no fake quant between a conv and its
+batch norm and none between the batch norm and a following ReLU, and quantizes
+the conv kernel per output channel before the batch-norm scale. The converter
+folds the batch norm by multiplying each output channel's kernel (and scale)
+by ``gamma / sqrt(var + eps)``; for symmetric per-channel quantization that
+scaling commutes with rounding, so the int8 kernels the converter writes hold
+exactly the fake-quantized values the QAT model trained with. This is why
+kernels stay per channel (depthwise included) in this scheme.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+from tensorflow_model_optimization.python.core.quantization.keras import (
+    quantize_layer as _tfmot_quantize_layer,
+)
+from tensorflow_model_optimization.python.core.quantization.keras import (
+    quantize_wrapper as _tfmot_wrapper,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_configs as _tfmot_configs,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_registry as _tfmot_registry,
+)
+
+from model_maker.core.errors import QatflowError
+
+tfq = tfmot.quantization.keras
+
+#: Output-only fake quant (moving-average range, 8 bit asymmetric), TFMOT's config.
+OutputQuantizeConfig = _tfmot_configs.Default8BitOutputQuantizeConfig
+#: No fake quant at all: for layers fused into a neighbour or keeping their input's scale.
+NoOpQuantizeConfig = _tfmot_configs.NoOpQuantizeConfig
+#: Conv kernel per output channel + activation/output, TFMOT's config for Conv2D.
+ConvQuantizeConfig = _tfmot_registry.Default8BitConvQuantizeConfig
+
+
+class QATError(QatflowError):
+    """A model that cannot be prepared for quantization-aware training."""
+
+
+@dataclass
+class QATHParams:
+    """Hyper-parameters of quantization-aware fine-tuning (Model Maker's ``QATHParams``).
+
+    The learning rate follows
+    ``ExponentialDecay(learning_rate, decay_steps, decay_rate)`` (not staircase).
+
+    Attributes:
+      learning_rate: initial learning rate of the exponential decay.
+      batch_size: images per step.
+      epochs: fine-tuning epochs.
+      decay_steps: steps per decay period.
+      decay_rate: multiplicative decay per period.
+    """
+
+    learning_rate: float = 0.03
+    batch_size: int = 32
+    epochs: int = 10
+    decay_steps: int = 231
+    decay_rate: float = 0.96
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        for key in ("batch_size", "epochs", "decay_steps"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if not 0.0 < self.decay_rate <= 1.0:
+            raise ValueError(f"decay_rate must be in (0, 1], got {self.decay_rate}")
+
+    def learning_rate_schedule(self) -> keras.optimizers.schedules.ExponentialDecay:
+        """``ExponentialDecay(learning_rate, decay_steps, decay_rate)``."""
+        return keras.optimizers.schedules.ExponentialDecay(
+            self.learning_rate, self.decay_steps, self.decay_rate
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> QATHParams:
+        """Build from a mapping holding (a subset of) the fields; other keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+class DepthwiseKernelQuantizer(tfq.quantizers.LastValueQuantizer):
+    """8-bit symmetric narrow-range fake quant of a depthwise kernel, one range per channel.
+
+    A depthwise kernel is ``[kh, kw, in_channels, multiplier]``; TFLite's
+    output channel ``c * multiplier + m`` is the converter's quantization axis.
+    The kernel is viewed as ``[kh, kw, 1, in_channels * multiplier]`` so TFMOT's
+    per-last-axis quantizer sees exactly those channels.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+
+    def build(self, tensor_shape: Any, name: str, layer: keras.layers.Layer) -> dict[str, Any]:
+        channels = int(tensor_shape[-2]) * int(tensor_shape[-1])
+        return {
+            "min_var": layer.add_weight(
+                name + "_min",
+                shape=(channels,),
+                initializer=keras.initializers.Constant(-6.0),
+                trainable=False,
+            ),
+            "max_var": layer.add_weight(
+                name + "_max",
+                shape=(channels,),
+                initializer=keras.initializers.Constant(6.0),
+                trainable=False,
+            ),
+        }
+
+    def __call__(self, inputs: tf.Tensor, training: Any, weights: Any, **kwargs: Any) -> tf.Tensor:
+        inputs = tf.convert_to_tensor(inputs)
+        kh, kw, channels, multiplier = inputs.shape.as_list()
+        flat = tf.reshape(inputs, [kh, kw, 1, channels * multiplier])
+        flat = super().__call__(flat, training, weights, **kwargs)
+        return tf.reshape(flat, [kh, kw, channels, multiplier])
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DepthwiseKernelQuantizer:
+        return cls()
+
+
+class DepthwiseConvQuantizeConfig(ConvQuantizeConfig):
+    """TFMOT's conv config with the depthwise kernel quantized per channel.
+
+    Args:
+      weight_attrs: kernel attributes to fake-quantize (``depthwise_kernel``).
+      activation_attrs: activation attributes (``activation``) or none.
+      quantize_output: fake-quantize the layer's output.
+    """
+
+    def __init__(
+        self,
+        weight_attrs: list[str] | None = None,
+        activation_attrs: list[str] | None = None,
+        quantize_output: bool = False,
+    ) -> None:
+        super().__init__(
+            ["depthwise_kernel"] if weight_attrs is None else list(weight_attrs),
+            ["activation"] if activation_attrs is None else list(activation_attrs),
+            quantize_output,
+        )
+        self.weight_quantizer = DepthwiseKernelQuantizer()
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "weight_attrs": self.weight_attrs,
+            "activation_attrs": self.activation_attrs,
+            "quantize_output": self.quantize_output,
+        }
+
+
+#: Layer types the qatflow scheme adds to TFMOT's registry, with the config factory.
+BUILTIN_EXTRA_CONFIGS: dict[type, Callable[[], tfq.QuantizeConfig]] = {
+    keras.layers.DepthwiseConv2D: DepthwiseConvQuantizeConfig,
+}
+
+
+class QatflowQuantizeRegistry(tfq.default_8bit.Default8BitQuantizeRegistry):
+    """TFMOT's default 8-bit registry plus per-channel depthwise and extra layer types.
+
+    Args:
+      extra_configs: layer type -> factory of its QuantizeConfig; a new config
+        per layer (TFMOT's transforms edit configs in place).
+    """
+
+    def __init__(
+        self, extra_configs: Mapping[type, Callable[[], tfq.QuantizeConfig]] | None = None
+    ) -> None:
+        super().__init__()
+        self._extra = {**BUILTIN_EXTRA_CONFIGS, **dict(extra_configs or {})}
+
+    def supports(self, layer: keras.layers.Layer) -> bool:
+        return type(layer) in self._extra or super().supports(layer)
+
+    def get_quantize_config(self, layer: keras.layers.Layer) -> tfq.QuantizeConfig:
+        factory = self._extra.get(type(layer))
+        if factory is not None:
+            return factory()
+        return super().get_quantize_config(layer)
+
+
+class QatflowQuantizeScheme(tfq.default_8bit.Default8BitQuantizeScheme):
+    """TFMOT's default 8-bit layout transforms with :class:`QatflowQuantizeRegistry`."""
+
+    def __init__(
+        self, extra_configs: Mapping[type, Callable[[], tfq.QuantizeConfig]] | None = None
+    ) -> None:
+        super().__init__(disable_per_axis=False)
+        self._extra_configs = dict(extra_configs or {})
+
+    def get_quantize_registry(self) -> QatflowQuantizeRegistry:
+        return QatflowQuantizeRegistry(self._extra_configs)
+
+
+def quantize_custom_objects(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Objects a saved QAT model needs to load (pass to ``quantize_scope``)."""
+    objects: dict[str, Any] = {
+        "DepthwiseKernelQuantizer": DepthwiseKernelQuantizer,
+        "DepthwiseConvQuantizeConfig": DepthwiseConvQuantizeConfig,
+        "Default8BitConvQuantizeConfig": ConvQuantizeConfig,
+        "Default8BitOutputQuantizeConfig": OutputQuantizeConfig,
+        "NoOpQuantizeConfig": NoOpQuantizeConfig,
+    }
+    objects.update(extra or {})
+    return objects
+
+
+def unsupported_layers(
+    model: keras.Model, extra_configs: Mapping[type, Callable[[], tfq.QuantizeConfig]] | None = None
+) -> list[str]:
+    """``"name (Class)"`` of every layer the qatflow scheme has no config for."""
+    registry = QatflowQuantizeRegistry(extra_configs)
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer) or registry.supports(layer):
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization) and _follows_conv(layer):
+            continue  # TFMOT's conv + batch-norm transform handles it
+        out.append(f"{layer.name} ({type(layer).__name__})")
+    return out
+
+
+def _follows_conv(layer: keras.layers.Layer) -> bool:
+    inbound = [
+        parent for node in layer.inbound_nodes for parent in tf.nest.flatten(node.inbound_layers)
+    ]
+    return len(inbound) == 1 and isinstance(
+        inbound[0], keras.layers.Conv2D | keras.layers.DepthwiseConv2D
+    )
+
+
+def _layer_entry(class_name: str, config: dict[str, Any], inbound: list[Any]) -> dict[str, Any]:
+    return {
+        "module": "keras.layers",
+        "class_name": class_name,
+        "config": config,
+        "registered_name": None,
+        "name": config["name"],
+        "inbound_nodes": [inbound],
+    }
+
+
+def rewrite_for_int8(
+    model: keras.Model, custom_objects: Mapping[str, Any] | None = None
+) -> keras.Model:
+    """The same function as ``model``, built from layers that all quantize to int8 ops.
+
+    Two rewrites of the functional config, both exact in float:
+
+    - an ``Add`` of n > 2 inputs becomes a chain of two-input ``Add`` layers
+      (``<name>_sum1``.. then ``<name>``): TFLite adds pairwise, and every
+      partial sum is an int8 tensor that needs its own fake quant (BiFPN fusion);
+    - ``Rescaling`` (``x * scale + offset``, the input normalisation) becomes
+      a 1x1 ``DepthwiseConv2D`` with kernel ``scale`` and bias ``offset``: a
+      ``Rescaling`` lowers to MUL + ADD with a float tensor between them, which
+      the converter leaves in float; the depthwise conv is one int8 op whose
+      per-channel kernel and bias represent ``scale``/``offset`` exactly.
+
+    Weights are copied by layer name; ``model`` is untouched.
+    """
+    config = model.get_config()
+    layers: list[dict[str, Any]] = []
+    rescaled: dict[str, tuple[float, float]] = {}
+    for entry in config["layers"]:
+        class_name, inbound = entry["class_name"], entry["inbound_nodes"]
+        if class_name == "Add" and len(inbound) == 1 and len(inbound[0]) > 2:
+            name, inputs = entry["config"]["name"], inbound[0]
+            previous = inputs[0]
+            for k in range(1, len(inputs) - 1):
+                partial = _layer_entry(
+                    "Add",
+                    {"name": f"{name}_sum{k}", "trainable": True, "dtype": "float32"},
+                    [previous, inputs[k]],
+                )
+                layers.append(partial)
+                previous = [partial["name"], 0, 0, {}]
+            entry = {**entry, "inbound_nodes": [[previous, inputs[-1]]]}
+            entry.pop("build_config", None)
+        elif class_name == "Rescaling" and len(inbound) == 1:
+            cfg = entry["config"]
+            scale, offset = cfg["scale"], cfg["offset"]
+            if not (_is_number(scale) and _is_number(offset)):
+                raise QATError(f"{cfg['name']}: only scalar Rescaling scale/offset are supported")
+            rescaled[cfg["name"]] = (float(scale), float(offset))
+            entry = _layer_entry(
+                "DepthwiseConv2D",
+                {
+                    "name": cfg["name"],
+                    "trainable": False,
+                    "dtype": cfg.get("dtype", "float32"),
+                    "kernel_size": [1, 1],
+                    "use_bias": True,
+                },
+                inbound[0],
+            )
+        layers.append(entry)
+    config = {**config, "layers": layers}
+    rebuilt = keras.Model.from_config(config, custom_objects=dict(custom_objects or {}))
+    for layer in rebuilt.layers:
+        if layer.name in rescaled:
+            scale, offset = rescaled[layer.name]
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel * 0 + scale, bias * 0 + offset])
+        elif layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return rebuilt
+
+
+def _is_number(value: Any) -> bool:
+    """True for a plain number (Rescaling may also hold per-channel lists)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def quantize_functional_model(
+    model: keras.Model,
+    extra_configs: Mapping[type, Callable[[], tfq.QuantizeConfig]] | None = None,
+    custom_objects: Mapping[str, Any] | None = None,
+) -> keras.Model:
+    """Fake-quant copy of a functional tf_keras ``model`` (weights copied, ``model`` untouched).
+
+    The model is passed through :func:`rewrite_for_int8`, then every layer is
+    annotated and quantized by :class:`QatflowQuantizeScheme`.
+
+    Args:
+      model: functional model without shared layers or nested models.
+      extra_configs: QuantizeConfig factories of model-specific layer types.
+      custom_objects: custom layer classes by name (needed to clone the model).
+
+    Raises:
+      QATError: a layer has no QuantizeConfig (all are named), or a layer is
+        shared (TFMOT's cloning would un-share it).
+    """
+    model = rewrite_for_int8(model, custom_objects)
+    missing = unsupported_layers(model, extra_configs)
+    if missing:
+        raise QATError(
+            "no QuantizeConfig for: " + ", ".join(missing) + " (register a config for the type)"
+        )
+    shared = [layer.name for layer in model.layers if len(layer.inbound_nodes) > 1]
+    if shared:
+        raise QATError(
+            f"shared layers {shared} cannot go through TFMOT's cloning; "
+            "give them a quantized layer that owns the shared weights"
+        )
+    objects = quantize_custom_objects(custom_objects)
+    with tfq.quantize_scope(objects):
+        annotated = tfq.quantize_annotate_model(model)
+        return tfq.quantize_apply(annotated, scheme=QatflowQuantizeScheme(extra_configs))
+
+
+class _IdentityQuantizer(tfq.quantizers.Quantizer):
+    """A quantizer that returns its input (stands in for a real one while fake quant is off)."""
+
+    def build(self, tensor_shape: Any, name: str, layer: keras.layers.Layer) -> dict[str, Any]:
+        return {}
+
+    def __call__(self, inputs: tf.Tensor, training: Any, weights: Any, **kwargs: Any) -> tf.Tensor:
+        return inputs
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+
+@contextlib.contextmanager
+def fake_quant_disabled(model: keras.Model) -> Iterator[keras.Model]:
+    """Within the block, every fake-quant op of ``model`` passes its input through.
+
+    For eager calls (``model(x)``): compiled ``predict``/``fit`` functions
+    traced before the block keep their quantizers. Used to check that a QAT
+    model starts from its float model's function, and to separate the error
+    of quantization from the rest when debugging.
+
+    TFMOT 0.8.1 has no switch for this; the quantizers that QuantizeWrapper,
+    QuantizeLayer and QuantizeAwareActivation hold are swapped and restored.
+    """
+    identity = _IdentityQuantizer()
+    restore: list[Callable[[], None]] = []
+    try:
+        for module in [model, *model.submodules]:
+            if isinstance(module, _tfmot_wrapper.QuantizeWrapper) and module.built:
+                weight_vars = list(module._weight_vars)
+                outputs = list(module._output_quantizers)
+                activations = [(qa, qa.quantizer) for qa in module._quantize_activations]
+                module._weight_vars = [(w, identity, v) for w, _, v in weight_vars]
+                module._output_quantizers = [identity for _ in outputs]
+                for qa, _ in activations:
+                    qa.quantizer = identity
+
+                def _undo(m=module, wv=weight_vars, oq=outputs, acts=activations) -> None:
+                    m._weight_vars = wv
+                    m._output_quantizers = oq
+                    for qa, q in acts:
+                        qa.quantizer = q
+
+                restore.append(_undo)
+            elif (
+                isinstance(module, _tfmot_quantize_layer.QuantizeLayer)
+                and module.quantizer is not None
+            ):
+                original = module.quantizer
+                module.quantizer = None
+
+                def _undo_layer(m=module, q=original) -> None:
+                    m.quantizer = q
+
+                restore.append(_undo_layer)
+        yield model
+    finally:
+        for undo in reversed(restore):
+            undo()

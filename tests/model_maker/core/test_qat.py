@@ -1,0 +1,151 @@
+"""QATHParams, the qatflow quantize scheme and its helpers, on tiny functional models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import model_maker  # noqa: F401  (Keras 2 before TensorFlow loads)
+from model_maker.core.qat import (
+    DepthwiseKernelQuantizer,
+    QATError,
+    QATHParams,
+    fake_quant_disabled,
+    quantize_functional_model,
+    rewrite_for_int8,
+)
+
+
+def test_qathparams_defaults_are_the_documented_ones():
+    hp = QATHParams()
+    assert (hp.learning_rate, hp.batch_size, hp.epochs) == (0.03, 32, 10)
+    assert (hp.decay_steps, hp.decay_rate) == (231, 0.96)
+
+
+def test_qathparams_value_equality():
+    assert QATHParams() == QATHParams()
+    assert QATHParams(epochs=3) == QATHParams(epochs=3)
+    assert QATHParams(epochs=3) != QATHParams()
+    assert QATHParams(learning_rate=0.01) != QATHParams()
+    assert QATHParams.from_dict({"batch_size": 4, "enabled": True}) == QATHParams(batch_size=4)
+
+
+def test_qathparams_rejects_bad_values():
+    with pytest.raises(ValueError, match="batch_size"):
+        QATHParams(batch_size=0)
+    with pytest.raises(ValueError, match="decay_rate"):
+        QATHParams(decay_rate=1.5)
+
+
+def test_learning_rate_is_exponential_decay():
+    schedule = QATHParams(
+        learning_rate=0.1, decay_steps=10, decay_rate=0.5
+    ).learning_rate_schedule()
+    assert float(schedule(0)) == pytest.approx(0.1)
+    assert float(schedule(10)) == pytest.approx(0.05)
+    assert float(schedule(5)) == pytest.approx(0.1 * 0.5**0.5)  # not staircase
+
+
+def _keras():
+    import tf_keras as keras
+
+    return keras
+
+
+def test_depthwise_kernel_quantizer_has_one_range_per_channel():
+    keras = _keras()
+    rng = np.random.default_rng(0)
+    # channel c has magnitude 10**(c-2): one shared range would flush the small ones to 0
+    kernel = rng.uniform(-1, 1, (3, 3, 4, 1)) * (10.0 ** (np.arange(4) - 2))[None, None, :, None]
+    layer = keras.layers.Layer()
+    quantizer = DepthwiseKernelQuantizer()
+    weights = quantizer.build(kernel.shape, "depthwise_kernel", layer)
+    assert weights["min_var"].shape == (4,)
+    out = quantizer(kernel.astype(np.float32), True, weights).numpy()
+    for c in range(4):
+        step = np.abs(kernel[..., c, 0]).max() / 127.0
+        assert np.abs(out[..., c, 0] - kernel[..., c, 0]).max() <= step / 2 + 1e-7
+        values = np.round(out[..., c, 0] / step)
+        np.testing.assert_allclose(out[..., c, 0], values * step, rtol=1e-5, atol=1e-9)
+
+
+def _tiny_model(three_way_add: bool = True):
+    keras = _keras()
+    layers = keras.layers
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Rescaling(1 / 128.0, offset=-127 / 128.0, name="norm")(inputs)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    y = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    y = layers.BatchNormalization(name="dw_bn")(y)
+    y = layers.ReLU(6.0, name="dw_relu")(y)
+    z = layers.Conv2D(8, 1, name="pw")(y)
+    z = layers.BatchNormalization(name="pw_bn")(z)
+    inputs_of_add = [x, y, z] if three_way_add else [x, z]
+    x = layers.Add(name="fuse")(inputs_of_add)
+    x = layers.ReLU(6.0, name="fuse_relu")(x)
+    out = layers.Conv2D(4, 1, name="head")(x)
+    model = keras.Model(inputs, out)
+    rng = np.random.default_rng(2)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2, 8),
+                    rng.normal(0, 0.3, 8),
+                    rng.normal(0, 0.3, 8),
+                    rng.uniform(0.5, 2, 8),
+                ]
+            )
+    return model
+
+
+def _pixels(n=2, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, 16, 16, 3)).astype(np.float32)
+
+
+def test_rewrite_for_int8_is_exact_and_splits_adds():
+    model = _tiny_model()
+    rewritten = rewrite_for_int8(model)
+    names = {layer.name: type(layer).__name__ for layer in rewritten.layers}
+    assert names["norm"] == "DepthwiseConv2D"
+    assert names["fuse"] == "Add" and names["fuse_sum1"] == "Add"
+    assert all(len(layer.inbound_nodes[0].inbound_layers) == 2 for layer in rewritten.layers
+               if type(layer).__name__ == "Add")  # fmt: skip
+    x = _pixels()
+    np.testing.assert_allclose(rewritten(x).numpy(), model(x).numpy(), rtol=0, atol=1e-5)
+
+
+def test_quantized_model_equals_float_with_fake_quant_off_and_differs_with_it_on():
+    model = _tiny_model()
+    qat = quantize_functional_model(model)
+    x = _pixels()
+    expected = model(x, training=False).numpy()
+    with fake_quant_disabled(qat):
+        off = qat(x, training=False).numpy()
+    np.testing.assert_allclose(off, expected, rtol=0, atol=1e-5)
+    for _ in range(3):  # settle the ranges a little
+        qat(x, training=True)
+    on = qat(x, training=False).numpy()
+    assert np.abs(on - expected).max() > 1e-4  # the quantizers are back
+    assert np.abs(on - expected).max() < 0.2 * np.abs(expected).max()
+
+
+def test_unsupported_layer_is_an_error_naming_it():
+    keras = _keras()
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 1)(inputs)
+    x = keras.layers.LayerNormalization(name="odd_norm")(x)
+    with pytest.raises(QATError, match="odd_norm"):
+        quantize_functional_model(keras.Model(inputs, x))
+
+
+def test_shared_layers_are_an_error():
+    keras = _keras()
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(3, 1, name="shared_conv")
+    out = conv(conv(inputs))
+    with pytest.raises(QATError, match="shared_conv"):
+        quantize_functional_model(keras.Model(inputs, out))
