@@ -57,12 +57,21 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         variants = variants_from_manifest(tflite_uri)
         if input_dict.get("model"):
-            from model_maker.core.evaluation import KERAS_FLOAT, Variant
+            from model_maker.core.evaluation import KERAS_FLOAT, Variant, read_manifest
             from model_maker.core.keras_detector import KerasDetectorFactory
 
             model_uri = artifact_utils.get_single_uri(input_dict["model"])
-            # The float baseline, post-processed like the TFLite op (converter defaults).
-            variants.insert(0, Variant(KERAS_FLOAT, KerasDetectorFactory(model_uri), model_uri))
+            # The float baseline, post-processed with the TFLite op's settings.
+            post = next(
+                (e["postprocess"] for e in read_manifest(tflite_uri) if e.get("postprocess")), {}
+            )
+            factory = KerasDetectorFactory(
+                model_uri,
+                max_detections=int(post.get("max_detections", 25)),
+                score_threshold=float(post.get("score_threshold", 1e-8)),
+                iou_threshold=float(post.get("iou_threshold", 0.5)),
+            )
+            variants.insert(0, Variant(KERAS_FLOAT, factory, model_uri))
         rule = BlessingRule(
             candidate=exec_properties.get("candidate") or "qat_int8",
             metric=exec_properties.get("metric") or "AP",
