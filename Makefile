@@ -29,15 +29,22 @@ $(STAMP): uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --all-groups --python 3.11
 	@touch $@
 
+# Browser tests (dashboard) drive Debian's chromium; installed here, not by hand.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
 install: $(STAMP) ## create .venv from uv.lock (bootstraps uv if absent; no-op when up to date)
 
 run: $(STAMP) ## install if needed, then run the demo (see README for what it covers today)
 	$(VENV)/bin/qatflow config --config configs/demo.yaml --output $(RUN_ROOT)
 
-test: $(STAMP) ## install if needed, then run the fast test suite
+test: $(STAMP) $(CHROMIUM) ## install if needed, then run the fast test suite
 	$(PY) -m pytest
 
-test-all: $(STAMP) ## install if needed, then run every test, slow and end-to-end included
+test-all: $(STAMP) $(CHROMIUM) ## install if needed, then run every test, slow and end-to-end included
 	$(PY) -m pytest -m ""
 
 lint: $(STAMP) ## ruff check and format check
