@@ -10,8 +10,12 @@ reading annotations, decoding and checking images and encoding records run as
 Beam transforms, so the same code runs on the DirectRunner (several processes
 with ``--direct_num_workers=N``) and, given the usual ``beam_pipeline_args``, on
 Dataflow, Flink or Spark. Records stream from reader to writer: with
-``num_shards=0`` (the default) no step holds more than one image at a time.
-A fixed ``num_shards`` makes Beam group all records before writing them.
+``num_shards=0`` (the default) no step holds more than one image at a time;
+only per-image metadata (ids, boxes, issues) is gathered, for the ground-truth
+JSONs and stats.json. A fixed ``num_shards`` makes Beam group all records
+before writing them (Beam's WriteToTFRecord does so), so memory then grows.
+Errors found in the data stop the run after the pipeline, with the first
+one's message (stats.json lists all of them).
 
 Outputs in ``output``: ``Split-<name>/data_tfrecord-*.gz``, ``label_map.json``,
 ``<split>_annotations.json`` (COCO ground truth with the records' ids) and
