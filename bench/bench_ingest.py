@@ -125,8 +125,7 @@ def _subset(annotations: str, count: int, path: str) -> str:
 
 
 def _machine() -> dict:
-    import apache_beam
-    import tensorflow as tf
+    from importlib.metadata import version
 
     cpu = platform.processor()
     try:
@@ -142,8 +141,8 @@ def _machine() -> dict:
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "apache_beam": apache_beam.__version__,
+        "tensorflow": version("tensorflow"),
+        "apache_beam": version("apache-beam"),
     }
 
 
