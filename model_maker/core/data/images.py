@@ -36,6 +36,8 @@ _MODE_KINDS = {
     "F": "converted_16bit",
 }
 JPEG_QUALITY = 95
+# Byte offset of the bit depth in a PNG file (signature 8 + chunk length 4 + "IHDR" 4 + 8).
+PNG_BIT_DEPTH = 24
 
 
 class ImageReadError(Exception):
@@ -145,6 +147,9 @@ def load_image(
     image, kind, detail = _to_rgb(image)
     if kind:
         repairs.append((kind, detail))
+    elif source_format == "png" and len(data) > PNG_BIT_DEPTH and data[PNG_BIT_DEPTH] == 16:
+        # Pillow reads 48/64-bit PNGs as 8-bit RGB(A); the file itself stays 16-bit.
+        repairs.append(("converted_16bit", "16-bit PNG"))
     if source_format not in ("jpeg", "png"):
         repairs.append(("converted_format", f"{source_format or 'unknown'} re-encoded as PNG"))
 

@@ -112,3 +112,13 @@ def test_truncated_non_image_and_missing(tmp_path):
     with pytest.raises(ImageReadError) as missing:
         load_image(str(tmp_path / "nope.jpg"))
     assert missing.value.kind == "missing_image" and "nope.jpg" in missing.value.detail
+
+
+def test_sixteen_bit_rgb_png_is_re_encoded_as_eight_bit():
+    import tensorflow as tf
+
+    array = (np.arange(4 * 5 * 3).reshape(4, 5, 3) * 1000).astype(np.uint16)
+    loaded = load_image(data=tf.io.encode_png(array).numpy())
+    assert _kinds(loaded) == ["converted_16bit"]
+    assert loaded.encoded[24] == 8
+    assert _decode(loaded)[0, 1].tolist() == (array[0, 1] >> 8).tolist()
