@@ -475,6 +475,8 @@ def ingest(options: IngestOptions, beam_pipeline_args: Sequence[str] = ()) -> In
         raise DataError(f"{prefix}{errors[0].message()}{more}")
     for split in plan.splits:
         LOG.info("split %s: %d images, %d boxes", split, result.images[split], result.boxes[split])
+        if not result.images[split]:
+            LOG.warning("split %s is empty (its shard holds no records)", split)
     for kind, count in result.stats["issue_counts"].items():
         LOG.warning("%d x %s (details in %s)", count, kind, result.stats_path)
     return result
