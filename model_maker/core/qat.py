@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -397,32 +397,56 @@ class _IdentityQuantizer(tfq.quantizers.Quantizer):
         return {}
 
 
+class _RangeObserver(tfq.quantizers.Quantizer):
+    """Stands in for an activation quantizer: widens its range to the values seen (eager)."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+
+    def build(self, tensor_shape: Any, name: str, layer: keras.layers.Layer) -> dict[str, Any]:
+        return {}
+
+    def __call__(self, inputs: tf.Tensor, training: Any, weights: Any, **kwargs: Any) -> tf.Tensor:
+        low = tf.minimum(tf.reduce_min(inputs), 0.0)  # TFLite needs 0 inside the range
+        high = tf.maximum(tf.reduce_max(inputs), 0.0)
+        key = id(weights["min_var"])
+        if key in self._seen:
+            low = tf.minimum(low, weights["min_var"])
+            high = tf.maximum(high, weights["max_var"])
+        self._seen.add(key)
+        weights["min_var"].assign(low)
+        weights["max_var"].assign(high)
+        return inputs
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+
 @contextlib.contextmanager
-def fake_quant_disabled(model: keras.Model) -> Iterator[keras.Model]:
-    """Within the block, every fake-quant op of ``model`` passes its input through.
+def _swapped_quantizers(
+    model: keras.Model, weights: Any, activations: Any
+) -> Iterator[list[tuple[tf.Variable, Any, Any]]]:
+    """Replace weight / activation+output quantizers of every TFMOT wrapper in ``model``.
 
-    For eager calls (``model(x)``): compiled ``predict``/``fit`` functions
-    traced before the block keep their quantizers. Used to check that a QAT
-    model starts from its float model's function, and to separate the error
-    of quantization from the rest when debugging.
-
-    TFMOT 0.8.1 has no switch for this; the quantizers that QuantizeWrapper,
+    TFMOT 0.8.1 has no switch for this: the quantizers that QuantizeWrapper,
     QuantizeLayer and QuantizeAwareActivation hold are swapped and restored.
+    Yields the original (weight, quantizer, range variables) triples.
     """
-    identity = _IdentityQuantizer()
     restore: list[Callable[[], None]] = []
+    originals: list[tuple[tf.Variable, Any, Any]] = []
     try:
         for module in [model, *model.submodules]:
             if isinstance(module, _tfmot_wrapper.QuantizeWrapper) and module.built:
                 weight_vars = list(module._weight_vars)
                 outputs = list(module._output_quantizers)
-                activations = [(qa, qa.quantizer) for qa in module._quantize_activations]
-                module._weight_vars = [(w, identity, v) for w, _, v in weight_vars]
-                module._output_quantizers = [identity for _ in outputs]
-                for qa, _ in activations:
-                    qa.quantizer = identity
+                acts = [(qa, qa.quantizer) for qa in module._quantize_activations]
+                originals.extend(weight_vars)
+                module._weight_vars = [(w, weights, v) for w, _, v in weight_vars]
+                module._output_quantizers = [activations for _ in outputs]
+                for qa, _ in acts:
+                    qa.quantizer = activations
 
-                def _undo(m=module, wv=weight_vars, oq=outputs, acts=activations) -> None:
+                def _undo(m=module, wv=weight_vars, oq=outputs, acts=acts) -> None:
                     m._weight_vars = wv
                     m._output_quantizers = oq
                     for qa, q in acts:
@@ -434,13 +458,49 @@ def fake_quant_disabled(model: keras.Model) -> Iterator[keras.Model]:
                 and module.quantizer is not None
             ):
                 original = module.quantizer
-                module.quantizer = None
+                module.quantizer = None if activations is _IDENTITY else activations
 
                 def _undo_layer(m=module, q=original) -> None:
                     m.quantizer = q
 
                 restore.append(_undo_layer)
-        yield model
+        yield originals
     finally:
         for undo in reversed(restore):
             undo()
+
+
+_IDENTITY = _IdentityQuantizer()
+
+
+@contextlib.contextmanager
+def fake_quant_disabled(model: keras.Model) -> Iterator[keras.Model]:
+    """Within the block, every fake-quant op of ``model`` passes its input through.
+
+    For eager calls (``model(x)``): compiled ``predict``/``fit`` functions
+    traced before the block keep their quantizers. Used to check that a QAT
+    model starts from its float model's function, and to separate the error
+    of quantization from the rest when debugging.
+    """
+    with _swapped_quantizers(model, _IDENTITY, _IDENTITY):
+        yield model
+
+
+def calibrate_fake_quant(model: keras.Model, batches: Iterable[Any]) -> int:
+    """Set every fake-quant range of ``model`` from data before fine-tuning; return batches used.
+
+    TFMOT starts activation ranges at [-6, 6] and moves them by an EMA with
+    decay 0.999, so they need thousands of steps to fit the data; weight ranges
+    are only set by a training step. This sets weight ranges from the weights
+    and activation ranges to the min/max the float function (fake quant off)
+    produces on ``batches`` (model inputs, in inference mode, eagerly), as
+    post-training calibration would. Fine-tuning then starts from them.
+    """
+    count = 0
+    with _swapped_quantizers(model, _IDENTITY, _RangeObserver()) as originals:
+        for weight, quantizer, variables in originals:
+            quantizer(weight, True, variables)  # a training call sets the range from the weight
+        for batch in batches:
+            model(batch, training=False)
+            count += 1
+    return count

@@ -8,6 +8,7 @@ import pytest
 import model_maker  # noqa: F401  (Keras 2 before TensorFlow loads)
 from model_maker.core.qat import (
     DepthwiseKernelQuantizer,
+    calibrate_fake_quant,
     QATError,
     QATHParams,
     fake_quant_disabled,
@@ -149,3 +150,24 @@ def test_shared_layers_are_an_error():
     out = conv(conv(inputs))
     with pytest.raises(QATError, match="shared_conv"):
         quantize_functional_model(keras.Model(inputs, out))
+
+
+def test_calibration_sets_ranges_from_the_data():
+    model = _tiny_model()
+    qat = quantize_functional_model(model)
+    x = _pixels(4, seed=5)
+    expected = model(x, training=False).numpy()
+    before = np.abs(qat(x, training=False).numpy() - expected).max()
+    assert calibrate_fake_quant(qat, [x[:2], x[2:]]) == 2
+    ranges = {w.name: w.numpy() for w in qat.weights if w.name.endswith(("_min:0", "_max:0"))}
+    # the input quantizer sees pixels 0..255, no longer the initial [-6, 6]
+    (input_max,) = [v for k, v in ranges.items() if "quantize_layer" in k and k.endswith("max:0")]
+    assert 250 < float(input_max) <= 255
+    # weight ranges are the kernels' own max |w| per channel
+    stem = qat.get_layer("quant_stem")
+    (kernel_max,) = [w for w in stem.weights if w.name.endswith("kernel_max:0")]
+    kernel = [w for w in stem.weights if w.name.endswith("/kernel:0")][0].numpy()
+    np.testing.assert_allclose(kernel_max.numpy(), np.abs(kernel).max(axis=(0, 1, 2)), rtol=1e-6)
+    after = np.abs(qat(x, training=False).numpy() - expected).max()
+    assert after < before
+    assert after < 0.05 * np.abs(expected).max()
