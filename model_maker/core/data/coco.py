@@ -53,6 +53,13 @@ def _need(item: object, keys: tuple[str, ...], where: str) -> Mapping:
     return item
 
 
+def _size(info: Mapping, key: str, where: str) -> int:
+    value = info.get(key) or 0
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < 0:
+        raise DataError(f"{where}: {key} must be a non-negative number, got {value!r}")
+    return int(value)
+
+
 def _categories(path: str, data: Mapping) -> dict[int, str]:
     categories: dict[int, str] = {}
     for i, cat in enumerate(data["categories"]):
@@ -141,8 +148,8 @@ def read_coco(
                 path=os.path.join(image_dir, file_name),
                 origin=f"{path}: image id {image_id} ({file_name})",
                 boxes=tuple(entry["boxes"]),
-                width=int(info.get("width") or 0),
-                height=int(info.get("height") or 0),
+                width=_size(info, "width", entry["where"]),
+                height=_size(info, "height", entry["where"]),
                 split=split,
             )
         )

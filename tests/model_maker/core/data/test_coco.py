@@ -73,6 +73,10 @@ def test_malformed_json_names_line_and_column(tmp_path):
         ),
         ({"images": [{"file_name": "a.jpg"}]}, r"images\[0\]: missing key\(s\) id"),
         ({"categories": {"a": 1}}, "'categories' must be a list"),
+        (
+            {"images": [{"id": 3, "file_name": "a.jpg", "width": "wide"}], "annotations": []},
+            r"images\[0\] \(id 3\): width must be a non-negative number, got 'wide'",
+        ),
     ],
 )
 def test_bad_records_are_named(tmp_path, changes, message):
