@@ -1,0 +1,195 @@
+"""Size and single-thread latency of every TFLite variant of EfficientDet-Lite0.
+
+Builds EfficientDet-Lite0 (default 320 px, 2 classes, untrained weights: size
+and latency do not depend on the weight values), exports float32, float16,
+dynamic_range, ptq_int8 (calibrated on raccoon images resized and padded) and
+qat_int8 (``quantize_efficientdet`` of the same model, a few training-mode
+passes to set the quantizer ranges), plus the float32 raw variant without the
+NMS op, then times ``--runs`` invocations of each with one LiteRT thread on
+one raccoon image (after 3 warm-up runs) and reports the median and p90.
+
+Prints a table; writes bench/results/tflite_export.json with machine details.
+
+Run: .venv/bin/python bench/bench_tflite_export.py [--image-size 320] [--runs 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RACCOON = REPO.parent / "shared" / "datasets" / "raccoon" / "images"
+
+
+def machine() -> dict:
+    import importlib.metadata as md
+
+    def version(name: str) -> str:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return "n/a"
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "tensorflow": version("tensorflow"),
+        "tf-keras": version("tf-keras"),
+        "tensorflow-model-optimization": version("tensorflow-model-optimization"),
+        "ai-edge-litert": version("ai-edge-litert"),
+    }
+
+
+def raccoon_images(size: int, count: int):
+    """``count`` raccoon images resized keeping aspect ratio and padded to ``size``."""
+    import numpy as np
+    from PIL import Image
+
+    from model_maker.core.litert_detector import resize_and_pad
+
+    files = sorted(RACCOON.glob("*.jpg"))[:count]
+    if not files:
+        raise SystemExit(f"no images in {RACCOON}")
+    out = []
+    for path in files:
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        out.append(resize_and_pad(pixels, size, size)[0])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=320)
+    parser.add_argument("--num-classes", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--calibration", type=int, default=32, help="PTQ calibration images")
+    parser.add_argument("--output", default=str(REPO / "bench" / "results" / "tflite_export.json"))
+    args = parser.parse_args(argv)
+
+    import numpy as np
+
+    from model_maker.core.litert_detector import TFLiteDetector, measure_latency
+    from model_maker.core.quantization import quantization_config_for_variant
+    from model_maker.core.tflite_convert import list_ops
+    from model_maker.object_detector.anchors import Anchors
+    from model_maker.object_detector.export import export_tflite
+    from model_maker.object_detector.model import build_efficientdet_lite
+    from model_maker.object_detector.model_config import get_model_config
+    from model_maker.object_detector.qat_model import quantize_efficientdet
+
+    info = machine()
+    config = get_model_config("efficientdet-lite0", image_size=args.image_size)
+    model = build_efficientdet_lite(config, args.num_classes)
+    anchors = Anchors.from_config(config)
+    images = raccoon_images(args.image_size, args.calibration)
+    qat = quantize_efficientdet(model)
+    batch = np.stack(images[:8]).astype(np.float32)
+    for _ in range(2):
+        qat(batch, training=True)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        plans = [(v, True) for v in ("float32", "float16", "dynamic_range", "ptq_int8", "qat_int8")]
+        plans.append(("float32", False))
+        for variant, with_nms in plans:
+            name = variant if with_nms else f"{variant}_raw"
+            path = os.path.join(tmp, f"{name}.tflite")
+            quant = quantization_config_for_variant(
+                variant,
+                images if variant in ("ptq_int8", "qat_int8") else None,
+                quantization_steps=args.calibration,
+            )
+            start = time.perf_counter()
+            result = export_tflite(
+                qat if variant == "qat_int8" else model,
+                path,
+                quant,
+                anchors=anchors,
+                num_classes=args.num_classes,
+                with_nms=with_nms,
+            )
+            convert_s = time.perf_counter() - start
+            ops = list_ops(pathlib.Path(path).read_bytes())
+            kernels = sorted({op.weight_type for op in ops if op.weight_type})
+            detector = TFLiteDetector(path, num_threads=1, anchors=result.anchors_path)
+            model_input, _ = detector.preprocess(images[0].astype(np.uint8))
+            latency = measure_latency(
+                lambda d=detector, x=model_input: d.invoke(x), runs=args.runs, warmup=3
+            )
+            rows.append(
+                {
+                    "variant": name,
+                    "with_nms": with_nms,
+                    "bytes": result.num_bytes,
+                    "input_dtype": result.description.inputs[0].dtype,
+                    "kernel_types": kernels,
+                    "convert_seconds": round(convert_s, 1),
+                    "median_ms": round(latency.median_ms, 2),
+                    "p90_ms": round(latency.p90_ms, 2),
+                    "runs": latency.runs,
+                }
+            )
+            print(
+                f"  {name}: {result.num_bytes / 1e6:.2f} MB, {latency.median_ms:.1f} ms", flush=True
+            )
+
+    float_bytes = next(r["bytes"] for r in rows if r["variant"] == "float32")
+    for row in rows:
+        row["x_smaller_than_float32"] = round(float_bytes / row["bytes"], 2)
+    header = (
+        f"{'variant':<14} {'MB':>6} {'x<f32':>6} {'input':>8} {'kernels':>14} "
+        f"{'median ms':>10} {'p90 ms':>8}"
+    )
+    print(
+        f"\nEfficientDet-Lite0 {args.image_size}px, {args.num_classes} classes, "
+        f"1 LiteRT thread, {args.runs} runs"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['variant']:<14} {r['bytes'] / 1e6:>6.2f} {r['x_smaller_than_float32']:>6.2f} "
+            f"{r['input_dtype']:>8} {'/'.join(r['kernel_types']):>14} "
+            f"{r['median_ms']:>10.1f} {r['p90_ms']:>8.1f}"
+        )
+    info["load_average_at_end"] = os.getloadavg()
+    document = {
+        "benchmark": "tflite_export",
+        "model": "efficientdet-lite0",
+        "image_size": args.image_size,
+        "num_classes": args.num_classes,
+        "threads": 1,
+        "machine": info,
+        "results": rows,
+    }
+    out = pathlib.Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
