@@ -68,3 +68,38 @@ def test_component_wires_channels_and_parameters():
     assert component.exec_properties["max_ap_drop"] == 2.0
     assert component.outputs["blessing"].type is standard_artifacts.ModelBlessing
     assert component.outputs["evaluation"].type is standard_artifacts.ModelEvaluation
+
+
+def test_keras_model_input_becomes_the_float_baseline(tmp_path, monkeypatch):
+    from tfx.types import standard_artifacts
+
+    import model_maker.core.keras_detector as keras_detector
+    from components.artifacts import TFLiteModel
+    from components.evaluator.executor import Executor
+    from model_maker.core.litert_detector import TFLiteDetectorFactory
+
+    tflite_dir = write_tflite_artifact(tmp_path / "tflite", {"float32": False, "qat_int8": False})
+    created = []
+
+    def fake_factory(model_dir, **kwargs):
+        # Stands in for the trained Lite0 (slow to build): the float32 file plays the Keras model.
+        created.append((model_dir, kwargs))
+        return TFLiteDetectorFactory(str(tflite_dir / "float32.tflite"))
+
+    monkeypatch.setattr(keras_detector, "KerasDetectorFactory", fake_factory)
+    examples = _artifact(standard_artifacts.Examples, write_examples_artifact(tmp_path, count=3))
+    model = _artifact(standard_artifacts.Model, tmp_path / "model")
+    evaluation = _artifact(standard_artifacts.ModelEvaluation, tmp_path / "evaluation")
+    blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
+    Executor().Do(
+        {"examples": [examples], "tflite": [_artifact(TFLiteModel, tflite_dir)], "model": [model]},
+        {"evaluation": [evaluation], "blessing": [blessing]},
+        {"candidate": "qat_int8", "metric": "AP", "max_ap_drop": 1.0, "latency_runs": 0,
+         "split": "eval"},
+    )  # fmt: skip
+    assert created == [(str(tmp_path / "model"), {"max_detections": 25,
+                        "score_threshold": 1e-8, "iou_threshold": 0.5})]  # fmt: skip
+    doc = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert [v["variant"] for v in doc["variants"]] == ["keras_float", "float32", "qat_int8"]
+    assert doc["baseline"] == "keras_float" and doc["blessing"]["baseline"] == "keras_float"
+    assert blessing.get_int_custom_property("blessed") == 1
