@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import pathlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -319,3 +320,18 @@ def write_tflite_artifact(
     )
     (uri / "manifest.json").write_text(json.dumps({"variants": entries}), encoding="utf-8")
     return uri
+
+
+@dataclass(frozen=True)
+class CountingFactory:
+    """Wraps a detector factory and appends one line to ``log_path`` per detector created."""
+
+    inner: Any
+    log_path: str
+
+    def __call__(self):
+        import os
+
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return self.inner()

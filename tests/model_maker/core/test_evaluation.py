@@ -19,6 +19,7 @@ from model_maker.core.evaluation import (
 )
 from model_maker.core.litert_detector import TFLiteDetectorFactory
 from tests.model_maker.core.detector_fixtures import (
+    CountingFactory,
     GridDetectorSpec,
     LookupDetector,
     build_grid_detector,
@@ -158,6 +159,15 @@ def test_image_folder_source_gives_the_same_detections_as_records(dataset):
     assert sorted(from_records, key=key) == sorted(from_folder, key=key)
 
 
+def test_each_worker_loads_its_detector_once(dataset, tmp_path):
+    inner, _ = _hand_detector(dataset, perfect=True)
+    log = tmp_path / "loads.txt"
+    source = EvalSource(record_files=(str(dataset["records"]),) * 3)  # 18 images, 3 reads
+    _, count = run_detection(CountingFactory(inner, str(log)), source)
+    assert count == 18
+    assert len(log.read_text().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("candidate", "max_drop", "blessed"),
     [(0.49, 1.0, True), (0.4899, 1.0, False), (0.50, 0.0, True), (0.45, 5.0, True),
@@ -201,7 +211,11 @@ def test_two_worker_processes_give_the_same_metrics(dataset):
     path = dataset["records"].parent.parent / "float32.tflite"
     path.write_bytes(build_grid_detector(SPEC))
     source = EvalSource(record_files=(str(dataset["records"]),))
+    log = path.parent / "loads.txt"
     one, _ = run_detection(TFLiteDetectorFactory(str(path)), source, BeamOptions(num_workers=1))
-    two, n = run_detection(TFLiteDetectorFactory(str(path)), source, BeamOptions(num_workers=2))
+    factory = CountingFactory(TFLiteDetectorFactory(str(path)), str(log))
+    two, n = run_detection(factory, source, BeamOptions(num_workers=2))
     key = lambda d: (d["image_id"], d["score"], tuple(d["bbox"]))  # noqa: E731
     assert n == 6 and sorted(one, key=key) == sorted(two, key=key)
+    pids = log.read_text().split()
+    assert 1 <= len(pids) <= 2 and len(set(pids)) == len(pids)  # at most once per worker
