@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import logging
 import tempfile
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -198,6 +199,7 @@ class EfficientDetSpec:
         self.tf_random_seed = tf_random_seed
         self.verbose = verbose
         self.history: keras.callbacks.History | None = None
+        self._detect_fns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # -- properties -----------------------------------------------------------------
 
@@ -323,6 +325,8 @@ class EfficientDetSpec:
     ) -> keras.Model:
         """Train ``model`` in place; resumes from the last checkpoint in ``model_dir``.
 
+        ``val_dataset`` (evaluation batches) gives the COCO AP every ``map_freq``
+        epochs and at the end, logged to TensorBoard under ``validation/``.
         Returns the model, holding the EMA weights when ``moving_average_decay > 0``.
         The Keras ``History`` is kept in ``self.history``.
         """
@@ -391,8 +395,6 @@ class EfficientDetSpec:
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
             initial_epoch=initial_epoch,
-            validation_data=val_dataset,
-            validation_steps=validation_steps,
             callbacks=callbacks,
             verbose=verbose,
         )
@@ -419,6 +421,18 @@ class EfficientDetSpec:
             iou_threshold=float(self.hparams["nms_iou_threshold"]),
         )
 
+    def _detect_fn(self, model: keras.Model):
+        """A compiled ``images -> detections`` of ``model``, traced once per model."""
+        if model not in self._detect_fns:
+
+            @tf.function(reduce_retracing=True)
+            def detect(images):
+                class_logits, box_encodings = model(images, training=False)
+                return self.postprocess(class_logits, box_encodings)
+
+            self._detect_fns[model] = detect
+        return self._detect_fns[model]
+
     def evaluate(
         self,
         model: keras.Model,
@@ -436,11 +450,7 @@ class EfficientDetSpec:
         """
         from tqdm.auto import tqdm
 
-        @tf.function(reduce_retracing=True)
-        def detect(images):
-            class_logits, box_encodings = model(images, training=False)
-            return self.postprocess(class_logits, box_encodings)
-
+        detect = self._detect_fn(model)
         size = float(self.image_size)
         detections: list[dict[str, Any]] = []
         gt_images: list[dict[str, Any]] = []

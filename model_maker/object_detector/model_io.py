@@ -18,8 +18,11 @@ uses it under ``keras/``)::
   another number of classes) are skipped;
 * anything else is a TF Hub handle or SavedModel path loaded with
   ``tensorflow_hub.load``; its variables are copied onto the model's by name
-  (the longest matching name suffix with the same shape). This needs the hub
-  to be reachable (or the handle to be a local/cached SavedModel).
+  (equal names, or one name a ``/``-suffix of the other, same shape). This
+  needs the hub to be reachable (or the handle to be a local/cached
+  SavedModel). tensorflow_hub 0.15 needs ``pkg_resources`` (setuptools), which
+  the locked environment lacks; local SavedModels then load through
+  ``tf.saved_model.load``.
 """
 
 from __future__ import annotations
@@ -128,14 +131,23 @@ def load_trained_model(model_dir: str) -> tuple[keras.Model, TrainedModelConfig]
     return model, config
 
 
+def _exists(path: str) -> bool:
+    try:
+        return tf.io.gfile.exists(path)
+    except tf.errors.OpError:  # e.g. an http(s) handle: no TF file system for it
+        return False
+
+
 def _is_keras_weights(uri: str) -> str | None:
-    if uri.endswith((".h5", ".hdf5")) and tf.io.gfile.exists(uri):
+    if uri.startswith(("http://", "https://")):
+        return None
+    if uri.endswith((".h5", ".hdf5")) and _exists(uri):
         return uri
     for candidate in (
         os.path.join(uri, WEIGHTS_FILE),
         os.path.join(uri, KERAS_SUBDIR, WEIGHTS_FILE),
     ):
-        if tf.io.gfile.exists(candidate):
+        if _exists(candidate):
             return candidate
     return None
 
@@ -168,6 +180,41 @@ def copy_variables_by_name(model: keras.Model, source: list[tf.Variable]) -> int
     return assigned
 
 
+def _load_hub_module(uri: str) -> Any:
+    """``tensorflow_hub.load(uri)``; a local SavedModel also loads when tensorflow_hub cannot.
+
+    tensorflow_hub 0.15 imports ``pkg_resources`` (setuptools < 81), which the
+    locked environment does not ship; a local SavedModel folder then loads with
+    ``tf.saved_model.load`` (what ``hub.load`` does for local paths).
+    """
+    try:
+        import tensorflow_hub as hub
+    except ImportError as exc:
+        if _exists(os.path.join(uri, "saved_model.pb")):
+            LOG.warning("tensorflow_hub unavailable (%s); loading %s as a SavedModel", exc, uri)
+            return tf.saved_model.load(uri)
+        raise ValueError(
+            f"could not load the TF Hub handle {uri!r}: tensorflow_hub does not import ({exc})"
+        ) from exc
+    try:
+        return hub.load(uri)
+    except Exception as exc:  # noqa: BLE001 - hub raises many kinds of errors (network, format)
+        raise ValueError(f"could not load the TF Hub handle {uri!r}: {exc}") from exc
+
+
+def _module_variables(module: Any) -> list[tf.Variable]:
+    """A loaded module's variables: its ``variables`` attribute (the Reusable SavedModel
+    convention of TF Hub) or else every variable in its object graph."""
+    listed = getattr(module, "variables", None)
+    if listed:
+        return list(listed)
+    seen: dict[int, tf.Variable] = {}
+    for obj in tf.train.TrackableView(module).descendants():
+        if isinstance(obj, tf.Variable):
+            seen.setdefault(id(obj), obj)
+    return list(seen.values())
+
+
 def load_pretrained_weights(model: keras.Model, uri: str) -> int:
     """Load the weights named by ``uri`` into ``model`` (see module doc); return weights loaded.
 
@@ -185,13 +232,8 @@ def load_pretrained_weights(model: keras.Model, uri: str) -> int:
         model.load_weights(weights_file, by_name=True, skip_mismatch=True)
         LOG.info("loaded weights by layer name from %s", weights_file)
         return -1
-    import tensorflow_hub as hub
-
-    try:
-        module = hub.load(uri)
-    except Exception as exc:  # noqa: BLE001 - hub raises many kinds of errors (network, format)
-        raise ValueError(f"could not load the TF Hub handle {uri!r}: {exc}") from exc
-    variables = list(getattr(module, "variables", []))
+    module = _load_hub_module(uri)
+    variables = _module_variables(module)
     assigned = copy_variables_by_name(model, variables)
     if not assigned:
         raise ValueError(

@@ -95,7 +95,7 @@ def trained(tiny_examples, tmp_path_factory):
 
 def test_training_reduces_the_loss(trained):
     print("det_loss before/after:", trained["loss_before"], trained["loss_after"])
-    assert trained["loss_after"] < 0.93 * trained["loss_before"]
+    assert trained["loss_after"] < 0.8 * trained["loss_before"]  # 1.96 -> 1.31 measured
 
 
 def test_resume_continues_from_last_epoch(trained):
