@@ -118,9 +118,15 @@ Registrar = Callable[[argparse._SubParsersAction], None]
 def _registrars() -> list[Registrar]:
     # Subcommand modules are imported here, not at module level, so `qatflow --help`
     # stays fast and a broken optional module cannot break the whole CLI at import.
-    from pipeline.commands import data, evaluate_tflite
+    from pipeline.commands import dashboard, data, evaluate_tflite, run
 
-    return [_register_config, data.register, evaluate_tflite.register]
+    return [
+        _register_config,
+        data.register,
+        evaluate_tflite.register,
+        run.register,
+        dashboard.register,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:

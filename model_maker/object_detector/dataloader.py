@@ -73,6 +73,8 @@ def read_label_map(examples_uri: str) -> dict[int, str]:
     """``label_map.json`` of an Examples artifact: 1-based class id -> name."""
     with tf.io.gfile.GFile(os.path.join(examples_uri, "label_map.json")) as fh:
         raw = json.load(fh)
+    if isinstance(raw, dict) and "classes" in raw:  # ExampleGen's format (core/data/labels.py)
+        raw = raw["classes"]
     if isinstance(raw, list):  # tolerate [{"id":..,"name":..}] as well as {"1": "name"}
         return {int(item["id"]): str(item["name"]) for item in raw}
     return {int(k): str(v) for k, v in raw.items()}
