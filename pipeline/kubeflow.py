@@ -21,7 +21,6 @@ TRAINER_IDS = ("Trainer", "QATTrainer")
 
 
 def _resources(cpu: float, memory_gib: float, accelerator: str = "", count: int = 0) -> Any:
-    from tfx.proto.orchestration import pipeline_pb2  # noqa: F401 - ensures protos load
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec()

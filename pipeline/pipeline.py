@@ -1,4 +1,4 @@
-"""``create_pipeline``: ExampleGen -> Trainer -> QATTrainer -> TFLiteConverter -> Evaluator -> Pusher.
+"""``create_pipeline``: ExampleGen -> Trainer -> QATTrainer -> Converter -> Evaluator -> Pusher.
 
 Every environment-dependent value (pipeline root, data location, push
 destination, metadata connection, Beam arguments) is an argument; nothing is
