@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -43,9 +44,32 @@ def options_from_properties(exec_properties: Mapping[str, Any], output_uri: str)
     )
 
 
+def runs_locally(beam_pipeline_args: list[str]) -> bool:
+    """True when the args choose no runner or the DirectRunner."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from model_maker.core.data.ingest import DIRECT_RUNNERS
+
+    return PipelineOptions(list(beam_pipeline_args)).view_as(StandardOptions).runner in (
+        DIRECT_RUNNERS
+    )
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Writes ``Split-<name>/data_tfrecord-*.gz``, label_map.json, ``<split>_annotations.json``
     and stats.json into the Examples artifact and sets its ``split_names``."""
+
+    def __init__(self, context: base_beam_executor.BaseBeamExecutor.Context | None = None):
+        args = list(getattr(context, "beam_pipeline_args", None) or [])
+        if args and runs_locally(args):
+            # TFX packages its own install as an sdist (~13 s, left in /tmp) for remote
+            # runners whenever Beam args are given; local runners import it directly.
+            context = copy.copy(context)
+            context.beam_pipeline_args = []
+            super().__init__(context)
+            self._beam_pipeline_args = args
+        else:
+            super().__init__(context)
 
     def Do(  # noqa: N802 - the TFX executor interface
         self,

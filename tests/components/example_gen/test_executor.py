@@ -56,6 +56,23 @@ def test_do_writes_the_examples_artifact(demo, tmp_path):
     assert examples.get_int_custom_property("num_classes") == 3
 
 
+def test_local_beam_args_skip_tfx_packaging(demo, tmp_path, monkeypatch):
+    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
+    from tfx.utils import dependency_utils
+
+    def no_packaging(args):
+        raise AssertionError(f"TFX would build an sdist for {args}")
+
+    monkeypatch.setattr(dependency_utils, "make_beam_dependency_flags", no_packaging)
+    args = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    executor = Executor(BaseBeamExecutor.Context(beam_pipeline_args=args))
+    assert executor._beam_pipeline_args == args
+    examples = _examples(tmp_path)
+    properties = {"format": "coco", "input": demo.images_dir, "annotations": demo.annotations}
+    executor.Do({}, {"examples": [examples]}, properties)
+    assert examples.get_int_custom_property("num_images_train") >= 1
+
+
 def test_do_fails_with_a_data_error(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [}')
