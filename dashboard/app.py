@@ -1,0 +1,436 @@
+"""The dashboard's Flask app: ``create_app(root)`` serves read-only pages over the runs under root.
+
+Pages: the runs list (``/``), a run (``/run``: DAG, executions, lineage,
+settings), its evaluation (``/evaluation``: float/PTQ/QAT table, AP vs size
+and latency, per-class AP, blessing), its training curves (``/training``, data
+from ``/api/training``), two runs side by side (``/compare``) and the files of
+the pipeline root (``/files/...``, nothing outside root). Runs are named by
+their store (folder of the pipeline root, relative to root) and run id.
+
+State lives in the app (``app.extensions["qatflow_dashboard"]``): open stores
+and computed rows, keyed by the store file's size and mtime, so a page is
+recomputed only when a run wrote to the store.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+from flask import Flask, abort, jsonify, render_template, request, send_file, url_for
+from werkzeug.exceptions import HTTPException
+
+from dashboard import charts, files, store, tensorboard
+
+EXTENSION = "qatflow_dashboard"
+SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100")
+_CACHE_SIZE = 2048
+
+
+class DashboardState:
+    """Stores found under ``root``, their readers and a bounded cache of computed values."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self._lock = threading.RLock()
+        self._readers: dict[str, tuple[tuple, store.MetadataReader]] = {}
+        self._cache: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+
+    def stores(self) -> list[store.StoreRef]:
+        return store.find_stores(self.root)
+
+    def ref(self, key: str) -> store.StoreRef:
+        found = next((r for r in self.stores() if r.key == key), None)
+        if found is None:
+            abort(404, f"no store {key!r} under {self.root}")
+        return found
+
+    @staticmethod
+    def _signature(ref: store.StoreRef) -> tuple:
+        out = []
+        for suffix in ("", "-wal"):
+            try:
+                stat = os.stat(ref.path + suffix)
+                out.append((stat.st_size, stat.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def reader(self, ref: store.StoreRef) -> tuple[tuple, store.MetadataReader]:
+        """(signature, reader) of a store; reopened when the file changed."""
+        with self._lock:
+            signature = self._signature(ref)
+            held = self._readers.get(ref.path)
+            if held is None or held[0] != signature:
+                held = (signature, store.MetadataReader(ref))
+                self._readers[ref.path] = held
+            return held
+
+    def cached(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            value = compute()
+            self._cache[key] = value
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+            return value
+
+    def index(self, ref: store.StoreRef) -> list[tuple[Any, str, str]]:
+        signature, reader = self.reader(ref)
+        return self.cached(("index", ref.path, signature), reader.run_index)
+
+    def rows(self, ref: store.StoreRef, run_ids: list[str]) -> dict[str, store.RunRow]:
+        signature, reader = self.reader(ref)
+        with self._lock:
+            missing = [r for r in run_ids if ("row", ref.path, signature, r) not in self._cache]
+            if missing:
+                for row in reader.runs(missing):
+                    self.cached(("row", ref.path, signature, row.run_id), lambda row=row: row)
+            return {
+                r: self._cache[("row", ref.path, signature, r)]
+                for r in run_ids
+                if ("row", ref.path, signature, r) in self._cache
+            }
+
+    def detail(self, key: str, run_id: str) -> store.RunDetail:
+        ref = self.ref(key)
+        signature, reader = self.reader(ref)
+        detail = self.cached(("detail", ref.path, signature, run_id), lambda: reader.run(run_id))
+        if detail is None:
+            abort(404, f"no run {run_id!r} in store {key!r}")
+        return detail
+
+    def scalars(self, log_dir: str) -> list[tensorboard.Series]:
+        signature = tensorboard.signature(log_dir)
+        return self.cached(
+            ("scalars", log_dir, signature),
+            lambda: tensorboard.read_scalars(log_dir, [s[0] for s in signature]),
+        )
+
+
+# --- formatting (Jinja filters) ----------------------------------------------------------
+
+
+def _points(value: Any) -> str:
+    if not isinstance(value, int | float) or value < 0:
+        return "n/a"
+    return f"{value * 100:.2f}"
+
+
+def _delta(value: Any) -> str:
+    return "" if not isinstance(value, int | float) else f"{value * 100:+.2f}"
+
+
+def _duration(seconds: Any) -> str:
+    if seconds is None:
+        return "n/a"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _when(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "n/a"
+
+
+def _kb(value: Any) -> str:
+    return "n/a" if not isinstance(value, int | float) else f"{value / 1024:.1f}"
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- page data ---------------------------------------------------------------------------
+
+
+def _run_ref(text: str) -> tuple[str, str]:
+    key, sep, run_id = (text or "").partition("|")
+    if not sep or not run_id:
+        abort(400, f"a run is named 'store|run id', got {text!r}")
+    return key, run_id
+
+
+def _variant_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for entry in metrics.get("variants") or []:
+        if not isinstance(entry, Mapping):
+            continue
+        values = entry.get("metrics") or {}
+        latency = entry.get("latency") or {}
+        rows.append(
+            {
+                "variant": entry.get("variant", "?"),
+                "bytes": entry.get("bytes"),
+                "latency": latency,
+                "metrics": {k: values.get(k) for k in SUMMARY_KEYS},
+                "delta_ap": (entry.get("delta_to_float") or {}).get("AP"),
+                "images": entry.get("num_images"),
+            }
+        )
+    return rows
+
+
+def _metric_table(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """variant -> name -> value (metrics, per-class AP, size, latency) for the comparison."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in metrics.get("variants") or []:
+        if not isinstance(entry, Mapping) or "variant" not in entry:
+            continue
+        values = dict(entry.get("metrics") or {})
+        values["size KB"] = entry.get("bytes")
+        values["latency ms"] = (entry.get("latency") or {}).get("median_ms")
+        out[entry["variant"]] = values
+    return out
+
+
+def _metrics_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    ta, tb = _metric_table(a), _metric_table(b)
+    rows = []
+    for variant in dict.fromkeys([*ta, *tb]):
+        va, vb = ta.get(variant, {}), tb.get(variant, {})
+        names = list(SUMMARY_KEYS) + sorted(
+            {k for k in [*va, *vb] if k.startswith(charts.PER_CLASS_PREFIX)}
+        )
+        names += ["size KB", "latency ms"]
+        for name in names:
+            x, y = va.get(name), vb.get(name)
+            if x is None and y is None:
+                continue
+            rows.append({"variant": variant, "name": name, "a": x, "b": y})
+    return rows
+
+
+def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    missing = object()
+    rows = []
+    for key in sorted({*a, *b}):
+        x, y = a.get(key, missing), b.get(key, missing)
+        rows.append(
+            {
+                "key": key,
+                "a": "(not set)" if x is missing else x,
+                "b": "(not set)" if y is missing else y,
+                "same": x == y,
+            }
+        )
+    return rows
+
+
+# --- the app -----------------------------------------------------------------------------
+
+
+def create_app(root: str, *, per_page: int = 50) -> Flask:
+    """The dashboard over the ML Metadata stores under ``root`` (read-only)."""
+    app = Flask(__name__)
+    state = DashboardState(root)
+    app.extensions[EXTENSION] = state
+    app.jinja_env.filters.update(
+        points=_points, delta=_delta, duration=_duration, when=_when, kb=_kb, short=_short
+    )
+
+    def link(path: str) -> str | None:
+        rel = files.relative_to(state.root, path)
+        return None if rel is None else url_for("browse", relative=rel)
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        return {"root": state.root, "link": link}
+
+    @app.errorhandler(store.StoreError)
+    def _store_error(exc: store.StoreError):
+        return render_template(
+            "message.html", title=f"Store {exc.kind}", message=str(exc), kind=exc.kind
+        ), 503
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        return render_template(
+            "message.html", title=f"{exc.code} {exc.name}", message=exc.description, kind="http"
+        ), exc.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        app.logger.exception("dashboard error")
+        return render_template(
+            "message.html",
+            title="Unexpected error",
+            message=f"{type(exc).__name__}: {exc}",
+            kind="error",
+        ), 500
+
+    @app.after_request
+    def _timing(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    @app.get("/")
+    def runs():
+        started = time.perf_counter()
+        refs = state.stores()
+        if not refs:
+            return render_template(
+                "message.html",
+                title="No runs yet",
+                kind="missing",
+                message=f"No ML Metadata store ({store.STORE_FILE}) under {state.root} or its "
+                "sub-folders. Run the pipeline (qatflow run) or point --root at a pipeline root.",
+            )
+        problems, index = [], []
+        for ref in refs:
+            try:
+                index += [(when, ref, run_id, p) for when, run_id, p in state.index(ref)]
+            except store.StoreError as exc:
+                problems.append({"store": ref.key, "kind": exc.kind, "message": str(exc)})
+        far = dt.datetime.min.replace(tzinfo=dt.UTC)
+        index.sort(key=lambda item: (item[0] or far, item[1].key, item[2]), reverse=True)
+        pages = max(1, -(-len(index) // per_page))
+        page = min(max(request.args.get("page", 1, type=int), 1), pages)
+        shown = index[(page - 1) * per_page : page * per_page]
+        by_store: dict[str, list[str]] = {}
+        for _, ref, run_id, _ in shown:
+            by_store.setdefault(ref.key, []).append(run_id)
+        rows_by: dict[tuple[str, str], store.RunRow] = {}
+        for ref in refs:
+            if ref.key in by_store:
+                for run_id, row in state.rows(ref, by_store[ref.key]).items():
+                    rows_by[(ref.key, run_id)] = row
+        rows = [rows_by[(ref.key, r)] for _, ref, r, _ in shown if (ref.key, r) in rows_by]
+        return render_template(
+            "runs.html",
+            rows=rows,
+            problems=problems,
+            total=len(index),
+            page=page,
+            pages=pages,
+            stores=refs,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    @app.get("/run")
+    def run():
+        detail = state.detail(request.args.get("store", ""), request.args.get("run", ""))
+        previous = _previous_run(state, detail.row)
+        return render_template("run.html", d=detail, dag=charts.dag(detail), previous=previous)
+
+    @app.get("/evaluation")
+    def evaluation():
+        detail = state.detail(request.args.get("store", ""), request.args.get("run", ""))
+        metrics = detail.metrics
+        figures = {}
+        if metrics.get("variants"):
+            figures = {
+                "size": charts.tradeoff(metrics, "size"),
+                "latency": charts.tradeoff(metrics, "latency"),
+                "classes": charts.per_class(metrics),
+            }
+        failed = [e for e in detail.executions if e.state == "FAILED"]
+        return render_template(
+            "evaluation.html",
+            d=detail,
+            rows=_variant_rows(metrics),
+            figures=figures,
+            failed=failed,
+            summary_keys=SUMMARY_KEYS,
+        )
+
+    @app.get("/training")
+    def training():
+        detail = state.detail(request.args.get("store", ""), request.args.get("run", ""))
+        return render_template("training.html", d=detail)
+
+    @app.get("/api/training")
+    def training_data():
+        detail = state.detail(request.args.get("store", ""), request.args.get("run", ""))
+        curves = [(component, state.scalars(log_dir)) for component, log_dir in detail.log_dirs]
+        return jsonify(
+            {
+                "logs": [
+                    {"component": c, "dir": d, "files": len(tensorboard.event_files(d))}
+                    for c, d in detail.log_dirs
+                ],
+                "series": sum(len(s) for _, s in curves),
+                "charts": charts.training(curves),
+            }
+        )
+
+    @app.get("/compare")
+    def compare():
+        a_key, a_run = _run_ref(request.args.get("a", ""))
+        b_key, b_run = _run_ref(request.args.get("b", ""))
+        a, b = state.detail(a_key, a_run), state.detail(b_key, b_run)
+        config = _config_diff(a.config, b.config)
+        return render_template(
+            "compare.html",
+            a=a,
+            b=b,
+            config=config,
+            changed=sum(not r["same"] for r in config),
+            metrics=_metrics_diff(a.metrics, b.metrics),
+            figure=charts.compare_ap("A", a.metrics, "B", b.metrics)
+            if a.metrics or b.metrics
+            else None,
+        )
+
+    @app.get("/files/", defaults={"relative": ""})
+    @app.get("/files/<path:relative>")
+    def browse(relative: str):
+        try:
+            path = files.resolve(state.root, relative)
+        except files.OutsideRoot:
+            abort(403, "only files inside the dashboard root are served")
+        if os.path.isdir(path):
+            entries = []
+            for name in sorted(os.listdir(path)):
+                full = os.path.join(path, name)
+                is_dir = os.path.isdir(full)
+                entries.append(
+                    {
+                        "name": name + ("/" if is_dir else ""),
+                        "rel": os.path.relpath(full, os.path.realpath(state.root)),
+                        "size": None if is_dir else os.path.getsize(full),
+                    }
+                )
+            rel = os.path.relpath(path, os.path.realpath(state.root))
+            return render_template("files.html", rel="" if rel == "." else rel, entries=entries)
+        if not os.path.isfile(path):
+            abort(404, f"no file {relative!r} under the dashboard root")
+        text_like = path.endswith((".md", ".json", ".txt", ".yaml", ".yml", ".csv", ".log"))
+        response = send_file(path, mimetype="text/plain" if text_like else None)
+        # Files from artifacts may be HTML: shown, but never allowed to run scripts.
+        response.headers["Content-Security-Policy"] = "sandbox"
+        return response
+
+    @app.get("/vendor/plotly.min.js")
+    def plotly_js():
+        import plotly
+
+        path = os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
+        return send_file(path, mimetype="text/javascript", max_age=86400)
+
+    return app
+
+
+def _previous_run(state: DashboardState, row: store.RunRow) -> str | None:
+    """The ref of the run of the same pipeline before ``row`` (for "compare with previous")."""
+    ref = state.ref(row.store)
+    index = state.index(ref)
+    names = [run_id for _, run_id, pipeline in index if pipeline == row.pipeline]
+    if row.run_id in names:
+        position = names.index(row.run_id)
+        if position + 1 < len(names):
+            return f"{row.store}|{names[position + 1]}"
+    return None

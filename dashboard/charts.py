@@ -1,0 +1,253 @@
+"""Plotly figures of the dashboard, as plain dicts for ``Plotly.newPlot`` in the browser.
+
+Every function returns ``{"data": [...], "layout": {...}}`` (plotly's figure
+JSON) built with ``plotly.graph_objects``; the templates hand it to plotly.js,
+which the app serves from the plotly package. Metric values arrive as
+pycocotools fractions (0..1) and are shown as AP points (x100); -1 (undefined)
+is left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dashboard.store import RunDetail, levels
+from dashboard.tensorboard import Series
+
+STATE_COLOURS = {
+    "COMPLETE": "#2e7d32",
+    "CACHED": "#1565c0",
+    "FAILED": "#c62828",
+    "RUNNING": "#ef6c00",
+    "NEW": "#9e9e9e",
+    "CANCELED": "#6d4c41",
+    "UNKNOWN": "#9e9e9e",
+}
+PER_CLASS_PREFIX = "AP_/"
+_LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
+
+
+def _figure(fig: Any) -> dict[str, Any]:
+    # plotly's encoder turns numpy values and the like into JSON; the dict goes to |tojson.
+    return json.loads(fig.to_json())
+
+
+def _points(value: Any) -> float | None:
+    if not isinstance(value, int | float) or value < 0:
+        return None
+    return round(float(value) * 100.0, 3)
+
+
+def dag(detail: RunDetail) -> dict[str, Any]:
+    """The component DAG: one marker per execution (colour = state), arrows for lineage."""
+    import plotly.graph_objects as go
+
+    depth = levels(detail)
+    rows: dict[int, int] = {}
+    position: dict[str, tuple[float, float]] = {}
+    for execution in detail.executions:
+        level = depth[execution.component]
+        row = rows.get(level, 0)
+        rows[level] = row + 1
+        position[execution.component] = (float(level), -float(row))
+    fig = go.Figure()
+    annotations = [
+        {
+            "x": position[dst][0],
+            "y": position[dst][1],
+            "ax": position[src][0],
+            "ay": position[src][1],
+            "xref": "x",
+            "yref": "y",
+            "axref": "x",
+            "ayref": "y",
+            "showarrow": True,
+            "arrowhead": 2,
+            "arrowsize": 1.2,
+            "arrowwidth": 1.4,
+            "arrowcolor": "#90a4ae",
+            "standoff": 14,
+            "startstandoff": 14,
+            "text": "",
+        }  # fmt: skip
+        for src, dst in detail.edges
+        if src in position and dst in position
+    ]
+    for state in dict.fromkeys(e.state for e in detail.executions):
+        members = [e for e in detail.executions if e.state == state]
+        fig.add_trace(
+            go.Scatter(
+                x=[position[e.component][0] for e in members],
+                y=[position[e.component][1] for e in members],
+                mode="markers+text",
+                marker={
+                    "size": 26,
+                    "color": STATE_COLOURS.get(state, "#9e9e9e"),
+                    "line": {"width": 1, "color": "#263238"},
+                },  # fmt: skip
+                text=[e.component for e in members],
+                textposition="bottom center",
+                customdata=[
+                    f"{e.state}, {'n/a' if e.duration_s is None else f'{e.duration_s:.1f} s'}"
+                    for e in members
+                ],
+                hovertemplate="%{text}: %{customdata}<extra></extra>",
+                name=state.lower(),
+            )
+        )
+    lowest = min((p[1] for p in position.values()), default=0.0)
+    fig.update_layout(
+        **_LAYOUT,
+        title="Component DAG (colour: execution state)",
+        height=220 + 70 * int(-lowest),
+        annotations=annotations,
+        showlegend=True,
+        xaxis={"visible": False, "range": [-0.5, max(depth.values(), default=0) + 0.5]},
+        yaxis={"visible": False, "range": [lowest - 0.8, 0.5]},
+    )
+    return _figure(fig)
+
+
+def _variants(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [v for v in metrics.get("variants") or [] if isinstance(v, Mapping) and "variant" in v]
+
+
+def tradeoff(metrics: Mapping[str, Any], x: str) -> dict[str, Any]:
+    """AP (points) against model size (``x="size"``, MB) or median latency (``x="latency"``, ms)."""
+    import plotly.graph_objects as go
+
+    xs, ys, names = [], [], []
+    for entry in _variants(metrics):
+        ap = _points((entry.get("metrics") or {}).get("AP"))
+        if x == "size":
+            value = entry.get("bytes")
+            value = None if value is None else value / 1e6
+        else:
+            value = (entry.get("latency") or {}).get("median_ms")
+        if ap is None or value is None:
+            continue
+        xs.append(round(float(value), 3))
+        ys.append(ap)
+        names.append(entry["variant"])
+    candidate = metrics.get("candidate")
+    fig = go.Figure(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            text=names,
+            mode="markers+text",
+            textposition="top center",
+            marker={
+                "size": [18 if n == candidate else 12 for n in names],
+                "color": ["#c62828" if n == candidate else "#1565c0" for n in names],
+            },
+            hovertemplate="%{text}: AP %{y:.2f}, %{x}<extra></extra>",
+        )  # fmt: skip
+    )
+    label = "model size (MB)" if x == "size" else "median latency (ms, 1 thread)"
+    fig.update_layout(
+        **_LAYOUT,
+        title=f"AP vs {'model size' if x == 'size' else 'latency'}",
+        xaxis_title=label,
+        yaxis_title="AP (points)",
+        height=360,
+    )
+    return _figure(fig)
+
+
+def per_class(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """AP per class, one bar group per class and one bar per variant."""
+    import plotly.graph_objects as go
+
+    variants = _variants(metrics)
+    classes = sorted(
+        {k for v in variants for k in (v.get("metrics") or {}) if k.startswith(PER_CLASS_PREFIX)}
+    )
+    fig = go.Figure(
+        [
+            go.Bar(
+                name=v["variant"],
+                x=[c[len(PER_CLASS_PREFIX) :] for c in classes],
+                y=[_points((v.get("metrics") or {}).get(c)) for c in classes],
+            )
+            for v in variants
+        ]
+    )
+    fig.update_layout(
+        **_LAYOUT, title="AP per class", barmode="group", yaxis_title="AP (points)", height=360
+    )
+    return _figure(fig)
+
+
+def _group(series: Series) -> str:
+    name = series.name.lower()
+    if "loss" in name:
+        return "loss"
+    if name in ("lr", "learning_rate") or "learning_rate" in name:
+        return "learning rate"
+    if name.startswith(("ap", "ar")):
+        return "AP"
+    return "other"
+
+
+def training(curves: Sequence[tuple[str, Sequence[Series]]]) -> list[dict[str, Any]]:
+    """Loss, learning rate, AP (and other) charts; one line per component, split and tag."""
+    import plotly.graph_objects as go
+
+    groups: dict[str, list[tuple[str, Series]]] = {}
+    for component, series_list in curves:
+        for series in series_list:
+            groups.setdefault(_group(series), []).append((component, series))
+    out = []
+    for title in ("loss", "learning rate", "AP", "other"):
+        members = groups.get(title)
+        if not members:
+            continue
+        many = len({c for c, _ in members}) > 1
+        fig = go.Figure(
+            [
+                go.Scatter(
+                    x=s.steps,
+                    y=[v * 100 for v in s.values] if title == "AP" else s.values,
+                    mode="lines+markers",
+                    name=" ".join(p for p in (c if many else "", s.split, s.name) if p),
+                )
+                for c, s in members
+            ]
+        )
+        fig.update_layout(
+            **_LAYOUT,
+            title=title,
+            xaxis_title="epoch",
+            yaxis_title="points" if title == "AP" else title,
+            yaxis_type="log" if title == "learning rate" and _spans_decades(members) else None,
+            height=320,
+        )
+        out.append({"title": title, "figure": _figure(fig)})
+    return out
+
+
+def _spans_decades(members: Sequence[tuple[str, Series]]) -> bool:
+    values = [v for _, s in members for v in s.values if v > 0]
+    return bool(values) and max(values) / min(values) > 100
+
+
+def compare_ap(a_label: str, a: Mapping[str, Any], b_label: str, b: Mapping[str, Any]) -> dict:
+    """AP of every variant of two runs, side by side."""
+    import plotly.graph_objects as go
+
+    names = list(dict.fromkeys(v["variant"] for m in (a, b) for v in _variants(m)))
+
+    def values(metrics: Mapping[str, Any]) -> list[float | None]:
+        by = {v["variant"]: v for v in _variants(metrics)}
+        return [_points((by.get(n, {}).get("metrics") or {}).get("AP")) for n in names]
+
+    fig = go.Figure(
+        [go.Bar(name=a_label, x=names, y=values(a)), go.Bar(name=b_label, x=names, y=values(b))]
+    )
+    fig.update_layout(
+        **_LAYOUT, title="AP per variant", barmode="group", yaxis_title="AP (points)", height=340
+    )
+    return _figure(fig)

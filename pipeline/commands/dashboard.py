@@ -1,0 +1,64 @@
+"""``qatflow dashboard``: the local web UI over the ML Metadata stores of local runs."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+
+from model_maker.core.errors import UsageError
+
+LOG = logging.getLogger("qatflow")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboard.app import create_app
+    from dashboard.store import find_stores
+
+    root = os.path.abspath(args.root)
+    if not os.path.isdir(root):
+        raise UsageError(f"--root {args.root}: no such folder")
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port}: must be between 1 and 65535")
+    if not _is_loopback(args.host):
+        LOG.warning(
+            "serving on %s: anyone who can reach this address can read the runs under %s",
+            args.host,
+            root,
+        )
+    stores = find_stores(root)
+    LOG.info("%d ML Metadata store(s) under %s: %s", len(stores), root,
+             ", ".join(s.key for s in stores) or "none yet")  # fmt: skip
+    app = create_app(root)
+    print(f"qatflow dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    app.run(host=args.host, port=args.port, debug=False, use_reloader=False, threaded=True)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "dashboard",
+        help="local web UI over the runs under a pipeline root (read-only)",
+        description="Serve the runs list, each run's DAG and lineage, the float/PTQ/QAT "
+        "evaluation, training curves and run comparisons from the ML Metadata store(s) "
+        "(metadata.sqlite) under --root and its sub-folders. Read-only; binds to loopback "
+        "unless --host says otherwise.",
+    )
+    parser.add_argument(
+        "--root", default="runs", metavar="DIR", help="pipeline root or a folder of them (runs)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.set_defaults(func=_cmd_dashboard)

@@ -1,0 +1,217 @@
+"""The Flask app: page contents and numbers, file serving limits, bad stores, 200 runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import pytest
+
+from dashboard.app import create_app
+
+
+def _figure(html: str, plot_id: str) -> dict:
+    match = re.search(
+        rf'<script type="application/json" data-plot="{plot_id}">(.*?)</script>', html, re.S
+    )
+    assert match, f"no figure {plot_id}"
+    return json.loads(match.group(1))
+
+
+def _rows(html: str, table_id: str) -> list[str]:
+    table = re.search(rf'<table id="{table_id}">(.*?)</table>', html, re.S).group(1)
+    return re.findall(r"<tr[^>]* data-[^>]*>.*?</tr>", table, re.S)
+
+
+@pytest.fixture(scope="module")
+def client(small_root):
+    return create_app(str(small_root[0])).test_client()
+
+
+def test_runs_list(client, small_root):
+    _, built = small_root
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    rows = _rows(html, "runs")
+    assert [re.search(r'data-run="([^"]+)"', r).group(1) for r in rows] == [
+        b.run_id for b in reversed(built)
+    ]
+    failed, cached, fresh = rows
+    assert '<td class="num ap">41.60</td>' in fresh and ">blessed<" in fresh
+    assert '<td class="num ap">43.00</td>' in cached and "not blessed" in cached
+    assert "(1/6 cached)" in cached
+    assert "status-failed" in failed and '<td class="num ap">n/a</td>' in failed
+    assert "3 run(s) in 1 store(s)" in html
+
+
+def test_run_page_dag_executions_and_lineage(client, small_root):
+    _, built = small_root
+    html = client.get(f"/run?store=demo&run={built[1].run_id}").get_data(as_text=True)
+    dag = _figure(html, "dag")
+    states = {t["name"]: t["text"] for t in dag["data"]}
+    assert states == {
+        "cached": ["DetectionExampleGen"],
+        "complete": ["Trainer", "QATTrainer", "TFLiteConverter", "Evaluator", "Pusher"],
+    }
+    assert list(dag["data"][1]["x"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert len(dag["layout"]["annotations"]) == 11  # one arrow per lineage edge
+    rows = _rows(html, "executions")
+    assert [re.search(r'data-component="(\w+)"', r).group(1) for r in rows][:2] == [
+        "DetectionExampleGen", "Trainer",
+    ]  # fmt: skip
+    assert '<td class="cache">yes</td>' in rows[0] and '<td class="cache">no</td>' in rows[1]
+    # The cached ExampleGen's output is the first run's artifact, linked under /files/.
+    assert 'href="/files/demo/DetectionExampleGen/examples/0"' in rows[0]
+    assert "from DetectionExampleGen" in rows[1]
+    assert re.search(r"Trainer\.epochs</td><td[^>]*>6<", html)
+    assert "nothing pushed: not blessed" in html
+
+
+def test_evaluation_page_numbers_and_charts(client, small_root):
+    _, built = small_root
+    html = client.get(f"/evaluation?store=demo&run={built[0].run_id}").get_data(as_text=True)
+    rows = {re.search(r'data-variant="(\w+)"', r).group(1): r for r in _rows(html, "variants")}
+    assert list(rows) == ["float32", "ptq_int8", "qat_int8"]
+    assert '<td class="num" data-metric="AP">42.00</td>' in rows["float32"]
+    assert '<td class="num" data-metric="AP">38.90</td>' in rows["ptq_int8"]
+    assert '<td class="num" data-metric="AP">41.60</td>' in rows["qat_int8"]
+    assert '<td class="num" data-metric="APs">n/a</td>' in rows["qat_int8"]  # -1: undefined
+    assert "12988.3" in rows["float32"] and "25.10 / 27.61" in rows["qat_int8"]
+    assert "-0.40" in rows["qat_int8"] and 'class="candidate"' in rows["qat_int8"]
+    assert "BLESSED" in html and "drop 0.40 points, within the allowed 1" in html
+    size = _figure(html, "chart-size")["data"][0]
+    assert size["x"] == [13.3, 4.4, 4.45] and size["y"] == pytest.approx([42.0, 38.9, 41.6])
+    latency = _figure(html, "chart-latency")["data"][0]
+    assert latency["x"] == [61.5, 24.2, 25.1]
+    classes = _figure(html, "chart-classes")["data"]
+    assert [t["name"] for t in classes] == ["float32", "ptq_int8", "qat_int8"]
+    assert classes[0]["x"] == ["circle", "square", "triangle"]
+    assert classes[0]["y"] == pytest.approx([37.0, 42.0, 47.0])
+
+
+def test_evaluation_page_of_a_failed_run(client, small_root):
+    _, built = small_root
+    html = client.get(f"/evaluation?store=demo&run={built[2].run_id}").get_data(as_text=True)
+    assert 'id="no-evaluation"' in html
+    assert "Evaluator failed (DataError: no eval_annotations.json)" in html
+
+
+def test_training_data(client, small_root):
+    _, built = small_root
+    assert 'data-training-url="/api/training?store=demo' in client.get(
+        f"/training?store=demo&run={built[0].run_id}"
+    ).get_data(as_text=True)
+    data = client.get(f"/api/training?store=demo&run={built[0].run_id}").get_json()
+    assert data["series"] == 4
+    assert [c["title"] for c in data["charts"]] == ["loss", "learning rate", "AP"]
+    loss = {t["name"]: t for t in data["charts"][0]["figure"]["data"]}
+    assert loss["train loss"]["x"] == [1, 2, 3, 4]
+    assert loss["train loss"]["y"] == pytest.approx([2.0, 1.0, 2 / 3, 0.5], rel=1e-6)
+    ap = data["charts"][2]["figure"]["data"][0]
+    assert ap["y"][-1] == pytest.approx(42.0, rel=1e-6)  # points
+    html = client.get(f"/training?store=demo&run={built[2].run_id}").get_data(as_text=True)
+    assert "Trainer" in html  # the failed run still trained
+
+
+def test_compare_diffs_settings_and_metrics(client, small_root):
+    _, built = small_root
+    a, b = built[0].run_id, built[1].run_id
+    html = client.get(f"/compare?a=demo|{a}&b=demo|{b}").get_data(as_text=True)
+    changed = {re.search(r'data-key="([^"]+)"', r).group(1): r for r in _rows(html, "config-diff")}
+    assert set(changed) == {"Trainer.epochs", "Trainer.learning_rate"}
+    assert re.search(r">4</td><td[^>]*>6</td>", changed["Trainer.epochs"])
+    assert "Settings (2 differ)" in html
+    metrics = {
+        (re.search(r'data-variant="(\w+)"', r).group(1), re.search(r'data-metric="([^"]+)"', r)
+         .group(1)): r
+        for r in _rows(html, "metrics-diff")
+    }  # fmt: skip
+    qat = metrics[("qat_int8", "AP")]
+    assert ">41.60<" in qat and ">43.00<" in qat and ">+1.40<" in qat
+    assert ">+3.00<" in metrics[("float32", "AP")]
+    assert ("qat_int8", "AP_/circle") in metrics and ("qat_int8", "latency ms") in metrics
+    figure = _figure(html, "chart-compare")
+    assert [t["y"] for t in figure["data"]] == [
+        pytest.approx([42.0, 38.9, 41.6]), pytest.approx([45.0, 40.0, 43.0]),
+    ]  # fmt: skip
+    assert client.get("/compare?a=demo&b=x").status_code == 400
+    assert client.get(f"/compare?a=demo|nope&b=demo|{b}").status_code == 404
+
+
+def test_files_inside_root_only(client, small_root, tmp_path_factory):
+    root, built = small_root
+    ok = client.get("/files/demo/Evaluator/evaluation/0/metrics.json")
+    assert ok.status_code == 200 and ok.mimetype == "text/plain"
+    assert json.loads(ok.data)["candidate"] == "qat_int8"
+    assert ok.headers["Content-Security-Policy"] == "sandbox"
+    listing = client.get("/files/demo/Evaluator/evaluation/0/").get_data(as_text=True)
+    assert "report.html" in listing and "blessing.json" in listing
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.txt").write_text("secret")
+    link = root / "demo" / "escape"
+    if not link.exists():
+        os.symlink(outside, link)
+    for url in (
+        "/files/../../etc/passwd",
+        "/files/%2e%2e/%2e%2e/etc/passwd",
+        "/files/demo/..%2f..%2f..%2fetc/passwd",
+        "/files//etc/passwd",
+        "/files/demo/escape/secret.txt",
+    ):
+        response = client.get(url, follow_redirects=True)  # "//" is merged by a redirect
+        assert response.status_code in (403, 404), url
+        assert b"secret" not in response.data and b"root:" not in response.data
+    assert client.get("/files/demo/escape/secret.txt").status_code == 403
+    assert client.get("/files/demo/no-such-file").status_code == 404
+    assert client.get("/run?store=demo&run=nope").status_code == 404
+    assert client.get("/run?store=nope&run=x").status_code == 404
+
+
+def test_missing_empty_and_corrupt_stores_give_clear_pages(tmp_path):
+    nothing = create_app(str(tmp_path)).test_client().get("/")
+    assert nothing.status_code == 200
+    assert b"No runs yet" in nothing.data and b"qatflow run" in nothing.data
+
+    for name, content in (("empty", b""), ("corrupt", b"\x00garbage" * 64)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metadata.sqlite").write_bytes(content)
+    client = create_app(str(tmp_path)).test_client()
+    html = client.get("/").get_data(as_text=True)
+    assert 'data-store="corrupt" data-kind="corrupt"' in html
+    assert 'data-store="empty" data-kind="empty"' in html
+    assert 'id="no-runs"' in html and "Traceback" not in html
+    page = client.get("/run?store=corrupt&run=x")
+    assert page.status_code == 503
+    assert b"not an SQLite database" in page.data and b"Traceback" not in page.data
+
+
+def test_two_hundred_runs_stay_fast(many_root):
+    root, built = many_root
+    client = create_app(str(root)).test_client()
+    timings = {}
+
+    def timed(name: str, url: str) -> str:
+        started = time.perf_counter()
+        response = client.get(url)
+        timings[name] = time.perf_counter() - started
+        assert response.status_code == 200, url
+        return response.get_data(as_text=True)
+
+    first = timed("runs list (cold)", "/")
+    timed("runs list (warm)", "/")
+    assert "200 run(s) in 1 store(s)" in first and "page 1 of 4" in first
+    assert len(_rows(first, "runs")) == 50
+    last = timed("runs list page 4", "/?page=4")
+    assert built[0].run_id in last and built[199].run_id not in last
+    newest = built[199].run_id  # failing every 50th run: its Evaluator failed
+    assert "status-failed" in _rows(first, "runs")[0]
+    timed("run page", f"/run?store=many&run={built[150].run_id}")
+    timed("evaluation page", f"/evaluation?store=many&run={built[150].run_id}")
+    timed("compare", f"/compare?a=many|{built[10].run_id}&b=many|{newest}")
+    print("\n" + "\n".join(f"  {k}: {v * 1000:.0f} ms" for k, v in timings.items()))
+    assert timings["runs list (cold)"] < 5.0
+    assert timings["runs list (warm)"] < 0.5
+    assert max(timings.values()) < 5.0
