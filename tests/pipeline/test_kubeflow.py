@@ -1,0 +1,73 @@
+"""Kubeflow V2 compilation: the JSON parses as kfp's PipelineSpec; DAG, images, resources."""
+
+import json
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.kubeflow import compile_pipeline, load_pipeline_spec
+
+EXPECTED_DEPENDENCIES = {
+    "DetectionExampleGen": set(),
+    "Trainer": {"DetectionExampleGen"},
+    "QATTrainer": {"DetectionExampleGen", "Trainer"},
+    "TFLiteConverter": {"DetectionExampleGen", "Trainer", "QATTrainer"},
+    "Evaluator": {"DetectionExampleGen", "Trainer", "TFLiteConverter"},
+    "Pusher": {"Evaluator", "TFLiteConverter"},
+}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kfp") / "pipeline.json"
+    config = load_config(
+        overrides=[
+            "name=qatflow-kfp",
+            "data.input=gs://bucket/images",
+            "data.annotations=gs://bucket/annotations.json",
+            "kubeflow.pipeline_root=gs://bucket/root",
+            "kubeflow.cpu_image=registry.example/qatflow-cpu:1",
+            "kubeflow.gpu_image=registry.example/qatflow-gpu:1",
+            "kubeflow.accelerator_type=NVIDIA_TESLA_T4",
+            "kubeflow.accelerator_count=2",
+            "kubeflow.trainer_memory_gib=32",
+        ]
+    )
+    compile_pipeline(config, str(out))
+    return out
+
+
+def test_compiled_json_is_a_pipeline_spec(compiled):
+    spec = load_pipeline_spec(str(compiled))
+    assert spec.pipeline_info.name == "qatflow-kfp"
+    assert set(spec.root.dag.tasks) == set(EXPECTED_DEPENDENCIES)
+    for task, deps in EXPECTED_DEPENDENCIES.items():
+        assert set(spec.root.dag.tasks[task].dependent_tasks) == deps, task
+
+
+def test_images_commands_and_resources(compiled):
+    document = json.loads(compiled.read_text())
+    executors = document["pipelineSpec"]["deploymentSpec"]["executors"]
+    for task in EXPECTED_DEPENDENCIES:
+        container = executors[f"{task}_executor"]["container"]
+        assert container["command"][-1] == (
+            "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+        )
+        resources = container["resources"]
+        if task in ("Trainer", "QATTrainer"):
+            assert container["image"] == "registry.example/qatflow-gpu:1"
+            assert resources["accelerator"] == {"type": "NVIDIA_TESLA_T4", "count": "2"}
+            assert resources["cpuLimit"] == 4.0 and resources["memoryLimit"] == 32.0
+        else:
+            assert container["image"] == "registry.example/qatflow-cpu:1"
+            assert "accelerator" not in resources
+            assert resources["cpuLimit"] == 2.0 and resources["memoryLimit"] == 8.0
+
+
+def test_cluster_paths_reach_the_components(compiled):
+    text = compiled.read_text()
+    assert "gs://bucket/images" in text and "gs://bucket/annotations.json" in text
+    document = json.loads(text)
+    assert document["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
+    # The Trainer resumes from a checkpoint folder under the cluster's pipeline root.
+    assert "gs://bucket/root/checkpoints/trainer-" in text
