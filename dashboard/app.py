@@ -197,21 +197,28 @@ def _metric_table(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _metrics_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _metrics_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """One row per metric, and per variant the values of A and B."""
     ta, tb = _metric_table(a), _metric_table(b)
+    variants = list(dict.fromkeys([*ta, *tb]))
+    classes = sorted(
+        {
+            k
+            for t in (ta, tb)
+            for v in t.values()
+            for k in v
+            if k.startswith(charts.PER_CLASS_PREFIX)
+        }
+    )
     rows = []
-    for variant in dict.fromkeys([*ta, *tb]):
-        va, vb = ta.get(variant, {}), tb.get(variant, {})
-        names = list(SUMMARY_KEYS) + sorted(
-            {k for k in [*va, *vb] if k.startswith(charts.PER_CLASS_PREFIX)}
-        )
-        names += ["size KB", "latency ms"]
-        for name in names:
-            x, y = va.get(name), vb.get(name)
-            if x is None and y is None:
-                continue
-            rows.append({"variant": variant, "name": name, "a": x, "b": y})
-    return rows
+    for name in [*SUMMARY_KEYS, *classes, "size KB", "latency ms"]:
+        cells = [
+            {"variant": v, "a": ta.get(v, {}).get(name), "b": tb.get(v, {}).get(name)}
+            for v in variants
+        ]
+        if any(c["a"] is not None or c["b"] is not None for c in cells):
+            rows.append({"name": name, "cells": cells})
+    return {"variants": variants, "rows": rows}
 
 
 def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -248,7 +255,11 @@ def create_app(root: str, *, per_page: int = 50) -> Flask:
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
-        return {"root": state.root, "link": link}
+        return {
+            "root": state.root,
+            "link": link,
+            "relpath": lambda path: files.relative_to(state.root, path),
+        }
 
     @app.errorhandler(store.StoreError)
     def _store_error(exc: store.StoreError):

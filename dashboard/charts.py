@@ -51,7 +51,8 @@ def dag(detail: RunDetail) -> dict[str, Any]:
         level = depth[execution.component]
         row = rows.get(level, 0)
         rows[level] = row + 1
-        position[execution.component] = (float(level), -float(row))
+        # Odd levels sit a little lower, so that edges skipping a level stay visible.
+        position[execution.component] = (float(level), -float(row) - 0.3 * (level % 2))
     fig = go.Figure()
     annotations = [
         {
@@ -101,11 +102,11 @@ def dag(detail: RunDetail) -> dict[str, Any]:
     fig.update_layout(
         **_LAYOUT,
         title="Component DAG (colour: execution state)",
-        height=220 + 70 * int(-lowest),
+        height=240 + 90 * int(-lowest),
         annotations=annotations,
         showlegend=True,
         xaxis={"visible": False, "range": [-0.5, max(depth.values(), default=0) + 0.5]},
-        yaxis={"visible": False, "range": [lowest - 0.8, 0.5]},
+        yaxis={"visible": False, "range": [lowest - 0.5, 0.3]},
     )
     return _figure(fig)
 
@@ -224,6 +225,7 @@ def training(curves: Sequence[tuple[str, Sequence[Series]]]) -> list[dict[str, A
             yaxis_title="points" if title == "AP" else title,
             yaxis_type="log" if title == "learning rate" and _spans_decades(members) else None,
             height=320,
+            showlegend=True,
         )
         out.append({"title": title, "figure": _figure(fig)})
     return out

@@ -27,14 +27,16 @@
         if (!data.charts.length) {
           holder.textContent = "No scalars in the TensorBoard logs of this run.";
         }
-        data.charts.forEach(function (chart, i) {
+        // All chart boxes first, so each plot is drawn at its final width.
+        const boxes = data.charts.map(function (chart, i) {
           const div = document.createElement("div");
           div.className = "chart";
           div.id = "training-" + i;
           div.setAttribute("data-title", chart.title);
           holder.appendChild(div);
-          draw(div, chart.figure);
+          return div;
         });
+        data.charts.forEach(function (chart, i) { draw(boxes[i], chart.figure); });
         holder.setAttribute("data-loaded", String(data.series));
       })
       .catch(function (err) {

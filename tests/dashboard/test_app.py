@@ -125,14 +125,20 @@ def test_compare_diffs_settings_and_metrics(client, small_root):
     assert re.search(r">4</td><td[^>]*>6</td>", changed["Trainer.epochs"])
     assert "Settings (2 differ)" in html
     metrics = {
-        (re.search(r'data-variant="(\w+)"', r).group(1), re.search(r'data-metric="([^"]+)"', r)
-         .group(1)): r
-        for r in _rows(html, "metrics-diff")
-    }  # fmt: skip
-    qat = metrics[("qat_int8", "AP")]
-    assert ">41.60<" in qat and ">43.00<" in qat and ">+1.40<" in qat
-    assert ">+3.00<" in metrics[("float32", "AP")]
-    assert ("qat_int8", "AP_/circle") in metrics and ("qat_int8", "latency ms") in metrics
+        re.search(r'data-metric="([^"]+)"', r).group(1): r for r in _rows(html, "metrics-diff")
+    }
+
+    def cells(metric: str, variant: str) -> list[str]:
+        row = metrics[metric]
+        columns = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[1:]
+        index = ["float32", "ptq_int8", "qat_int8"].index(variant)
+        return [c.strip() for c in columns[3 * index : 3 * index + 3]]
+
+    assert cells("AP", "qat_int8") == ["41.60", "43.00", "+1.40"]
+    assert cells("AP", "float32") == ["42.00", "45.00", "+3.00"]
+    assert cells("APs", "ptq_int8") == ["n/a", "n/a", ""]
+    assert cells("AP_/circle", "qat_int8") == ["36.60", "38.00", "+1.40"]
+    assert cells("latency ms", "qat_int8") == ["25.10", "25.10", "+0.00"]
     figure = _figure(html, "chart-compare")
     assert [t["y"] for t in figure["data"]] == [
         pytest.approx([42.0, 38.9, 41.6]), pytest.approx([45.0, 40.0, 43.0]),
