@@ -1,0 +1,290 @@
+"""Quantization-aware fine-tuning of a trained EfficientDet-Lite, and its saved form.
+
+:func:`train_qat` wraps the float detector with fake quant
+(:func:`~model_maker.object_detector.qat_model.quantize_efficientdet`), fine-tunes
+it with :class:`~model_maker.core.qat.QATHParams` (ranges
+calibrated on a few train images first, then SGD with momentum,
+``ExponentialDecay(learning_rate, decay_steps, decay_rate)``, every variable
+trainable) through the float trainer's own step
+(:class:`~model_maker.object_detector.train_lib.DetectorTrainer`, same loss,
+clipping and weight decay), then evaluates the fake-quant model on the eval
+split with the spec's COCO evaluation and logs it, so a collapse shows before
+conversion.
+
+Saved layout (the Trainer's ``keras/`` folder plus the QAT graph)::
+
+    <dir>/keras/config.json      TrainedModelConfig of the float architecture (as the Trainer)
+    <dir>/keras/qat_model.json   the QAT Keras model's ``to_json()``
+    <dir>/keras/qat_weights.h5   its weights (kernels, batch norms and quantizer ranges)
+    <dir>/serving/               SavedModel of the QAT model (the Trainer's serving signature)
+    <dir>/qat.json               {"hparams": QATHParams, "metrics": fake-quant COCO metrics,
+                                  "float_metrics": ..., "history": per-epoch losses}
+
+:func:`load_qat_model` rebuilds the model from ``qat_model.json`` inside
+TFMOT's ``quantize_scope`` and loads the weights; it converts with
+``TFLiteConverter.from_keras_model`` (``Optimize.DEFAULT``) to int8.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import tensorflow as tf
+import tf_keras as keras
+
+from model_maker.core.qat import QATHParams, calibrate_fake_quant
+from model_maker.object_detector import train_lib
+from model_maker.object_detector.dataloader import SPLIT_PREFIX, DataLoader
+from model_maker.object_detector.efficientdet_spec import (
+    ARCH_HPARAMS,
+    TRAIN_HPARAMS,
+    EfficientDetSpec,
+)
+from model_maker.object_detector.model_io import (
+    CONFIG_FILE,
+    KERAS_SUBDIR,
+    TrainedModelConfig,
+    load_trained_model,
+)
+from model_maker.object_detector.qat_model import (
+    QAT_MODEL_FILE,
+    QAT_WEIGHTS_FILE,
+    load_qat_model,
+    quantize_efficientdet,
+)
+
+LOG = logging.getLogger("qatflow")
+
+__all__ = ["QATResult", "load_qat_model", "qat_from_examples", "save_qat_model", "train_qat"]
+
+QAT_REPORT_FILE = "qat.json"
+SERVING_SUBDIR = "serving"
+
+
+@dataclass
+class QATResult:
+    """What :func:`train_qat` produced.
+
+    Attributes:
+      model: the fine-tuned fake-quant model.
+      hparams: the QAT hyper-parameters used.
+      steps: optimizer steps taken.
+      seconds: wall time of quantize + fine-tune (evaluation excluded).
+      history: per-epoch mean losses (``loss``, ``det_loss``, ``cls_loss``, ...).
+      metrics: COCO metrics of the fake-quant model on the eval split ({} without one).
+      float_metrics: COCO metrics of the float model on the same split, when asked.
+    """
+
+    model: keras.Model
+    hparams: QATHParams
+    steps: int
+    seconds: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    float_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def qat_optimizer(hparams: QATHParams, spec: EfficientDetSpec) -> keras.optimizers.Optimizer:
+    """SGD + momentum over ``ExponentialDecay`` (the spec's momentum and gradient clipping)."""
+    return train_lib.build_optimizer(
+        hparams.learning_rate_schedule(),
+        momentum=float(spec.hparams["momentum"]),
+        clip_gradients_norm=float(spec.hparams["clip_gradients_norm"]),
+    )
+
+
+def train_qat(
+    spec: EfficientDetSpec,
+    float_model: keras.Model,
+    train_files: list[str],
+    hparams: QATHParams | None = None,
+    *,
+    train_size: int | None = None,
+    steps_per_epoch: int | None = None,
+    eval_files: list[str] | None = None,
+    eval_json_file: str | None = None,
+    evaluate_float: bool = False,
+    calibration_images: int = 64,
+) -> QATResult:
+    """Quantization-aware fine-tuning of ``float_model`` on ``train_files``.
+
+    Args:
+      spec: the spec the float model was trained with (loss, input pipeline, eval).
+      float_model: the trained functional detector (left untouched).
+      train_files: TFRecord files of the train split (Examples contract).
+      hparams: QAT hyper-parameters; defaults to ``QATHParams()``.
+      train_size: images in the train split; sets ``steps_per_epoch`` to
+        ``ceil(train_size / batch_size)`` when that is not given.
+      steps_per_epoch: optimizer steps per epoch (overrides ``train_size``).
+      eval_files: TFRecord files of the eval split; the fake-quant model is
+        evaluated on them after fine-tuning (COCO AP, logged).
+      eval_json_file: COCO ground truth of the eval split (original pixels).
+      evaluate_float: also evaluate ``float_model`` on the eval split.
+      calibration_images: train images (without augmentation) that set the
+        fake-quant ranges before fine-tuning (see ``calibrate_fake_quant``).
+
+    Returns:
+      :class:`QATResult`.
+    """
+    hparams = hparams or QATHParams()
+    if steps_per_epoch is None:
+        if not train_size:
+            raise ValueError("give train_size or steps_per_epoch")
+        steps_per_epoch = math.ceil(train_size / hparams.batch_size)
+    steps_per_epoch = max(int(steps_per_epoch), 1)
+    start = time.perf_counter()
+    qat_model = quantize_efficientdet(float_model)
+    calib_batch = min(hparams.batch_size, 8)
+    calib = spec.make_dataset(train_files, batch_size=calib_batch, is_training=False)
+    calibrate_fake_quant(
+        qat_model,
+        (images for images, _ in calib.take(max(math.ceil(calibration_images / calib_batch), 1))),
+    )
+    optimizer = qat_optimizer(hparams, spec)
+    trainer = train_lib.DetectorTrainer(
+        qat_model,
+        spec._loss(),
+        weight_decay=float(spec.hparams["weight_decay"]),
+        var_freeze_expr="",
+    )
+    trainer.compile(optimizer=optimizer)
+    dataset = spec.make_dataset(train_files, batch_size=hparams.batch_size, is_training=True)
+    LOG.info(
+        "QAT of %s: %d epochs x %d steps, batch %d, lr %g decaying x%g every %d steps",
+        float_model.name,
+        hparams.epochs,
+        steps_per_epoch,
+        hparams.batch_size,
+        hparams.learning_rate,
+        hparams.decay_rate,
+        hparams.decay_steps,
+    )
+    history = trainer.fit(
+        dataset.repeat(),
+        epochs=hparams.epochs,
+        steps_per_epoch=steps_per_epoch,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    result = QATResult(
+        model=qat_model,
+        hparams=hparams,
+        steps=int(optimizer.iterations.numpy()),
+        seconds=seconds,
+        history={k: [float(v) for v in values] for k, values in history.history.items()},
+    )
+    LOG.info("QAT done in %.1f s, final loss %.4f", seconds, result.history["loss"][-1])
+    if eval_files:
+        eval_batch = min(hparams.batch_size, 8)
+        eval_ds = spec.make_dataset(eval_files, batch_size=eval_batch, is_training=False)
+        result.metrics = evaluate(spec, qat_model, eval_ds, eval_json_file)
+        LOG.info(
+            "fake-quant model on the eval split: AP %.4f, AP50 %.4f",
+            result.metrics["AP"],
+            result.metrics["AP50"],
+        )
+        if evaluate_float:
+            result.float_metrics = evaluate(spec, float_model, eval_ds, eval_json_file)
+            LOG.info(
+                "float model on the eval split: AP %.4f, AP50 %.4f",
+                result.float_metrics["AP"],
+                result.float_metrics["AP50"],
+            )
+    return result
+
+
+def evaluate(
+    spec: EfficientDetSpec,
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    json_file: str | None = None,
+) -> dict[str, float]:
+    """COCO metrics of ``model`` (float or fake-quant) on ``dataset`` (the spec's evaluation)."""
+    return {k: float(v) for k, v in spec.evaluate(model, dataset, None, json_file).items()}
+
+
+def save_qat_model(result: QATResult, trained_config: TrainedModelConfig, directory: str) -> str:
+    """Write the layout in the module doc into ``directory``; return it."""
+    keras_dir = os.path.join(directory, KERAS_SUBDIR)
+    tf.io.gfile.makedirs(keras_dir)
+    with tf.io.gfile.GFile(os.path.join(keras_dir, CONFIG_FILE), "w") as fh:
+        fh.write(trained_config.to_json())
+    with tf.io.gfile.GFile(os.path.join(keras_dir, QAT_MODEL_FILE), "w") as fh:
+        fh.write(result.model.to_json())
+    result.model.save_weights(os.path.join(keras_dir, QAT_WEIGHTS_FILE), save_format="h5")
+    report = {
+        "hparams": result.hparams.as_dict(),
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "history": result.history,
+        "metrics": result.metrics,
+        "float_metrics": result.float_metrics,
+    }
+    with tf.io.gfile.GFile(os.path.join(directory, QAT_REPORT_FILE), "w") as fh:
+        fh.write(json.dumps(report, indent=2, sort_keys=True))
+    return directory
+
+
+def read_qat_report(model_dir: str) -> dict[str, Any]:
+    """The ``qat.json`` report (hparams, steps, history, metrics) of a saved QAT model."""
+    with tf.io.gfile.GFile(os.path.join(model_dir, QAT_REPORT_FILE)) as fh:
+        return json.loads(fh.read())
+
+
+def spec_for(config: TrainedModelConfig, seed: int = 111111) -> EfficientDetSpec:
+    """The spec (loss, input pipeline, evaluation) of a trained model's saved config."""
+    hparams = {k: v for k, v in config.hparams.items() if k in TRAIN_HPARAMS or k in ARCH_HPARAMS}
+    hparams["num_classes"] = config.num_classes
+    hparams["label_map"] = dict(config.label_map)
+    return EfficientDetSpec(
+        model_name=config.model_name,
+        uri="",
+        hparams=hparams,
+        var_freeze_expr="",
+        tf_random_seed=seed,
+    )
+
+
+def qat_from_examples(
+    examples_uri: str,
+    float_model_dir: str,
+    output_dir: str,
+    hparams: QATHParams | None = None,
+    *,
+    train_split: str = "train",
+    eval_split: str = "eval",
+    export_serving: bool = True,
+) -> QATResult:
+    """QAT of the Trainer's model in ``float_model_dir`` on ``examples_uri``; write ``output_dir``.
+
+    The one call the QATTrainer component makes. The eval split, when the
+    Examples have it, is used to log and save the fake-quant model's COCO AP
+    (``qat.json``).
+    """
+    hparams = hparams or QATHParams()
+    float_model, config = load_trained_model(float_model_dir)
+    spec = spec_for(config)
+    train = DataLoader.from_examples(examples_uri, train_split)
+    has_eval = bool(eval_split) and tf.io.gfile.isdir(
+        os.path.join(examples_uri, f"{SPLIT_PREFIX}{eval_split}")
+    )
+    val = DataLoader.from_examples(examples_uri, eval_split) if has_eval else None
+    result = train_qat(
+        spec,
+        float_model,
+        list(train.files),
+        hparams,
+        train_size=train.size,
+        eval_files=list(val.files) if val else None,
+        eval_json_file=(val.annotations_json or None) if val else None,
+    )
+    save_qat_model(result, config, output_dir)
+    if export_serving:
+        spec.export_saved_model(result.model, os.path.join(output_dir, SERVING_SUBDIR))
+    return result
