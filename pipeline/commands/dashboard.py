@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import threading
 
 from model_maker.core.errors import UsageError
 
@@ -19,6 +20,13 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _import_tensorflow() -> None:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:  # the training page will say so
+        LOG.warning("TensorFlow is not importable: training curves will not load")
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
@@ -40,6 +48,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     LOG.info("%d ML Metadata store(s) under %s: %s", len(stores), root,
              ", ".join(s.key for s in stores) or "none yet")  # fmt: skip
     app = create_app(root)
+    # Reading TensorBoard logs needs TensorFlow, which takes seconds to import: start
+    # now, in the background, so the first training page does not wait for it.
+    threading.Thread(target=_import_tensorflow, name="import-tensorflow", daemon=True).start()
     print(f"qatflow dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     app.run(host=args.host, port=args.port, debug=False, use_reloader=False, threaded=True)
     return 0
