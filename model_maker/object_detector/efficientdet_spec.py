@@ -97,6 +97,11 @@ PRE_MODES = (None, "infer")
 POST_MODES = (None, "global", "per_class", "tflite")
 
 
+def _quiet() -> bool:
+    """Progress bars are off when the "qatflow" logger is set above INFO (e.g. ``--quiet``)."""
+    return LOG.level > logging.INFO
+
+
 def make_strategy(
     strategy: str | None,
     tpu: str | None = None,
@@ -143,7 +148,9 @@ class EfficientDetSpec:
       profile: profile batches 2..3 into the TensorBoard logs.
       debug: run the train step eagerly.
       tf_random_seed: seed of weight init, shuffling and augmentation.
-      verbose: Keras ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+      verbose: Keras ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch)
+        and evaluation progress bar; forced to 0 when the "qatflow" logger is set
+        above INFO.
     """
 
     def __init__(
@@ -389,7 +396,7 @@ class EfficientDetSpec:
         ]
         if self.profile:
             callbacks.append(train_lib.Profiler(self.model_dir))
-        verbose = self.verbose if LOG.isEnabledFor(logging.INFO) or self.verbose else 0
+        verbose = 0 if _quiet() else self.verbose
         self.history = trainer.fit(
             train_dataset,
             epochs=epochs,
@@ -456,9 +463,7 @@ class EfficientDetSpec:
         gt_images: list[dict[str, Any]] = []
         gt_annotations: list[dict[str, Any]] = []
         batches = dataset.take(steps) if steps else dataset
-        progress = tqdm(
-            batches, total=steps, desc="evaluate", disable=not LOG.isEnabledFor(logging.INFO)
-        )
+        progress = tqdm(batches, total=steps, desc="evaluate", disable=_quiet() or not self.verbose)
         for images, labels in progress:
             boxes, classes, scores, num = (t.numpy() for t in detect(images))
             ids = labels["image_id"].numpy()
