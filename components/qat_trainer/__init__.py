@@ -1,0 +1,1 @@
+"""QATTrainer: quantization-aware fine-tuning of the Trainer's float model (TFMOT fake quant)."""
