@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import json
 import os
 import threading
 import time
@@ -335,7 +336,13 @@ def create_app(root: str, *, per_page: int = 50) -> Flask:
     def run():
         detail = state.detail(request.args.get("store", ""), request.args.get("run", ""))
         previous = _previous_run(state, detail.row)
-        return render_template("run.html", d=detail, dag=charts.dag(detail), previous=previous)
+        return render_template(
+            "run.html",
+            d=detail,
+            dag=charts.dag(detail),
+            previous=previous,
+            resolved_config=_resolved_config(state.ref(detail.row.store), detail.row.run_id),
+        )
 
     @app.get("/evaluation")
     def evaluation():
@@ -433,6 +440,24 @@ def create_app(root: str, *, per_page: int = 50) -> Flask:
         return send_file(path, mimetype="text/javascript", max_age=86400)
 
     return app
+
+
+def _resolved_config(ref: store.StoreRef, run_id: str) -> str:
+    """``<pipeline root>/config.yaml`` when ``latest_run.json`` says it belongs to ``run_id``.
+
+    ``qatflow run`` rewrites both files on every run, so older runs have only
+    their exec properties.
+    """
+    root = ref.pipeline_root
+    try:
+        with open(os.path.join(root, "latest_run.json"), encoding="utf-8") as fh:
+            latest = json.load(fh)
+    except (OSError, ValueError):
+        return ""
+    path = os.path.join(root, "config.yaml")
+    if isinstance(latest, dict) and latest.get("run_id") == run_id and os.path.isfile(path):
+        return path
+    return ""
 
 
 def _previous_run(state: DashboardState, row: store.RunRow) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 
 import pytest
@@ -68,6 +69,19 @@ def test_run_page_dag_executions_and_lineage(client, small_root):
     assert "from DetectionExampleGen" in rows[1]
     assert re.search(r"Trainer\.epochs</td><td[^>]*>6<", html)
     assert "nothing pushed: not blessed" in html
+    assert 'id="resolved-config"' not in html  # no latest_run.json in this store
+
+
+def test_run_page_links_the_latest_runs_config(small_root, tmp_path):
+    root, built = small_root
+    shutil.copytree(root / "demo", tmp_path / "demo", symlinks=True)
+    (tmp_path / "demo" / "config.yaml").write_text("train:\n  epochs: 2\n")
+    (tmp_path / "demo" / "latest_run.json").write_text(json.dumps({"run_id": built[2].run_id}))
+    client = create_app(str(tmp_path)).test_client()
+    latest = client.get(f"/run?store=demo&run={built[2].run_id}").get_data(as_text=True)
+    assert 'id="resolved-config" href="/files/demo/config.yaml"' in latest
+    older = client.get(f"/run?store=demo&run={built[1].run_id}").get_data(as_text=True)
+    assert 'id="resolved-config"' not in older
 
 
 def test_evaluation_page_numbers_and_charts(client, small_root):
