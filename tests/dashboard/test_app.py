@@ -235,3 +235,20 @@ def test_two_hundred_runs_stay_fast(many_root):
     assert timings["runs list (cold)"] < 5.0
     assert timings["runs list (warm)"] < 0.5
     assert max(timings.values()) < 5.0
+
+
+def test_several_stores_in_one_list(small_root, tmp_path):
+    root, built = small_root
+    shutil.copytree(root / "demo", tmp_path / "a", symlinks=True)
+    shutil.copytree(root / "demo", tmp_path / "b" / "c", symlinks=True)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metadata.sqlite").write_bytes(b"\x00" * 512)
+    client = create_app(str(tmp_path)).test_client()
+    html = client.get("/").get_data(as_text=True)
+    rows = _rows(html, "runs")
+    stores = [re.search(r'<td class="mono">([^<]+)</td>', r).group(1) for r in rows]
+    assert sorted(stores) == ["a", "a", "a", "b/c", "b/c", "b/c"]
+    assert "6 run(s) in 3 store(s)" in html
+    assert 'data-store="bad" data-kind="corrupt"' in html
+    page = client.get(f"/evaluation?store=b/c&run={built[0].run_id}")
+    assert page.status_code == 200 and b"41.60" in page.data
