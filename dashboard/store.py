@@ -65,7 +65,7 @@ _LEGACY_STATES = {
 
 
 class StoreError(Exception):
-    """A store that cannot be read; ``kind`` is missing, empty or corrupt."""
+    """A store that cannot be read; ``kind`` is missing, empty, busy or corrupt."""
 
     def __init__(self, kind: str, path: str, message: str) -> None:
         super().__init__(message)
@@ -387,7 +387,7 @@ class MetadataReader:
             self._execution_types = {t.id: t.name for t in self._store.get_execution_types()}
             self._context_types = {t.id: t.name for t in self._store.get_context_types()}
         except Exception as exc:  # noqa: BLE001 - MLMD raises its own error classes
-            raise StoreError("corrupt", path, f"cannot read {path}: {exc}") from None
+            raise _read_error(path, exc) from None
 
     def _call(self, method: str, *args: Any) -> Any:
         try:
@@ -395,9 +395,7 @@ class MetadataReader:
         except Exception as exc:  # noqa: BLE001
             if type(exc).__name__ == "NotFoundError":
                 return []
-            raise StoreError(
-                "corrupt", self.ref.path, f"cannot read {self.ref.path}: {exc}"
-            ) from None
+            raise _read_error(self.ref.path, exc) from None
 
     # -- runs ------------------------------------------------------------------------
 
@@ -605,6 +603,12 @@ class MetadataReader:
             config=dict(sorted(config.items())),
             pushed=pushed,
         )
+
+
+def _read_error(path: str, exc: Exception) -> StoreError:
+    if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+        return StoreError("busy", path, f"{path} is busy (a run is writing to it); reload")
+    return StoreError("corrupt", path, f"cannot read {path}: {exc}")
 
 
 def _is_output(event: Any) -> bool:

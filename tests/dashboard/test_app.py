@@ -9,6 +9,7 @@ import shutil
 import time
 
 import pytest
+from store_builder import StoreBuilder
 
 from dashboard.app import create_app
 
@@ -195,6 +196,13 @@ def test_missing_empty_and_corrupt_stores_give_clear_pages(tmp_path):
     assert nothing.status_code == 200
     assert b"No runs yet" in nothing.data and b"qatflow run" in nothing.data
 
+    # A store TFX created but no run has written to yet.
+    (tmp_path / "fresh").mkdir()
+    StoreBuilder(str(tmp_path / "fresh"))  # registers types and the pipeline context only
+    fresh = create_app(str(tmp_path)).test_client().get("/")
+    assert fresh.status_code == 200 and b'id="no-runs"' in fresh.data
+    assert b"No pipeline runs in 1 store(s) yet" in fresh.data
+
     for name, content in (("empty", b""), ("corrupt", b"\x00garbage" * 64)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metadata.sqlite").write_bytes(content)
@@ -202,7 +210,7 @@ def test_missing_empty_and_corrupt_stores_give_clear_pages(tmp_path):
     html = client.get("/").get_data(as_text=True)
     assert 'data-store="corrupt" data-kind="corrupt"' in html
     assert 'data-store="empty" data-kind="empty"' in html
-    assert 'id="no-runs"' in html and "Traceback" not in html
+    assert "No pipeline runs in 3 store(s) yet" in html and "Traceback" not in html
     page = client.get("/run?store=corrupt&run=x")
     assert page.status_code == 503
     assert b"not an SQLite database" in page.data and b"Traceback" not in page.data

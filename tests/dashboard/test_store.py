@@ -157,3 +157,9 @@ def test_status_and_flatten_helpers():
     assert store.flatten({"a": {"b": 1, "c": {"d": [1]}}, "e": {}}) == {
         "a.b": 1, "a.c.d": [1], "e": {},
     }  # fmt: skip
+
+
+def test_locked_store_is_reported_busy_not_corrupt():
+    busy = store._read_error("/x/metadata.sqlite", RuntimeError("database is locked"))
+    assert busy.kind == "busy" and "a run is writing" in str(busy)
+    assert store._read_error("/x", RuntimeError("malformed")).kind == "corrupt"
