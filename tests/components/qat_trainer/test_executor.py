@@ -59,6 +59,7 @@ def qat_trained(tmp_path_factory):
     return root, qat_model
 
 
+@pytest.mark.slow  # ~2.5 min: QAT + eval + SavedModel export of a tiny Lite0
 def test_qat_model_artifact_has_the_trainer_layout_plus_the_qat_graph(qat_trained):
     root, artifact = qat_trained
     out = root / "qat"
@@ -76,6 +77,7 @@ def test_qat_model_artifact_has_the_trainer_layout_plus_the_qat_graph(qat_traine
     )
 
 
+@pytest.mark.slow
 def test_load_qat_model_rebuilds_the_fake_quant_model(qat_trained):
     from model_maker.object_detector.qat_model import load_qat_model
 
