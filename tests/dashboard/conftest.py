@@ -20,10 +20,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from store_builder import RunSpec, build_runs, many_specs  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-#: Screenshots of the browser tests (QATFLOW_TEST_OUTPUT overrides the folder).
-OUTPUT = pathlib.Path(os.environ.get("QATFLOW_TEST_OUTPUT", REPO / "test-output")) / "dashboard"
-
 #: The small store's runs, oldest first: a fresh run, a run whose ExampleGen
 #: was a cache hit with other settings and a QAT drop over the limit, and a run
 #: whose Evaluator failed.

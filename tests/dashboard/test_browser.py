@@ -7,11 +7,15 @@ comparison; checks what plotly.js drew; saves screenshots under
 
 from __future__ import annotations
 
+import os
+import pathlib
 import re
 from urllib.parse import urlparse
 
 import pytest
-from conftest import OUTPUT
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+OUTPUT = pathlib.Path(os.environ.get("QATFLOW_TEST_OUTPUT", REPO / "test-output")) / "dashboard"
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
