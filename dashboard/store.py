@@ -454,7 +454,8 @@ class MetadataReader:
         blessing = self._newest_output(executions, by_execution, artifacts, BLESSING_TYPE)
         if blessing is not None and "blessed" in blessing.custom_properties:
             blessed = blessing.custom_properties["blessed"].int_value == 1
-            candidate = candidate or blessing.custom_properties["candidate"].string_value
+            recorded = blessing.custom_properties.get("candidate")
+            candidate = candidate or (recorded.string_value if recorded is not None else "")
         row = RunRow(
             store=self.ref.key,
             pipeline=pipeline,
