@@ -8,9 +8,9 @@ import pytest
 import model_maker  # noqa: F401  (Keras 2 before TensorFlow loads)
 from model_maker.core.qat import (
     DepthwiseKernelQuantizer,
-    calibrate_fake_quant,
     QATError,
     QATHParams,
+    calibrate_fake_quant,
     fake_quant_disabled,
     quantize_functional_model,
     rewrite_for_int8,
