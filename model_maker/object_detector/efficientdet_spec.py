@@ -298,6 +298,11 @@ class EfficientDetSpec:
             )
         return model
 
+    def loss_fn(self) -> train_lib.LossFn:
+        """``(labels, class_logits, box_encodings) -> {det_loss, cls_loss, box_loss}``:
+        focal + Huber (:class:`DetectionLoss`) with this spec's alpha/gamma/delta/weight."""
+        return self._loss()
+
     def _loss(self) -> train_lib.LossFn:
         loss = DetectionLoss(
             self.num_classes,

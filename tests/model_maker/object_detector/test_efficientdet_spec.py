@@ -28,7 +28,7 @@ HPARAMS = {
     "fpn_num_filters": 32,
     "fpn_cell_repeats": 1,
     "box_class_repeats": 1,
-    "learning_rate": 8.0,  # x 2/64 -> peak 0.25 at batch 2
+    "learning_rate": 4.0,  # x 2/64 -> peak 0.125 at batch 2
     "lr_warmup_epoch": 0.5,
     "max_instances_per_image": 8,
     "map_freq": 1,
@@ -95,7 +95,8 @@ def trained(tiny_examples, tmp_path_factory):
 
 def test_training_reduces_the_loss(trained):
     print("det_loss before/after:", trained["loss_before"], trained["loss_after"])
-    assert trained["loss_after"] < 0.8 * trained["loss_before"]  # 1.96 -> 1.31 measured
+    # measured 1.92 -> 1.20..1.30 over 24 steps (three runs)
+    assert trained["loss_after"] < 0.85 * trained["loss_before"]
 
 
 def test_resume_continues_from_last_epoch(trained):
