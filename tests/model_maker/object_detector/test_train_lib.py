@@ -165,3 +165,27 @@ def test_coco_eval_callback_logs_validation_metrics():
     assert len(calls) == 2  # epochs 2 and 3 (the last)
     assert [epoch for epoch, _ in callback.history] == [2, 3]
     assert history.history["val_AP"] == [0.5, 0.5]
+
+
+def test_steps_per_execution_eager_debug_and_profiler(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _tiny_detector()
+    optimizer = train_lib.build_optimizer(0.05)
+    optimizer.build(model.trainable_variables)
+    trainer = train_lib.DetectorTrainer(model, _loss)
+    trainer.compile(optimizer=optimizer, steps_per_execution=2)
+    trainer.fit(
+        _data(),
+        epochs=1,
+        steps_per_epoch=4,
+        callbacks=[train_lib.Profiler(str(tmp_path), start=1, stop=2)],
+        verbose=0,
+    )
+    assert int(optimizer.iterations.numpy()) == 4
+    assert list(tmp_path.glob("plugins/profile/*/*.xplane.pb"))
+    # debug: the same step runs eagerly
+    eager = train_lib.DetectorTrainer(model, _loss)
+    eager.compile(optimizer=train_lib.build_optimizer(0.05), run_eagerly=True)
+    eager.optimizer.build(model.trainable_variables)
+    history = eager.fit(_data(), epochs=1, steps_per_epoch=2, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
