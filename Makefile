@@ -38,8 +38,12 @@ $(CHROMIUM):
 
 install: $(STAMP) ## create .venv from uv.lock (bootstraps uv if absent; no-op when up to date)
 
-run: $(STAMP) ## install if needed, then run the demo (see README for what it covers today)
-	$(VENV)/bin/qatflow config --config configs/demo.yaml --output $(RUN_ROOT)
+DEMO_IMAGES ?= 100
+run: $(STAMP) ## install if needed, make the synthetic demo data, run the whole pipeline
+	@[ -f $(RUN_ROOT)/data/annotations.json ] || \
+	  $(VENV)/bin/qatflow demo-data --output $(RUN_ROOT)/data --images $(DEMO_IMAGES) --seed 0
+	$(VENV)/bin/qatflow run --config configs/demo.yaml --set runner.pipeline_root=$(RUN_ROOT) \
+	  --set data.input=$(RUN_ROOT)/data/images --set data.annotations=$(RUN_ROOT)/data/annotations.json
 
 test: $(STAMP) $(CHROMIUM) ## install if needed, then run the fast test suite
 	$(PY) -m pytest

@@ -29,10 +29,10 @@ def metadata_path(pipeline_root: str) -> str:
 def local_beam_args(config: PipelineConfig) -> list[str]:
     """Beam arguments of the data-parallel components for a local run."""
     workers = config.runner.direct_num_workers or os.cpu_count() or 1
-    args = [
-        "--direct_running_mode=multi_processing",
-        f"--direct_num_workers={workers}",
-    ]
+    # One worker runs in this process: a worker process would only add its start-up
+    # (importing TensorFlow) to the run.
+    mode = "multi_processing" if workers > 1 else "in_memory"
+    args = [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
     return args + list(config.runner.beam_pipeline_args)
 
 
