@@ -97,6 +97,7 @@ def test_evaluation_page_numbers_and_charts(client, small_root):
     assert "12988.3" in rows["float32"] and "25.10 / 27.61" in rows["qat_int8"]
     assert "-0.40" in rows["qat_int8"] and 'class="candidate"' in rows["qat_int8"]
     assert "BLESSED" in html and "drop 0.40 points, within the allowed 1" in html
+    assert "(threshold 41.00)" in html  # float32 42.00 - 1 point
     size = _figure(html, "chart-size")["data"][0]
     assert size["x"] == [13.3, 4.4, 4.45] and size["y"] == pytest.approx([42.0, 38.9, 41.6])
     latency = _figure(html, "chart-latency")["data"][0]
