@@ -20,9 +20,7 @@ uses it under ``keras/``)::
   ``tensorflow_hub.load``; its variables are copied onto the model's by name
   (equal names, or one name a ``/``-suffix of the other, same shape). This
   needs the hub to be reachable (or the handle to be a local/cached
-  SavedModel). tensorflow_hub 0.15 needs ``pkg_resources`` (setuptools), which
-  the locked environment lacks; local SavedModels then load through
-  ``tf.saved_model.load``.
+  SavedModel).
 """
 
 from __future__ import annotations
@@ -181,21 +179,9 @@ def copy_variables_by_name(model: keras.Model, source: list[tf.Variable]) -> int
 
 
 def _load_hub_module(uri: str) -> Any:
-    """``tensorflow_hub.load(uri)``; a local SavedModel also loads when tensorflow_hub cannot.
+    """``tensorflow_hub.load(uri)`` (a TF Hub URL, a gs:// or local SavedModel)."""
+    import tensorflow_hub as hub
 
-    tensorflow_hub 0.15 imports ``pkg_resources`` (setuptools < 81), which the
-    locked environment does not ship; a local SavedModel folder then loads with
-    ``tf.saved_model.load`` (what ``hub.load`` does for local paths).
-    """
-    try:
-        import tensorflow_hub as hub
-    except ImportError as exc:
-        if _exists(os.path.join(uri, "saved_model.pb")):
-            LOG.warning("tensorflow_hub unavailable (%s); loading %s as a SavedModel", exc, uri)
-            return tf.saved_model.load(uri)
-        raise ValueError(
-            f"could not load the TF Hub handle {uri!r}: tensorflow_hub does not import ({exc})"
-        ) from exc
     try:
         return hub.load(uri)
     except Exception as exc:  # noqa: BLE001 - hub raises many kinds of errors (network, format)

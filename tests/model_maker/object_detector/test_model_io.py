@@ -109,7 +109,7 @@ def test_hub_route_calls_tensorflow_hub_load(saved, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_hub", fake_hub)
 
     target = _model(2, seed=6)
-    handle = "https://tfhub.dev/tensorflow/efficientdet/lite0/feature-vector/1"
+    handle = "https://models.example/efficientdet/lite0/feature-vector/1"  # never fetched
     assert load_pretrained_weights(target, handle) == 1
     assert calls == [handle]
     assert float(next(w for w in target.weights if w.name == weight.name).numpy().max()) == 7.0
