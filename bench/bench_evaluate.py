@@ -22,38 +22,17 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
+
+from machine_info import machine_info
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def machine() -> dict:
-    import importlib.metadata as md
-
-    def version(name: str) -> str:
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            return "n/a"
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "tensorflow": version("tensorflow"),
-        "ai-edge-litert": version("ai-edge-litert"),
-        "apache-beam": version("apache-beam"),
-        "pycocotools": version("pycocotools"),
-    }
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -76,7 +55,7 @@ def main() -> int:
         write_image_dataset,
     )
 
-    info = machine()
+    info = machine_info("tensorflow", "ai-edge-litert", "apache-beam", "pycocotools")
     spec = GridDetectorSpec(image_size=160, grid=8, extra_conv_layers=2)
     configs = [
         ("1 worker, in_memory", BeamOptions(num_workers=1, running_mode="in_memory")),

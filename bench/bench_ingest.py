@@ -25,12 +25,13 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+from machine_info import machine_info
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "ingest.json"
@@ -128,28 +129,6 @@ def _subset(annotations: str, count: int, path: str) -> str:
     return path
 
 
-def _machine() -> dict:
-    from importlib.metadata import version
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "python": platform.python_version(),
-        "tensorflow": version("tensorflow"),
-        "apache_beam": version("apache-beam"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -233,7 +212,7 @@ def main() -> None:
     record = {
         "benchmark": "ingest",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
+        "machine": machine_info("tensorflow", "apache-beam"),
         "images": args.images,
         "small": args.small,
         "runs": runs,

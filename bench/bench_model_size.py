@@ -11,12 +11,12 @@ writes ``bench/results/model_size.json`` with the machine details.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import platform
 import time
+
+from machine_info import machine_info
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -42,31 +42,6 @@ def _flops(model, image_size: int) -> int:
         graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options
     )
     return int(profile.total_float_ops)
-
-
-def _machine() -> dict[str, object]:
-    import tensorflow as tf
-    import tf_keras
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "hostname": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "tensorflow": tf.__version__,
-        "tf_keras": tf_keras.__version__,
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
 
 
 def main() -> None:
@@ -130,7 +105,7 @@ def main() -> None:
             "(shared/NOTES-MODEL.md)."
         ),
         "reference_lite0_2_classes": REFERENCE_LITE0_2_CLASSES,
-        "machine": _machine(),
+        "machine": machine_info("tensorflow", "tf-keras"),
         "results": rows,
     }
     out = pathlib.Path(args.output)

@@ -24,10 +24,11 @@ import logging
 import math
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
+
+from machine_info import machine_info
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,27 +36,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results" / "qat.json"
-
-
-def machine() -> dict:
-    import importlib.metadata as md
-
-    def version(name: str) -> str:
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            return "n/a"
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "tensorflow": version("tensorflow"),
-        "tf-keras": version("tf-keras"),
-        "tensorflow-model-optimization": version("tensorflow-model-optimization"),
-    }
 
 
 def main() -> None:
@@ -70,7 +50,7 @@ def main() -> None:
     parser.add_argument("--work", default="", help="folder for Examples and models (temp)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    started = machine()
+    started = machine_info("tensorflow", "tf-keras", "tensorflow-model-optimization")
 
     from model_maker.core.data.ingest import IngestOptions, ingest
     from model_maker.core.qat import QATHParams

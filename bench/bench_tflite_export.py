@@ -19,10 +19,11 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
+
+from machine_info import machine_info
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,36 +31,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RACCOON = REPO.parent / "shared" / "datasets" / "raccoon" / "images"
-
-
-def machine() -> dict:
-    import importlib.metadata as md
-
-    def version(name: str) -> str:
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            return "n/a"
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "tensorflow": version("tensorflow"),
-        "tf-keras": version("tf-keras"),
-        "tensorflow-model-optimization": version("tensorflow-model-optimization"),
-        "ai-edge-litert": version("ai-edge-litert"),
-    }
 
 
 def raccoon_images(size: int, count: int):
@@ -99,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from model_maker.object_detector.model_config import get_model_config
     from model_maker.object_detector.qat_model import quantize_efficientdet
 
-    info = machine()
+    info = machine_info("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert")
     config = get_model_config("efficientdet-lite0", image_size=args.image_size)
     model = build_efficientdet_lite(config, args.num_classes)
     anchors = Anchors.from_config(config)

@@ -27,10 +27,11 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
+
+from machine_info import machine_info
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,20 +41,6 @@ sys.path.insert(0, str(REPO))
 
 BAR_LOW, BAR_HIGH = 12.6, 13.6  # automl Keras Lite0, 320, batch 8, random data (NOTES-MODEL.md)
 BATCH = 8
-
-
-def machine() -> dict:
-    import importlib.metadata as md
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "tensorflow": md.version("tensorflow"),
-        "tf-keras": md.version("tf-keras"),
-    }
 
 
 def make_step_timer():
@@ -182,7 +169,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from tests.model_maker.object_detector.tiny_examples import write_tiny_examples
 
-    info = machine()
+    info = machine_info("tensorflow", "tf-keras")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         examples = write_tiny_examples(

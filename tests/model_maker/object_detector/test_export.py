@@ -107,7 +107,7 @@ def test_every_variant_has_the_four_named_outputs(exported, image, variant):
     assert result.description.inputs[0].shape == (1, IMAGE_SIZE, IMAGE_SIZE, 3)
     out = _run(content, image)
     n = int(out["num_detections"][0])
-    assert 1 <= n <= MAX_DET
+    assert n >= 1 and n <= MAX_DET
     assert np.all(np.diff(out["scores"][0, :n]) <= 0)  # sorted
     assert np.all(out["scores"][0, :n] >= SCORE_THRESHOLD)
     classes = out["classes"][0, :n]
