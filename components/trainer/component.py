@@ -104,22 +104,11 @@ class Trainer(base_component.BaseComponent):
         cls, examples: channel.BaseChannel, model: Any, train: Any, **kwargs: Any
     ) -> Trainer:
         """Build from ``pipeline.config`` ``ModelConfig`` and ``TrainConfig`` objects."""
-        from model_maker.core.hparams import parse_hparams
+        import dataclasses
 
-        return cls(
-            examples,
-            model_name=model.name,
-            uri=model.uri,
-            hparams=parse_hparams(model.hparams),
-            image_size=model.image_size,
-            epochs=train.epochs,
-            batch_size=train.batch_size,
-            learning_rate=train.learning_rate,
-            warmup_epochs=train.warmup_epochs,
-            moving_average_decay=train.moving_average_decay,
-            var_freeze_expr=train.var_freeze_expr,
-            steps_per_execution=train.steps_per_execution,
-            seed=train.seed,
-            tflite_max_detections=model.tflite_max_detections,
-            **kwargs,
-        )
+        from model_maker.object_detector.trainer import TrainerOptions
+
+        # One mapping from the config to the trainer's settings: the library's.
+        params = dataclasses.asdict(TrainerOptions.from_config(model, train))
+        params.update(kwargs)
+        return cls(examples, **params)
