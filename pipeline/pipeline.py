@@ -82,7 +82,14 @@ def create_pipeline(
 
     qat_model = None
     if config.qat.enabled:
-        qat_trainer = QATTrainer.from_config(examples, trainer.outputs["model"], config.qat)
+        qat_trainer = QATTrainer.from_config(
+            examples,
+            trainer.outputs["model"],
+            config.qat,
+            checkpoint_dir=checkpoint_dir(
+                pipeline_root, "qat", config.data, config.model, config.train, config.qat
+            ),
+        )
         components.append(qat_trainer)
         qat_model = qat_trainer.outputs["qat_model"]
 

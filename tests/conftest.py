@@ -18,3 +18,11 @@ def raccoon_dir() -> pathlib.Path:
     if not path.is_dir():
         pytest.fail(f"shared dataset missing: {path} (the repo expects ../shared beside it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """The tiny pipeline, killed during QAT and rerun to the end (see tests/tiny_pipeline.py)."""
+    from tests.tiny_pipeline import make_tiny_pipeline
+
+    return make_tiny_pipeline(tmp_path_factory.mktemp("e2e"))

@@ -26,6 +26,7 @@ class QATTrainerSpec(component_spec.ComponentSpec):
         "decay_rate": component_spec.ExecutionParameter(type=float),
         "train_split": component_spec.ExecutionParameter(type=str, optional=True),
         "eval_split": component_spec.ExecutionParameter(type=str, optional=True),
+        "checkpoint_dir": component_spec.ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         executor.EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
@@ -43,6 +44,11 @@ class QATTrainer(base_component.BaseComponent):
     saved in ``qat.json`` and as the output's ``fake_quant_AP``/``_AP50``
     properties) so a collapse shows before conversion. Defaults are
     ``QATHParams()``'s.
+
+    ``checkpoint_dir`` (optional, a stable folder) makes a rerun after a crash
+    resume from the last finished QAT epoch; the executor keeps one
+    sub-folder per float model there, so a new float model never resumes from
+    another's QAT. Without it, QAT restarts from the float model.
     """
 
     SPEC_CLASS = QATTrainerSpec
@@ -60,6 +66,7 @@ class QATTrainer(base_component.BaseComponent):
         decay_rate: float = 0.96,
         train_split: str = "train",
         eval_split: str = "eval",
+        checkpoint_dir: str = "",
     ) -> None:
         spec = QATTrainerSpec(
             examples=examples,
@@ -71,6 +78,7 @@ class QATTrainer(base_component.BaseComponent):
             decay_rate=decay_rate,
             train_split=train_split,
             eval_split=eval_split,
+            checkpoint_dir=checkpoint_dir,
             qat_model=channel.Channel(type=standard_artifacts.Model),
         )
         super().__init__(spec=spec)

@@ -8,7 +8,9 @@ layout (``keras/config.json`` as the Trainer's, ``keras/qat_model.json`` +
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +36,14 @@ def hparams_from_properties(exec_properties: Mapping[str, Any]):
     )
 
 
+def qat_checkpoint_dir(base: str, float_model_uri: str, hparams: Any) -> str:
+    """``base``'s sub-folder for QAT of this float model with these hparams ("" if no base)."""
+    if not base:
+        return ""
+    key = hashlib.sha256(f"{float_model_uri}|{hparams.as_dict()}".encode()).hexdigest()[:12]
+    return os.path.join(base, key)
+
+
 class Executor(base_executor.BaseExecutor):
     """Fine-tunes the float Model with fake quant and writes the QAT Model artifact."""
 
@@ -45,13 +55,19 @@ class Executor(base_executor.BaseExecutor):
     ) -> None:
         from model_maker.object_detector.qat_trainer import qat_from_examples
 
+        float_model_uri = artifact_utils.get_single_uri(input_dict[MODEL_KEY])
+        hparams = hparams_from_properties(exec_properties)
         result = qat_from_examples(
             artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY]),
-            artifact_utils.get_single_uri(input_dict[MODEL_KEY]),
+            float_model_uri,
             artifact_utils.get_single_uri(output_dict[QAT_MODEL_KEY]),
-            hparams_from_properties(exec_properties),
+            hparams,
             train_split=exec_properties.get("train_split") or "train",
             eval_split=exec_properties.get("eval_split") or "",
+            checkpoint_dir=qat_checkpoint_dir(
+                exec_properties.get("checkpoint_dir") or "", float_model_uri, hparams
+            )
+            or None,
         )
         qat_model = artifact_utils.get_single_instance(output_dict[QAT_MODEL_KEY])
         for key in ("AP", "AP50"):

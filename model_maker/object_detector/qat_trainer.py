@@ -111,6 +111,7 @@ def train_qat(
     eval_json_file: str | None = None,
     evaluate_float: bool = False,
     calibration_images: int = 64,
+    checkpoint_dir: str | None = None,
 ) -> QATResult:
     """Quantization-aware fine-tuning of ``float_model`` on ``train_files``.
 
@@ -128,6 +129,11 @@ def train_qat(
       evaluate_float: also evaluate ``float_model`` on the eval split.
       calibration_images: train images (without augmentation) that set the
         fake-quant ranges before fine-tuning (see ``calibrate_fake_quant``).
+      checkpoint_dir: when given, the QAT model (weights and quantizer
+        ranges), the optimizer and the epoch counter are saved there after
+        every epoch, and a call that finds a checkpoint resumes after its last
+        finished epoch (a crashed run loses at most one epoch). The folder
+        must belong to this float model and these hparams.
 
     Returns:
       :class:`QATResult`.
@@ -140,13 +146,20 @@ def train_qat(
     steps_per_epoch = max(int(steps_per_epoch), 1)
     start = time.perf_counter()
     qat_model = quantize_efficientdet(float_model)
-    calib_batch = min(hparams.batch_size, 8)
-    calib = spec.make_dataset(train_files, batch_size=calib_batch, is_training=False)
-    calibrate_fake_quant(
-        qat_model,
-        (images for images, _ in calib.take(max(math.ceil(calibration_images / calib_batch), 1))),
-    )
+    resuming = bool(checkpoint_dir) and bool(tf.train.latest_checkpoint(checkpoint_dir))
+    if not resuming:  # a checkpoint holds the ranges training moved on to
+        calib_batch = min(hparams.batch_size, 8)
+        calib = spec.make_dataset(train_files, batch_size=calib_batch, is_training=False)
+        batches = max(math.ceil(calibration_images / calib_batch), 1)
+        calibrate_fake_quant(qat_model, (images for images, _ in calib.take(batches)))
     optimizer = qat_optimizer(hparams, spec)
+    state = None
+    initial_epoch = 0
+    if checkpoint_dir:
+        # Slots exist before the restore, so it fills them instead of deferring.
+        optimizer.build(qat_model.trainable_variables)
+        state = train_lib.CheckpointState(checkpoint_dir, qat_model, optimizer)
+        initial_epoch = min(state.restore(), hparams.epochs)
     trainer = train_lib.DetectorTrainer(
         qat_model,
         spec._loss(),
@@ -156,8 +169,9 @@ def train_qat(
     trainer.compile(optimizer=optimizer)
     dataset = spec.make_dataset(train_files, batch_size=hparams.batch_size, is_training=True)
     LOG.info(
-        "QAT of %s: %d epochs x %d steps, batch %d, lr %g decaying x%g every %d steps",
+        "QAT of %s: epochs %d..%d x %d steps, batch %d, lr %g decaying x%g every %d steps",
         float_model.name,
+        initial_epoch + 1,
         hparams.epochs,
         steps_per_epoch,
         hparams.batch_size,
@@ -169,6 +183,8 @@ def train_qat(
         dataset.repeat(),
         epochs=hparams.epochs,
         steps_per_epoch=steps_per_epoch,
+        initial_epoch=initial_epoch,
+        callbacks=[train_lib.EpochCheckpoint(state)] if state else None,
         verbose=0,
     )
     seconds = time.perf_counter() - start
@@ -179,7 +195,10 @@ def train_qat(
         seconds=seconds,
         history={k: [float(v) for v in values] for k, values in history.history.items()},
     )
-    LOG.info("QAT done in %.1f s, final loss %.4f", seconds, result.history["loss"][-1])
+    if result.history.get("loss"):
+        LOG.info("QAT done in %.1f s, final loss %.4f", seconds, result.history["loss"][-1])
+    else:
+        LOG.info("QAT: all %d epochs were in the checkpoint, nothing left to train", hparams.epochs)
     if eval_files:
         eval_batch = min(hparams.batch_size, 8)
         eval_ds = spec.make_dataset(eval_files, batch_size=eval_batch, is_training=False)
@@ -260,12 +279,13 @@ def qat_from_examples(
     train_split: str = "train",
     eval_split: str = "eval",
     export_serving: bool = True,
+    checkpoint_dir: str | None = None,
 ) -> QATResult:
     """QAT of the Trainer's model in ``float_model_dir`` on ``examples_uri``; write ``output_dir``.
 
     The one call the QATTrainer component makes. The eval split, when the
     Examples have it, is used to log and save the fake-quant model's COCO AP
-    (``qat.json``).
+    (``qat.json``). ``checkpoint_dir`` makes QAT resumable (see :func:`train_qat`).
     """
     hparams = hparams or QATHParams()
     float_model, config = load_trained_model(float_model_dir)
@@ -283,6 +303,7 @@ def qat_from_examples(
         train_size=train.size,
         eval_files=list(val.files) if val else None,
         eval_json_file=(val.annotations_json or None) if val else None,
+        checkpoint_dir=checkpoint_dir,
     )
     save_qat_model(result, config, output_dir)
     if export_serving:

@@ -1,85 +1,89 @@
-"""The whole pipeline on a tiny config: every component runs for real, then a cached rerun.
+"""The whole pipeline on a tiny config, for real: killed during QAT, resumed, then cached.
 
-Tiny means 8 synthetic images, one epoch of float training and of QAT at the
-smallest input (128), 4 calibration images; it still goes through ExampleGen
-(Beam), Trainer, QATTrainer, TFLiteConverter (float32, ptq_int8, qat_int8),
-Evaluator (Beam + LiteRT + pycocotools) and Pusher.
+See tests/tiny_pipeline.py for the config and the kill. Every component runs:
+ExampleGen (Beam), Trainer, QATTrainer, TFLiteConverter, Evaluator, Pusher.
 """
 
+import glob
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from pipeline.runners import metadata_path
+from tests.tiny_pipeline import QAT_STEPS_PER_EPOCH, qatflow
 
-TINY = """
-name: qatflow-e2e
-data:
-  format: coco
-  input: {data}/images
-  annotations: {data}/annotations.json
-  split:
-    ratios: {{train: 0.5, eval: 0.5}}
-model:
-  image_size: 128
-train:
-  epochs: 1
-  batch_size: 2
-  var_freeze_expr: ""
-qat:
-  epochs: 1
-  batch_size: 2
-convert:
-  representative_samples: 4
-evaluate:
-  latency_runs: 3
-runner:
-  pipeline_root: {root}
-  direct_num_workers: 1
-"""
+ALL = {"DetectionExampleGen", "Trainer", "QATTrainer", "TFLiteConverter", "Evaluator", "Pusher"}
 
 
-def _qatflow(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
+def _store(root):
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+
+    return metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(metadata_path(str(root)))
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("e2e")
-    data, root = work / "data", work / "root"
-    made = _qatflow("-q", "demo-data", "--output", str(data), "--images", "8", "--seed", "5")
-    assert made.returncode == 0, made.stderr
-    config = work / "tiny.yaml"
-    config.write_text(TINY.format(data=data, root=root))
-    first = _qatflow("run", "--config", str(config))
-    assert first.returncode == 0, first.stderr[-3000:]
-    return config, root, first
+def _runs(store):
+    return sorted(
+        store.get_contexts_by_type("pipeline_run"), key=lambda c: c.create_time_since_epoch
+    )
 
 
-def test_run_prints_table_blessing_and_push(tiny_run):
-    _, root, first = tiny_run
-    out = first.stdout
+def _states(store, run):
+    """{component id: execution state name} of one pipeline run."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    names = metadata_store_pb2.Execution.State.Name
+    # TFX names an execution's type after the component class (components.x.component.Name)
+    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    return {
+        types[e.type_id]: names(e.last_known_state) for e in store.get_executions_by_context(run.id)
+    }
+
+
+def test_killed_run_stopped_inside_qat(tiny_pipeline):
+    store = _store(tiny_pipeline.root)
+    first = _states(store, _runs(store)[0])
+    assert first["DetectionExampleGen"] == first["Trainer"] == "COMPLETE", first
+    assert first["QATTrainer"] != "COMPLETE", first
+    assert not {"TFLiteConverter", "Evaluator", "Pusher"} & set(first), first
+    # killed after QAT epoch 1 was checkpointed and before epoch 2 was
+    assert tiny_pipeline.checkpoints_at_kill == ["ckpt-1.index"]
+
+
+def test_rerun_takes_finished_components_from_cache_and_resumes_qat(tiny_pipeline):
+    store = _store(tiny_pipeline.root)
+    runs = _runs(store)
+    second = _states(store, runs[1])
+    assert set(second) == ALL, second
+    assert second["DetectionExampleGen"] == second["Trainer"] == "CACHED", second
+    for component in ALL - {"DetectionExampleGen", "Trainer"}:
+        assert second[component] == "COMPLETE", second
+    # QAT went on from its epoch-1 checkpoint: the optimizer step count covers both
+    # epochs, but only epoch 2 was trained in this run.
+    reports = glob.glob(str(tiny_pipeline.root / "QATTrainer" / "*" / "*" / "qat.json"))
+    assert len(reports) == 1, reports  # the killed execution wrote none
+    report = json.loads(open(reports[0]).read())
+    assert report["steps"] == 2 * QAT_STEPS_PER_EPOCH
+    assert len(report["history"]["loss"]) == 1
+
+
+def test_run_prints_table_blessing_and_push(tiny_pipeline):
+    out = tiny_pipeline.resumed.stdout
     for variant in ("keras_float", "float32", "ptq_int8", "qat_int8"):
         assert variant in out, out
     assert "blessed:" in out and "summary:" in out
+    root = tiny_pipeline.root
     latest = json.loads((root / "latest_run.json").read_text())
     assert latest["pipeline_name"] == "qatflow-e2e" and latest["run_id"]
     assert os.path.isfile(os.path.join(latest["evaluation"], "metrics.json"))
     assert (root / "config.yaml").is_file()
 
 
-def test_metrics_sizes_and_blessing_agree(tiny_run):
-    _, root, _ = tiny_run
-    latest = json.loads((root / "latest_run.json").read_text())
+def test_metrics_sizes_and_blessing_agree(tiny_pipeline):
+    latest = json.loads((tiny_pipeline.root / "latest_run.json").read_text())
     document = json.loads(open(os.path.join(latest["evaluation"], "metrics.json")).read())
     by_name = {e["variant"]: e for e in document["variants"]}
     assert {"keras_float", "float32", "ptq_int8", "qat_int8"} <= set(by_name)
@@ -99,29 +103,17 @@ def test_metrics_sizes_and_blessing_agree(tiny_run):
         assert latest["pushed"] == ""
 
 
-def test_rerun_takes_everything_from_cache(tiny_run):
-    config, root, _ = tiny_run
-    second = _qatflow("run", "--config", str(config))
-    assert second.returncode == 0, second.stderr[-3000:]
+@pytest.fixture(scope="module")
+def third_run(tiny_pipeline):
+    return qatflow("run", "--config", str(tiny_pipeline.config))
 
-    from ml_metadata.metadata_store import metadata_store
-    from tfx.orchestration import metadata
 
-    store = metadata_store.MetadataStore(
-        metadata.sqlite_metadata_connection_config(metadata_path(str(root)))
-    )
-    runs = sorted(
-        store.get_contexts_by_type("pipeline_run"), key=lambda c: c.create_time_since_epoch
-    )
-    assert len(runs) == 2
-    executions = store.get_executions_by_context(runs[-1].id)
-    components = {
-        e.properties["component_id"].string_value if "component_id" in e.properties else e.type
-        for e in executions
-    }
-    assert len(executions) == 6, components
-    states = {e.last_known_state for e in executions}
-    assert states == {metadata_store.metadata_store_pb2.Execution.CACHED}
+def test_third_run_takes_everything_from_cache(tiny_pipeline, third_run):
+    assert third_run.returncode == 0, third_run.stderr[-3000:]
+    store = _store(tiny_pipeline.root)
+    runs = _runs(store)
+    assert len(runs) >= 3  # the notebook tests may have run it once more
+    assert _states(store, runs[-1]) == dict.fromkeys(ALL, "CACHED")
     # Nothing was pushed twice: the Pusher's output is the cached one.
-    versions = [d for d in os.listdir(root / "serving") if d.startswith("v")]
+    versions = [d for d in os.listdir(tiny_pipeline.root / "serving") if d.startswith("v")]
     assert len(versions) <= 1

@@ -149,3 +149,46 @@ def test_qat_model_converts_to_int8_tflite_with_int8_kernels(qat_run):
         expected = keras_out[got.shape[-1]]
         step = float(scale[0]) if len(scale) else np.abs(expected).max() / 127
         assert np.abs(got - expected).max() <= 8 * max(step, 1e-3) + 0.05 * np.abs(expected).max()
+
+
+def test_qat_resumes_from_its_checkpoint_after_the_last_finished_epoch(tiny_examples, tmp_path):
+    """A first call stops after epoch 1 (as a crash would leave it); a second call asking for
+    2 epochs restores weights, ranges, optimizer step and epoch, and trains epoch 2 only."""
+    from model_maker.core.qat import QATHParams
+    from model_maker.object_detector.dataloader import DataLoader
+    from model_maker.object_detector.efficientdet_spec import EfficientDetSpec
+    from model_maker.object_detector.qat_trainer import train_qat
+
+    spec = EfficientDetSpec(
+        "efficientdet-lite0", uri="", hparams=TINY_ARCH, var_freeze_expr="", tf_random_seed=7
+    )
+    float_model = spec.create_model()
+    files = list(DataLoader.from_examples(str(tiny_examples), "train").files)
+    ckpt = str(tmp_path / "ckpt")
+
+    def run(epochs):
+        hparams = QATHParams(learning_rate=0.05, batch_size=2, epochs=epochs, decay_steps=100)
+        return train_qat(
+            spec,
+            float_model,
+            files,
+            hparams,
+            steps_per_epoch=2,
+            calibration_images=4,
+            checkpoint_dir=ckpt,
+        )
+
+    first = run(1)
+    assert first.steps == 2 and len(first.history["loss"]) == 1
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir() if p.suffix == ".index") == [
+        "ckpt-1.index"
+    ]
+    second = run(2)
+    assert second.steps == 4  # the optimizer's step came back from the checkpoint
+    assert len(second.history["loss"]) == 1  # only epoch 2 was trained
+    # Nothing left: a third call restores epoch 2 and returns its weights unchanged,
+    # quantizer ranges included (they are among the weights; nothing is recalibrated).
+    third = run(2)
+    assert third.steps == 4 and third.history == {}
+    for a, b in zip(third.model.get_weights(), second.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
