@@ -18,8 +18,10 @@ presets, with the methods ``create_model``, ``train``, ``evaluate`` and
 (e.g. ``image_size``); unknown keys are errors with a suggestion.
 
 Differences from tflite-model-maker, on purpose: ``uri`` cannot reach TF Hub
-offline, so an empty ``uri`` means random initialisation (see
-:mod:`~model_maker.object_detector.model_io` for what a ``uri`` may be);
+offline, so an empty ``uri`` means random initialisation and ``"imagenet"``
+loads the offline ImageNet EfficientNet-Lite0/1/2 backbone that ``make
+pretrained`` converts (see :mod:`~model_maker.object_detector.model_io` for
+what a ``uri`` may be);
 ``learning_rate`` is per batch of 64 and scaled linearly with ``batch_size``
 (automl's ``adjusted_learning_rate``).
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import re
 import tempfile
 import weakref
 from collections.abc import Mapping
@@ -44,9 +47,13 @@ from model_maker.object_detector import train_lib
 from model_maker.object_detector.anchors import Anchors
 from model_maker.object_detector.dataloader import InputOptions, make_dataset
 from model_maker.object_detector.losses import DetectionLoss
-from model_maker.object_detector.model import build_efficientdet_lite
+from model_maker.object_detector.model import PART_PATTERNS, build_efficientdet_lite
 from model_maker.object_detector.model_config import EfficientDetLiteConfig, get_model_config
-from model_maker.object_detector.model_io import TrainedModelConfig, load_pretrained_weights
+from model_maker.object_detector.model_io import (
+    TrainedModelConfig,
+    is_imagenet_uri,
+    load_pretrained_weights,
+)
 from model_maker.object_detector.postprocess import postprocess_global, postprocess_per_class
 from model_maker.object_detector.target_assigner import assign_targets
 
@@ -131,8 +138,9 @@ class EfficientDetSpec:
 
     Args:
       model_name: efficientdet-lite0..4 (``_`` may replace ``-``).
-      uri: pretrained weights: "" (random init), a folder/file of our saved
-        weights, or a TF Hub handle / SavedModel path (see ``model_io``).
+      uri: pretrained weights: "" (random init), "imagenet" (offline ImageNet
+        backbone, Lite0..2, after ``make pretrained``), a folder/file of our
+        saved weights, or a TF Hub handle / SavedModel path (see ``model_io``).
       hparams: overrides of :data:`TRAIN_HPARAMS` and architecture fields, as a
         dict, a ``"k=v,k2=v2"`` string or a YAML file path.
       model_dir: checkpoints and TensorBoard logs (a new temp folder if None).
@@ -289,13 +297,29 @@ class EfficientDetSpec:
         keras.utils.set_random_seed(self.tf_random_seed)
         with self.strategy.scope():
             model = build_efficientdet_lite(self.model_config, self.num_classes)
-            load_pretrained_weights(model, self.uri)
+            load_pretrained_weights(model, self.uri, self.model_config.backbone_name)
         if not self.uri and self.var_freeze_expr:
             LOG.warning(
                 "var_freeze_expr %r freezes layers of a randomly initialised model; "
                 "pass var_freeze_expr='' to train the whole model",
                 self.var_freeze_expr,
             )
+        elif is_imagenet_uri(self.uri) and self.var_freeze_expr:
+            random_frozen = [
+                w.name
+                for w in model.weights
+                if train_lib.frozen(w, self.var_freeze_expr)
+                and not re.match(PART_PATTERNS["backbone"], w.name)
+            ]
+            if random_frozen:
+                LOG.warning(
+                    "var_freeze_expr %r freezes %d randomly initialised variables (e.g. %s): "
+                    "the ImageNet uri loads only the backbone; pass var_freeze_expr='' "
+                    "(train all, recommended) or 'efficientnet' (backbone frozen)",
+                    self.var_freeze_expr,
+                    len(random_frozen),
+                    random_frozen[0],
+                )
         return model
 
     def loss_fn(self) -> train_lib.LossFn:

@@ -3,8 +3,10 @@
 EfficientNet-Lite is EfficientNet without squeeze-excite, with ReLU6 and with
 the stem (32 channels) and the first and last stages not scaled (automl's
 ``fix_head_stem``), see ``shared/NOTES-MODEL.md``. Only the feature extractor
-is built (no 1280-channel head conv, pooling or classifier): EfficientDet uses
-the outputs of the last block of each stride.
+is used by EfficientDet (the outputs of the last block of each stride);
+:func:`build_efficientnet_lite_classifier` adds the ImageNet classifier head
+(1280-channel conv, pooling, dense) on top, e.g. to check converted ImageNet
+weights against a reference (see ``pretrained_backbone``).
 
 Every layer name starts with the backbone's name (``efficientnet_lite0_...``),
 so the freeze regex ``efficientnet`` selects exactly the backbone variables.
@@ -29,6 +31,7 @@ _BASE_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 6, 192, 320),
 )
 STEM_FILTERS = 32
+HEAD_FILTERS = 1280  # the classifier's head conv; not scaled in Lite (fix_head_stem)
 
 # backbone name -> (width coefficient, depth coefficient)
 BACKBONE_COEFFICIENTS: dict[str, tuple[float, float]] = {
@@ -197,3 +200,60 @@ def build_efficientnet_lite(
             features[level] = x
             level += 1
     return features
+
+
+def build_efficientnet_lite_classifier(
+    backbone_name: str = "efficientnet-lite0",
+    image_size: int = 224,
+    num_classes: int = 1000,
+    *,
+    dropout_rate: float = 0.2,
+    bn_momentum: float = 0.99,
+    bn_epsilon: float = 1e-3,
+    mean_rgb: float = 127.0,
+    stddev_rgb: float = 128.0,
+) -> keras.Model:
+    """EfficientNet-Lite image classifier: the backbone plus the ImageNet head.
+
+    Layers: ``input_normalization`` ((x - mean) / std, so the model takes pixels
+    0..255), the backbone of :func:`build_efficientnet_lite` (same layer names
+    as in the detector), then ``<prefix>_head_conv`` (1x1, 1280) +
+    ``<prefix>_head_bn`` + ``<prefix>_head_relu6``, ``<prefix>_avg_pool``,
+    ``<prefix>_dropout`` and ``<prefix>_logits`` (dense, raw logits).
+
+    Args:
+      backbone_name: ``efficientnet-lite0`` .. ``efficientnet-lite4``.
+      image_size: square input size in pixels.
+      num_classes: outputs of the dense layer (1000 for ImageNet).
+      dropout_rate: dropout before the dense layer (training only).
+      bn_momentum: batch-norm momentum.
+      bn_epsilon: batch-norm epsilon.
+      mean_rgb: pixel mean subtracted by the first layer.
+      stddev_rgb: pixel scale divided by the first layer.
+
+    Returns:
+      A functional model: [B, S, S, 3] float32 pixels -> [B, num_classes] logits.
+    """
+    prefix = backbone_name.replace("-", "_")
+    images = keras.Input((image_size, image_size, 3), name="images")
+    x = keras.layers.Rescaling(
+        1.0 / stddev_rgb, offset=-mean_rgb / stddev_rgb, name="input_normalization"
+    )(images)
+    features = build_efficientnet_lite(
+        x, backbone_name, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon
+    )
+    x = features[max(features)]
+    x = keras.layers.Conv2D(
+        HEAD_FILTERS,
+        1,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=_conv_init(),
+        name=f"{prefix}_head_conv",
+    )(x)
+    x = _bn(f"{prefix}_head_bn", bn_momentum, bn_epsilon)(x)
+    x = keras.layers.ReLU(6.0, name=f"{prefix}_head_relu6")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}_avg_pool")(x)
+    x = keras.layers.Dropout(dropout_rate, name=f"{prefix}_dropout")(x)
+    logits = keras.layers.Dense(num_classes, name=f"{prefix}_logits")(x)
+    return keras.Model(images, logits, name=f"{prefix}_classifier")

@@ -12,6 +12,13 @@ uses it under ``keras/``)::
 :func:`load_pretrained_weights` serves the ``uri`` argument of the spec:
 
 * ``""``: nothing is loaded (random initialisation);
+* ``"imagenet"`` (or ``"pretrained://efficientnet-liteN"``, naming the
+  backbone): the offline ImageNet EfficientNet-Lite0/1/2 backbone from the
+  cache that ``make pretrained`` fills (see
+  :mod:`~model_maker.object_detector.pretrained_backbone`); only the backbone
+  is loaded, the BiFPN and heads keep their random initialisation. Lite3/4
+  have no offline weights (``ValueError``); a missing cache raises
+  ``PretrainedWeightsMissing`` naming the make target;
 * a folder written by :func:`save_trained_model` (or one holding ``keras/``
   such as a Trainer Model artifact), or a Keras ``.h5`` weights file: loaded
   by layer name; layers whose shapes differ (e.g. a class head trained for
@@ -37,12 +44,17 @@ import tf_keras as keras
 
 from model_maker.object_detector.model import build_efficientdet_lite
 from model_maker.object_detector.model_config import get_model_config
+from model_maker.object_detector.pretrained_backbone import load_imagenet_backbone
+from model_maker.object_detector.pretrained_cache import canonical_backbone
 
 LOG = logging.getLogger("qatflow")
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.h5"
 KERAS_SUBDIR = "keras"
+#: ``uri`` values of the offline ImageNet backbone route.
+IMAGENET_URI = "imagenet"
+PRETRAINED_SCHEME = "pretrained://"
 
 
 @dataclass(frozen=True)
@@ -201,18 +213,54 @@ def _module_variables(module: Any) -> list[tf.Variable]:
     return list(seen.values())
 
 
-def load_pretrained_weights(model: keras.Model, uri: str) -> int:
+def is_imagenet_uri(uri: str) -> bool:
+    """Whether ``uri`` asks for the offline ImageNet backbone (``imagenet`` or ``pretrained://``)."""
+    return uri == IMAGENET_URI or uri.startswith(PRETRAINED_SCHEME)
+
+
+def _model_backbone(model: keras.Model) -> str:
+    """``efficientnet-liteN`` from the name of the model's stem conv layer."""
+    for layer in model.layers:
+        if layer.name.startswith("efficientnet") and layer.name.endswith("_stem_conv"):
+            return canonical_backbone(layer.name[: -len("_stem_conv")])
+    raise ValueError(f"{model.name} has no EfficientNet backbone (no *_stem_conv layer)")
+
+
+def imagenet_backbone_name(uri: str, backbone_name: str) -> str:
+    """The backbone an ImageNet ``uri`` loads into a model whose backbone is ``backbone_name``.
+
+    Raises:
+      ValueError: ``pretrained://<name>`` names another backbone than the model's.
+    """
+    model_backbone = canonical_backbone(backbone_name)
+    if uri.startswith(PRETRAINED_SCHEME):
+        asked = canonical_backbone(uri[len(PRETRAINED_SCHEME) :])
+        if asked != model_backbone:
+            raise ValueError(
+                f"uri {uri!r} names backbone {asked!r} but the model's backbone is "
+                f"{model_backbone!r}; use uri='imagenet' for the model's own backbone"
+            )
+    return model_backbone
+
+
+def load_pretrained_weights(model: keras.Model, uri: str, backbone_name: str | None = None) -> int:
     """Load the weights named by ``uri`` into ``model`` (see module doc); return weights loaded.
 
     Returns -1 when a Keras weights file was loaded by name (Keras does not
-    report a count) and 0 for an empty ``uri``.
+    report a count) and 0 for an empty ``uri``. ``backbone_name`` is the
+    model's backbone for the ImageNet route (read from the layer names if None).
 
     Raises:
-      ValueError: the handle could not be loaded or no variable matched.
+      ValueError: the handle could not be loaded or no variable matched; an
+        ImageNet uri for a backbone without offline weights.
+      PretrainedWeightsMissing: an ImageNet uri and no cache (run ``make pretrained``).
     """
     if not uri:
         LOG.info("no pretrained uri: the detector starts from random initialisation")
         return 0
+    if is_imagenet_uri(uri):
+        name = imagenet_backbone_name(uri, backbone_name or _model_backbone(model))
+        return load_imagenet_backbone(model, name).variables
     weights_file = _is_keras_weights(uri)
     if weights_file:
         model.load_weights(weights_file, by_name=True, skip_mismatch=True)

@@ -6,6 +6,7 @@ tests reuse the trained model, so the module stays within a couple of minutes.
 
 import dataclasses
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -267,3 +268,26 @@ def test_trained_config_round_trips(trained):
 def test_unknown_strategy_is_usage_error_before_anything_else():
     with pytest.raises(UsageError):
         spec_lib.make_strategy("mirrored")
+
+
+def test_create_model_with_imagenet_uri_loads_the_backbone(caplog):
+    from model_maker.object_detector.pretrained_backbone import read_state
+    from model_maker.object_detector.pretrained_cache import weights_file
+
+    spec = EfficientDetLite0Spec(uri="imagenet", hparams={"num_classes": 2, "image_size": 128})
+    with caplog.at_level(logging.WARNING, logger="qatflow"):
+        model = spec.create_model()
+    state = read_state(weights_file("efficientnet-lite0"))
+    layer = model.get_layer("efficientnet_lite0_blocks_7_depthwise_conv")
+    np.testing.assert_array_equal(
+        layer.depthwise_kernel.numpy(),
+        state["_blocks.7._depthwise_conv.weight"].transpose(2, 3, 0, 1),
+    )
+    # the default freeze regex would freeze the randomly initialised BiFPN: warned
+    assert "freezes" in caplog.text and "randomly initialised" in caplog.text
+
+
+def test_create_model_with_imagenet_uri_for_lite4_fails_clearly():
+    spec = EfficientDetLite4Spec(uri="imagenet", hparams={"num_classes": 2, "image_size": 128})
+    with pytest.raises(ValueError, match="no offline ImageNet weights for 'efficientnet-lite4'"):
+        spec.create_model()

@@ -113,3 +113,46 @@ def test_hub_route_calls_tensorflow_hub_load(saved, tmp_path, monkeypatch):
     assert load_pretrained_weights(target, handle) == 1
     assert calls == [handle]
     assert float(next(w for w in target.weights if w.name == weight.name).numpy().max()) == 7.0
+
+
+# -- the offline ImageNet backbone route (needs the `make pretrained` cache) ----------
+
+
+def test_imagenet_uri_loads_only_the_backbone():
+    from model_maker.object_detector.pretrained_backbone import read_state
+    from model_maker.object_detector.pretrained_cache import weights_file
+
+    model = _model(2, seed=3)
+    fpn_before = model.get_layer("resample_p6_conv").kernel.numpy().copy()
+    assert load_pretrained_weights(model, "imagenet") == 240  # every backbone variable
+    state = read_state(weights_file("efficientnet-lite0"))
+    np.testing.assert_array_equal(
+        model.get_layer("efficientnet_lite0_stem_conv").kernel.numpy(),
+        state["_conv_stem.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        model.get_layer("efficientnet_lite0_blocks_15_project_bn").moving_variance.numpy(),
+        state["_blocks.15._bn2.running_var"],
+    )
+    np.testing.assert_array_equal(model.get_layer("resample_p6_conv").kernel.numpy(), fpn_before)
+
+
+def test_pretrained_scheme_must_name_the_models_backbone():
+    model = _model(2, seed=3)
+    assert load_pretrained_weights(model, "pretrained://efficientnet_lite0") == 240
+    with pytest.raises(ValueError, match="names backbone 'efficientnet-lite1'"):
+        load_pretrained_weights(model, "pretrained://efficientnet-lite1")
+
+
+def test_imagenet_uri_for_lite3_is_a_clear_error():
+    model = build_efficientdet_lite(get_model_config("efficientdet-lite3", **ARCH), 2)
+    with pytest.raises(ValueError, match="no offline ImageNet weights for 'efficientnet-lite3'"):
+        load_pretrained_weights(model, "imagenet")
+
+
+def test_imagenet_uri_without_cache_names_the_make_target(tmp_path, monkeypatch):
+    from model_maker.object_detector.pretrained_cache import ENV_VAR, PretrainedWeightsMissing
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    with pytest.raises(PretrainedWeightsMissing, match="make pretrained"):
+        load_pretrained_weights(_model(2, seed=3), "imagenet")
