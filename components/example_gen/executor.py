@@ -37,6 +37,9 @@ def options_from_properties(exec_properties: Mapping[str, Any], output_uri: str)
         annotations=exec_properties.get("annotations") or "",
         split_ratios={k: float(v) for k, v in ratios.items()},
         split_files={k: str(v) for k, v in _mapping(exec_properties.get("split_files")).items()},
+        split_image_dirs={
+            k: str(v) for k, v in _mapping(exec_properties.get("split_image_dirs")).items()
+        },
         strict=bool(exec_properties.get("strict", False)),
         keep_negatives=bool(exec_properties.get("keep_negatives", True)),
         num_shards=int(exec_properties.get("num_shards") or 0),

@@ -114,6 +114,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         annotations=data.annotations,
         split_ratios=dict(data.split.ratios),
         split_files=dict(data.split.files),
+        split_image_dirs=dict(data.split.image_dirs),
         strict=data.strict,
         keep_negatives=data.keep_negatives,
         num_shards=data.num_shards,

@@ -1,7 +1,11 @@
+import pathlib
+
 import pytest
 import yaml
 
 from pipeline.config import ConfigError, PipelineConfig, load_config, to_dict, write_resolved
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_defaults_validate_and_match_seed_api_values():
@@ -60,7 +64,7 @@ def test_bad_values_name_key_and_allowed_values():
         load_config(overrides=["data.split.ratios={train: 0.5, eval: 0.2}"])
     with pytest.raises(ConfigError, match=r"convert\.variants\[1\]: 'int4'"):
         load_config(overrides=["convert.variants=float32,int4"])
-    with pytest.raises(ConfigError, match="multiple of 128"):
+    with pytest.raises(ConfigError, match="multiple of 64"):
         load_config(overrides=["model.image_size=300"])
     with pytest.raises(ConfigError, match="qat_int8 needs qat.enabled"):
         load_config(overrides=["qat.enabled=false"])
@@ -91,3 +95,35 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_config(path)
     assert to_dict(again) == to_dict(config)
     assert yaml.safe_load(open(path))["train"]["epochs"] == 7
+
+
+def test_split_image_dirs_need_coco_split_files():
+    with pytest.raises(ConfigError, match=r"image_dirs: \['val'\] have no COCO JSON"):
+        load_config(
+            overrides=["data.split.files={train: t.json}", "data.split.image_dirs={val: v}"]
+        )
+    with pytest.raises(ConfigError, match="only the coco format"):
+        load_config(
+            overrides=[
+                "data.format=voc",
+                "data.split.files={train: t.txt}",
+                "data.split.image_dirs={train: t}",
+            ]
+        )
+    config = load_config(
+        overrides=["data.split.files={train: t.json}", "data.split.image_dirs={train: t}"]
+    )
+    assert config.data.split.image_dirs == {"train": "t"}
+
+
+@pytest.mark.parametrize("name", ["demo", "raccoon", "coco2017"])
+def test_shipped_configs_load_and_validate(name):
+    config = load_config(str(REPO / "configs" / f"{name}.yaml"))
+    assert config.model.task == "object_detection"
+    assert config.qat.enabled and "qat_int8" in config.convert.variants
+
+
+def test_imagenet_uri_only_for_models_with_offline_weights():
+    assert load_config(overrides=["model.uri=imagenet"]).model.uri == "imagenet"
+    with pytest.raises(ConfigError, match="model.uri: no offline ImageNet weights"):
+        load_config(overrides=["model.uri=imagenet", "model.name=efficientdet_lite3"])

@@ -160,14 +160,21 @@ def read_coco_splits(
     image_dir: str | os.PathLike,
     annotations: str | os.PathLike = "",
     split_files: Mapping[str, str] | None = None,
+    image_dirs: Mapping[str, str] | None = None,
 ) -> CocoIndex:
-    """One COCO JSON (hash-split later) or one JSON per split (``split_files``)."""
+    """One COCO JSON (hash-split later) or one JSON per split (``split_files``).
+
+    With split files, ``image_dirs`` may give a split its own image folder
+    (COCO 2017: train2017/, val2017/); other splits read from ``image_dir``.
+    """
+    image_dirs = image_dirs or {}
     if split_files:
         cats: dict[int, str] | None = None
         images: list[SourceImage] = []
         seen: dict[int, str] = {}
         for split, file in split_files.items():
-            cats, part = read_coco(file, image_dir, split=split, categories=cats)
+            folder = image_dirs.get(split, image_dir)
+            cats, part = read_coco(file, folder, split=split, categories=cats)
             for img in part:
                 if img.image_id in seen:
                     raise DataError(

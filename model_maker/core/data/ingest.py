@@ -67,6 +67,7 @@ class IngestOptions:
       annotations: COCO instances JSON (coco without split files).
       split_ratios: split -> fraction for the hash split (by image file name).
       split_files: split -> file (COCO JSON, VOC id list, TFRecord glob); overrides ratios.
+      split_image_dirs: split -> image folder for COCO split files (default ``input``).
       strict: every repair or skip is an error.
       keep_negatives: keep images without boxes.
       num_shards: shards per split (0 lets Beam decide and keeps memory flat).
@@ -80,6 +81,7 @@ class IngestOptions:
     annotations: str = ""
     split_ratios: Mapping[str, float] = field(default_factory=lambda: {"train": 0.8, "eval": 0.2})
     split_files: Mapping[str, str] = field(default_factory=dict)
+    split_image_dirs: Mapping[str, str] = field(default_factory=dict)
     strict: bool = False
     keep_negatives: bool = True
     num_shards: int = 0
@@ -156,6 +158,15 @@ def _check(options: IngestOptions) -> None:
         check_ratios(options.split_ratios)
     elif options.format == "folder":
         raise UsageError("split files: the folder format takes split ratios only")
+    if options.split_image_dirs:
+        if options.format != "coco":
+            raise UsageError("split image folders: only the coco format takes them")
+        unknown = sorted(set(options.split_image_dirs) - set(options.split_files))
+        if unknown:
+            raise UsageError(
+                f"split image folders for {unknown}: give those splits' COCO JSON files too "
+                f"(split files: {sorted(options.split_files) or 'none'})"
+            )
     for name in (*options.split_ratios, *options.split_files):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise UsageError(f"split name {name!r}: use letters, digits, '_', '-' or '.'")
@@ -165,7 +176,9 @@ def _plan(options: IngestOptions) -> _Plan:
     fixed = tuple(options.split_files)
     ratio_splits = tuple(options.split_ratios)
     if options.format == "coco":
-        index = coco.read_coco_splits(options.input, options.annotations, options.split_files)
+        index = coco.read_coco_splits(
+            options.input, options.annotations, options.split_files, options.split_image_dirs
+        )
         return _Plan(fixed or ratio_splits, index.images, index.label_map)
     if options.format == "voc":
         items = voc.list_voc(options.input, options.split_files)

@@ -96,3 +96,24 @@ def test_split_files(tmp_path):
     other = _write(tmp_path / "other.json", {**data, "categories": [{"id": 1, "name": "x"}]})
     with pytest.raises(DataError, match="categories differ"):
         read_coco_splits(tmp_path, split_files={"train": train, "val": other})
+
+
+def test_split_files_with_an_image_folder_per_split(tmp_path):
+    """COCO 2017 layout: train2017/ and val2017/ beside one JSON per split."""
+    data = _dataset()
+    train = _write(tmp_path / "train.json", {**data, "images": data["images"][:1]})
+    val = _write(tmp_path / "val.json", {**data, "images": data["images"][1:], "annotations": []})
+    index = read_coco_splits(
+        tmp_path / "unused",
+        split_files={"train": train, "val": val},
+        image_dirs={"train": str(tmp_path / "train2017"), "val": str(tmp_path / "val2017")},
+    )
+    assert [i.path for i in index.images] == [
+        str(tmp_path / "train2017" / "a.jpg"),
+        str(tmp_path / "val2017" / "b.jpg"),
+    ]
+    # a split without its own folder reads from the input folder
+    index = read_coco_splits(
+        tmp_path, split_files={"train": train, "val": val}, image_dirs={"val": "v"}
+    )
+    assert [i.path for i in index.images] == [str(tmp_path / "a.jpg"), "v/b.jpg"]
