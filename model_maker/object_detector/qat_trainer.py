@@ -5,7 +5,8 @@
 it with :class:`~model_maker.core.qat.QATHParams` (ranges
 calibrated on a few train images first, then SGD with momentum,
 ``ExponentialDecay(learning_rate, decay_steps, decay_rate)``, every variable
-trainable) through the float trainer's own step
+trainable but the fixed input normalisation, ``QAT_FROZEN_EXPR``) through the
+float trainer's own step
 (:class:`~model_maker.object_detector.train_lib.DetectorTrainer`, same loss,
 clipping and weight decay), then evaluates the fake-quant model on the eval
 split with the spec's COCO evaluation and logs it, so a collapse shows before
@@ -53,6 +54,7 @@ from model_maker.object_detector.model_io import (
     load_trained_model,
 )
 from model_maker.object_detector.qat_model import (
+    QAT_FROZEN_EXPR,
     QAT_MODEL_FILE,
     QAT_WEIGHTS_FILE,
     load_qat_model,
@@ -164,7 +166,7 @@ def train_qat(
         qat_model,
         spec._loss(),
         weight_decay=float(spec.hparams["weight_decay"]),
-        var_freeze_expr="",
+        var_freeze_expr=QAT_FROZEN_EXPR,
     )
     trainer.compile(optimizer=optimizer)
     dataset = spec.make_dataset(train_files, batch_size=hparams.batch_size, is_training=True)

@@ -71,6 +71,27 @@ def test_a_few_qat_steps_reduce_the_loss(qat_run):
     assert after < 0.99 * before, (before, after)
 
 
+def test_qat_leaves_the_fixed_input_normalisation_alone(qat_run):
+    """The normalisation is a depthwise conv in the QAT graph (so it quantizes) whose
+    gradient on raw pixels dwarfs every other one: training it wrecked the detector."""
+    from model_maker.object_detector.qat_model import quantize_efficientdet
+
+    _, float_model, result, _ = qat_run
+    def kernel_and_bias(model):
+        layer = model.get_layer("quant_input_normalization")
+        return {
+            w.name.split("/")[-1]: w.numpy()
+            for w in layer.weights
+            if w.name.endswith(("/depthwise_kernel:0", "/bias:0"))
+        }
+
+    before = kernel_and_bias(quantize_efficientdet(float_model))
+    after = kernel_and_bias(result.model)
+    assert sorted(after) == ["bias:0", "depthwise_kernel:0"]  # 1/std and -mean/std
+    for key, value in after.items():
+        np.testing.assert_array_equal(value, before[key])
+
+
 def test_fake_quant_model_is_evaluated_on_the_eval_split(qat_run):
     _, _, result, out = qat_run
     for key in ("AP", "AP50", "AP75", "ARmax100"):
