@@ -77,6 +77,7 @@ def test_qat_leaves_the_fixed_input_normalisation_alone(qat_run):
     from model_maker.object_detector.qat_model import quantize_efficientdet
 
     _, float_model, result, _ = qat_run
+
     def kernel_and_bias(model):
         layer = model.get_layer("quant_input_normalization")
         return {
