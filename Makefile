@@ -54,8 +54,8 @@ $(PRETRAINED_DIR)/manifest.json: $(TORCH_VENV)/.installed model_maker/object_det
 	$(TORCH_VENV)/bin/python -m model_maker.object_detector.torch_export --output $(PRETRAINED_DIR)
 pretrained: $(PRETRAINED_DIR)/manifest.json ## convert ImageNet EfficientNet-Lite0/1/2 (PyTorch, own venv) into the cache (uri: imagenet)
 
-DEMO_IMAGES ?= 100
-run: $(STAMP) ## install if needed, make the synthetic demo data, run the whole pipeline
+DEMO_IMAGES ?= 200
+run: $(STAMP) pretrained ## install if needed, convert the ImageNet backbone, make the synthetic demo data, run the whole pipeline
 	@[ -f $(RUN_ROOT)/data/annotations.json ] || \
 	  $(VENV)/bin/qatflow demo-data --output $(RUN_ROOT)/data --images $(DEMO_IMAGES) --seed 0
 	$(VENV)/bin/qatflow run --config configs/demo.yaml --set runner.pipeline_root=$(RUN_ROOT) \

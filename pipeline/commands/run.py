@@ -11,6 +11,33 @@ from pipeline.config import write_resolved
 LOG = logging.getLogger("qatflow")
 
 
+def check_local_weights(config) -> None:
+    """Fail before the pipeline starts when the config's ImageNet backbone is not cached.
+
+    A local run would otherwise ingest the data and only fail in the Trainer.
+
+    Raises:
+      UsageError: naming ``make pretrained``, the command that fills the cache.
+    """
+    from model_maker.core.errors import UsageError
+    from model_maker.object_detector.pretrained_cache import (
+        PretrainedWeightsMissing,
+        require_file,
+        weights_file,
+    )
+
+    uri = config.model.uri
+    if config.model.task != "object_detection":
+        return
+    if uri != "imagenet" and not uri.startswith("pretrained://"):
+        return
+    backbone = config.model.name.replace("efficientdet", "efficientnet")
+    try:
+        require_file(weights_file(backbone))
+    except PretrainedWeightsMissing as exc:
+        raise UsageError(f"model.uri {uri!r}: {exc}") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.cli import config_from_args
     from pipeline.runners import LATEST_RUN_FILE, run_local
@@ -20,6 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"runner.kind={args.runner}")
     args.overrides = overrides
     config = config_from_args(args)
+    check_local_weights(config)
     path = write_resolved(config, config.runner.pipeline_root)
     LOG.info("resolved config written to %s", path)
     summary = run_local(config)
