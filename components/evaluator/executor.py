@@ -6,8 +6,9 @@ import logging
 import os
 from typing import Any
 
-from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
+
+from components.local_beam import LocalBeamExecutor
 
 LOG = logging.getLogger("qatflow")
 
@@ -26,7 +27,7 @@ def _beam_options(beam_args: list[str]):
     return BeamOptions(num_workers=workers, beam_args=tuple(beam_args))
 
 
-class Executor(base_beam_executor.BaseBeamExecutor):
+class Executor(LocalBeamExecutor):
     """Evaluates the TFLite variants (and the Keras model when given) on the eval split."""
 
     def Do(  # noqa: N802 - TFX executor API

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping
 from typing import Any
 
-from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
+
+from components.local_beam import LocalBeamExecutor
 
 EXAMPLES_KEY = "examples"
 # What TFX's own ExampleGen records, so TFX readers (tfx_bsl) understand the artifact.
@@ -47,32 +47,9 @@ def options_from_properties(exec_properties: Mapping[str, Any], output_uri: str)
     )
 
 
-def runs_locally(beam_pipeline_args: list[str]) -> bool:
-    """True when the args choose no runner or the DirectRunner."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    from model_maker.core.data.ingest import DIRECT_RUNNERS
-
-    return PipelineOptions(list(beam_pipeline_args)).view_as(StandardOptions).runner in (
-        DIRECT_RUNNERS
-    )
-
-
-class Executor(base_beam_executor.BaseBeamExecutor):
+class Executor(LocalBeamExecutor):
     """Writes ``Split-<name>/data_tfrecord-*.gz``, label_map.json, ``<split>_annotations.json``
     and stats.json into the Examples artifact and sets its ``split_names``."""
-
-    def __init__(self, context: base_beam_executor.BaseBeamExecutor.Context | None = None):
-        args = list(getattr(context, "beam_pipeline_args", None) or [])
-        if args and runs_locally(args):
-            # TFX packages its own install as an sdist (~13 s, left in /tmp) for remote
-            # runners whenever Beam args are given; local runners import it directly.
-            context = copy.copy(context)
-            context.beam_pipeline_args = []
-            super().__init__(context)
-            self._beam_pipeline_args = args
-        else:
-            super().__init__(context)
 
     def Do(  # noqa: N802 - the TFX executor interface
         self,
