@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from model_maker.core.data import fileio
 from model_maker.core.data.labels import LabelMap
 from model_maker.core.data.source import SourceBox, SourceImage
 from model_maker.core.errors import DataError
@@ -29,8 +30,7 @@ class CocoIndex:
 def load_json(path: str) -> object:
     """``json.load`` with errors naming the file, line and column."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return json.loads(fileio.read_text(path))
     except FileNotFoundError:
         raise DataError(f"{path}: annotation file not found") from None
     except json.JSONDecodeError as exc:
@@ -145,7 +145,7 @@ def read_coco(
             SourceImage(
                 image_id=image_id,
                 file_name=file_name,
-                path=os.path.join(image_dir, file_name),
+                path=fileio.join(image_dir, file_name),
                 origin=f"{path}: image id {image_id} ({file_name})",
                 boxes=tuple(entry["boxes"]),
                 width=_size(info, "width", entry["where"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from model_maker.core.data import fileio
 from model_maker.core.data.labels import LabelMap
 from model_maker.core.data.source import SourceImage
 from model_maker.core.errors import DataError
@@ -16,18 +17,18 @@ def read_folders(root: str | os.PathLike) -> tuple[LabelMap, list[SourceImage], 
     and the files left out because their name is not an image's (reported, not dropped
     silently)."""
     root = os.fspath(root)
-    if not os.path.isdir(root):
+    if not fileio.isdir(root):
         raise DataError(f"{root}: class folder root not found")
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    classes = sorted(d for d in fileio.listdir(root) if fileio.isdir(fileio.join(root, d)))
     if not classes:
         raise DataError(f"{root}: no class sub-folders")
     images: list[SourceImage] = []
     ignored: list[str] = []
     for name in classes:
-        folder = os.path.join(root, name)
-        files = sorted(f for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f)))
+        folder = fileio.join(root, name)
+        files = sorted(f for f in fileio.listdir(folder) if fileio.isfile(fileio.join(folder, f)))
         chosen = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
-        ignored += [os.path.join(folder, f) for f in files if f not in chosen]
+        ignored += [fileio.join(folder, f) for f in files if f not in chosen]
         if not chosen:
             raise DataError(f"{folder}: class folder holds no image files")
         for file_name in chosen:
@@ -36,8 +37,8 @@ def read_folders(root: str | os.PathLike) -> tuple[LabelMap, list[SourceImage], 
                 SourceImage(
                     image_id=len(images) + 1,
                     file_name=rel,
-                    path=os.path.join(folder, file_name),
-                    origin=os.path.join(folder, file_name),
+                    path=fileio.join(folder, file_name),
+                    origin=fileio.join(folder, file_name),
                     class_label=name,
                 )
             )

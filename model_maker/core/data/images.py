@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model_maker.core.data import fileio
+
 EXIF_ORIENTATION = 0x0112
 # Orientations 5..8 swap width and height.
 _TRANSPOSING = frozenset({5, 6, 7, 8})
@@ -117,8 +119,7 @@ def load_image(
     """
     if not data:
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            data = fileio.read_bytes(path)
         except FileNotFoundError:
             raise ImageReadError("missing_image", f"no file {path}") from None
         except OSError as exc:

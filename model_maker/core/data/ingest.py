@@ -20,21 +20,23 @@ one's message (stats.json lists all of them).
 Outputs in ``output``: ``Split-<name>/data_tfrecord-*.gz``, ``label_map.json``,
 ``<split>_annotations.json`` (COCO ground truth with the records' ids) and
 ``stats.json`` (counts per split and class, every repair and skip).
+
+Inputs and output may be local paths or any URI an installed Beam filesystem
+handles (``gs://``, ``s3://`` ...): the driver and the transforms read and write
+through ``fileio``, the record files through Beam's TFRecord IO.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from model_maker.core.data import coco, folder, summary, tfrecord, voc
+from model_maker.core.data import coco, fileio, folder, summary, tfrecord, voc
 from model_maker.core.data.labels import LabelMap
 from model_maker.core.data.process import (
     ImageSummary,
@@ -111,18 +113,18 @@ class IngestResult:
     stats: dict
 
     def record_pattern(self, split: str) -> str:
-        return os.path.join(self.output, f"Split-{split}", f"{RECORD_PREFIX}-*.gz")
+        return fileio.join(self.output, f"Split-{split}", f"{RECORD_PREFIX}-*.gz")
 
     def annotations_path(self, split: str) -> str:
-        return os.path.join(self.output, summary.annotations_file(split))
+        return fileio.join(self.output, summary.annotations_file(split))
 
     @property
     def label_map_path(self) -> str:
-        return os.path.join(self.output, summary.LABEL_MAP_FILE)
+        return fileio.join(self.output, summary.LABEL_MAP_FILE)
 
     @property
     def stats_path(self) -> str:
-        return os.path.join(self.output, summary.STATS_FILE)
+        return fileio.join(self.output, summary.STATS_FILE)
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ def _plan(options: IngestOptions) -> _Plan:
         return _Plan(ratio_splits, tuple(images), label_map, issues=issues)
     files = tfrecord.list_record_files(options.input, options.split_files)
     splits = tuple(s for s in files if s) or ratio_splits
-    label_map = tfrecord.find_label_map(options.input) if os.path.isdir(options.input) else None
+    label_map = tfrecord.find_label_map(options.input) if fileio.isdir(options.input) else None
     return _Plan(splits, (), label_map, files)
 
 
@@ -336,10 +338,10 @@ def make_pipeline(beam_pipeline_args: Sequence[str] = ()) -> beam.Pipeline:
 
 def _clear_records(output: str, splits: Sequence[str]) -> None:
     # Stale shards of an earlier run would be read as part of this one.
-    for path in glob.glob(os.path.join(output, "Split-*", f"{RECORD_PREFIX}-*")):
-        os.remove(path)
+    for path in fileio.glob(fileio.join(output, "Split-*", f"{RECORD_PREFIX}-*")):
+        fileio.remove(path)
     for split in splits:
-        os.makedirs(os.path.join(output, f"Split-{split}"), exist_ok=True)
+        fileio.makedirs(fileio.join(output, f"Split-{split}"))
 
 
 def _build(p, options: IngestOptions, plan: _Plan) -> None:
@@ -402,12 +404,12 @@ def _build(p, options: IngestOptions, plan: _Plan) -> None:
             | f"Payload[{name}]" >> beam.Map(lambda kv: kv[1])
             | f"Write[{name}]"
             >> beam.io.WriteToTFRecord(
-                os.path.join(options.output, f"Split-{name}", RECORD_PREFIX),
+                fileio.join(options.output, f"Split-{name}", RECORD_PREFIX),
                 file_name_suffix=".gz",
                 num_shards=options.num_shards,
             )
         )
-    info = {"format": options.format, "input": os.path.abspath(options.input)}
+    info = {"format": options.format, "input": fileio.abspath(options.input)}
     _ = (
         outputs[SUMMARY]
         | "CollectSummaries" >> beam.combiners.ToList()
@@ -431,14 +433,12 @@ def _beam_error(exc: Exception) -> str | None:
 
 
 def _result(options: IngestOptions, splits: tuple[str, ...]) -> IngestResult:
-    stats_path = os.path.join(options.output, summary.STATS_FILE)
-    with open(stats_path, encoding="utf-8") as fh:
-        stats = json.load(fh)
+    stats = json.loads(fileio.read_text(fileio.join(options.output, summary.STATS_FILE)))
     issues = tuple(Issue(**i) for i in stats["issues"])
     return IngestResult(
         output=options.output,
         splits=splits,
-        label_map=LabelMap.load(os.path.join(options.output, summary.LABEL_MAP_FILE)),
+        label_map=LabelMap.load(fileio.join(options.output, summary.LABEL_MAP_FILE)),
         images={s: stats["splits"][s]["images"] for s in splits},
         boxes={s: stats["splits"][s]["boxes"] for s in splits},
         issues=issues,

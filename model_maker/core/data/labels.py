@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from model_maker.core.data import fileio
 from model_maker.core.errors import DataError
 
 ID_RULE = (
@@ -107,17 +108,14 @@ class LabelMap:
         return [{"id": c.id, "name": c.name, "supercategory": ""} for c in self.classes]
 
     def save(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(self.to_json(), fh, indent=2)
-            fh.write("\n")
+        fileio.write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LabelMap:
         """Read ``label_map.json`` (this module's format) or a TF OD API ``.pbtxt``."""
         path = os.fspath(path)
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
+            text = fileio.read_text(path)
         except OSError as exc:
             raise DataError(f"{path}: cannot read label map ({exc.strerror})") from None
         if path.endswith(".pbtxt"):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
+from model_maker.core.data import fileio
 from model_maker.core.data.labels import LabelClass, LabelMap
 from model_maker.core.data.process import ImageSummary
 from model_maker.core.data.source import Issue
@@ -102,11 +102,10 @@ def write_outputs(
             entry["images"] += 1
             entry["boxes"] += boxes
 
-    os.makedirs(output, exist_ok=True)
+    fileio.makedirs(output)
     for split, gt in gts.items():
-        with open(os.path.join(output, annotations_file(split)), "w", encoding="utf-8") as fh:
-            json.dump(gt, fh)
-    label_map.save(os.path.join(output, LABEL_MAP_FILE))
+        fileio.write_text(fileio.join(output, annotations_file(split)), json.dumps(gt))
+    label_map.save(fileio.join(output, LABEL_MAP_FILE))
     issues.sort(key=lambda i: (i.kind != "error", i.where, i.kind, i.detail))
     stats = {
         **(info or {}),
@@ -120,7 +119,5 @@ def write_outputs(
             {"kind": i.kind, "where": i.where, "detail": i.detail, "split": i.split} for i in issues
         ],
     }
-    with open(os.path.join(output, STATS_FILE), "w", encoding="utf-8") as fh:
-        json.dump(stats, fh, indent=1)
-        fh.write("\n")
+    fileio.write_text(fileio.join(output, STATS_FILE), json.dumps(stats, indent=1) + "\n")
     return stats

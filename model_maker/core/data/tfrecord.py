@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 
+from model_maker.core.data import fileio
 from model_maker.core.data.images import ImageReadError, load_image
 from model_maker.core.data.labels import LabelMap
 from model_maker.core.data.records import DetectionExample, RecordError, decode_example
@@ -25,8 +26,8 @@ _SKIP_NAMES = frozenset({*LABEL_MAP_FILES, "stats.json"})
 def find_label_map(input_dir: str) -> LabelMap | None:
     """The label map stored beside the records, if any."""
     for name in LABEL_MAP_FILES:
-        path = os.path.join(input_dir, name)
-        if os.path.isfile(path):
+        path = fileio.join(input_dir, name)
+        if fileio.isfile(path):
             return LabelMap.load(path)
     return None
 
@@ -46,36 +47,32 @@ def list_record_files(
     """
     input_dir = os.fspath(input_dir)
     if split_files:
-        import glob
-
         out = {}
         for split, pattern in split_files.items():
-            files = sorted(glob.glob(pattern)) or sorted(
-                glob.glob(os.path.join(input_dir, pattern))
+            files = sorted(fileio.glob(pattern)) or sorted(
+                fileio.glob(fileio.join(input_dir, pattern))
             )
             if not files:
                 raise DataError(f"split {split}: no TFRecord files match {pattern}")
             out[split] = files
         return out
-    if not os.path.isdir(input_dir):
+    if not fileio.isdir(input_dir):
         raise DataError(f"{input_dir}: TFRecord folder not found")
     split_dirs = sorted(
         d
-        for d in os.listdir(input_dir)
-        if d.startswith("Split-") and os.path.isdir(os.path.join(input_dir, d))
+        for d in fileio.listdir(input_dir)
+        if d.startswith("Split-") and fileio.isdir(fileio.join(input_dir, d))
     )
     out = {}
     if split_dirs:
         for d in split_dirs:
-            folder = os.path.join(input_dir, d)
+            folder = fileio.join(input_dir, d)
             out[d[len("Split-") :]] = sorted(
-                os.path.join(folder, f) for f in os.listdir(folder) if _is_record_file(f)
+                fileio.join(folder, f) for f in fileio.listdir(folder) if _is_record_file(f)
             )
     else:
-        files = []
-        for base, _, names in os.walk(input_dir):
-            files += [os.path.join(base, n) for n in names if _is_record_file(n)]
-        out[""] = sorted(files)
+        files = fileio.walk_files(input_dir)
+        out[""] = sorted(f for f in files if _is_record_file(os.path.basename(f)))
     if not any(out.values()):
         raise DataError(f"{input_dir}: no TFRecord files")
     return out

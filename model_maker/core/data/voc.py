@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from model_maker.core.data import fileio
 from model_maker.core.data.source import SourceBox, SourceImage
 from model_maker.core.errors import DataError
 
@@ -41,29 +42,29 @@ class VocItem:
 
 def _folder(dataset_dir: str, *names: str) -> str:
     for name in names:
-        path = os.path.join(dataset_dir, name)
-        if os.path.isdir(path):
+        path = fileio.join(dataset_dir, name)
+        if fileio.isdir(path):
             return path
     raise DataError(f"{dataset_dir}: no {names[0]}/ folder (expected a VOC dataset folder)")
 
 
 def _read_list(path: str) -> list[str]:
     try:
-        with open(path, encoding="utf-8") as fh:
-            # VOC class lists carry a second column (1/-1); the first is the id.
-            return [line.split()[0] for line in fh if line.strip()]
+        lines = fileio.read_text(path).split("\n")
     except OSError as exc:
         raise DataError(f"{path}: cannot read split file ({exc.strerror})") from None
+    # VOC class lists carry a second column (1/-1); the first is the id.
+    return [line.split()[0] for line in lines if line.strip()]
 
 
 def list_voc(dataset_dir: str | os.PathLike, split_files: Mapping[str, str] | None = None):
     """The annotation files of ``dataset_dir`` as ``VocItem`` (sorted by file name)."""
     dataset_dir = os.fspath(dataset_dir)
-    if not os.path.isdir(dataset_dir):
+    if not fileio.isdir(dataset_dir):
         raise DataError(f"{dataset_dir}: VOC dataset folder not found")
     ann_dir = _folder(dataset_dir, ANNOTATIONS_DIR, "Annotations")
     image_dir = _folder(dataset_dir, IMAGES_DIR, "JPEGImages")
-    stems = sorted(f[:-4] for f in os.listdir(ann_dir) if f.lower().endswith(".xml"))
+    stems = sorted(f[:-4] for f in fileio.listdir(ann_dir) if f.lower().endswith(".xml"))
     if not stems:
         raise DataError(f"{ann_dir}: no .xml annotation files")
     ids = {stem: i for i, stem in enumerate(stems, start=1)}
@@ -81,7 +82,7 @@ def list_voc(dataset_dir: str | os.PathLike, split_files: Mapping[str, str] | No
             continue  # not in any listed split: the split files choose the subset
         items.append(
             VocItem(
-                ids[stem], os.path.join(ann_dir, stem + ".xml"), image_dir, split_of.get(stem, "")
+                ids[stem], fileio.join(ann_dir, stem + ".xml"), image_dir, split_of.get(stem, "")
             )
         )
     if len(items) < len(stems):
@@ -110,7 +111,7 @@ def parse_voc(item: VocItem) -> SourceImage:
     """
     path = item.xml_path
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(fileio.read_bytes(path))
     except ET.ParseError as exc:
         line, column = exc.position
         raise DataError(f"{path}:{line}:{column + 1}: malformed XML: {exc.msg}") from None
@@ -142,7 +143,7 @@ def parse_voc(item: VocItem) -> SourceImage:
     return SourceImage(
         image_id=item.image_id,
         file_name=file_name,
-        path=os.path.join(item.image_dir, file_name),
+        path=fileio.join(item.image_dir, file_name),
         origin=f"{path} ({file_name})",
         boxes=tuple(boxes),
         width=width,
