@@ -8,6 +8,9 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# memtest:// (an in-memory Beam filesystem standing in for gs://) for any test module.
+from tests.memtest_fs import mem, store  # noqa: E402, F401 - fixtures
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("QATFLOW_SHARED_DIR", REPO.parent / "shared"))
 

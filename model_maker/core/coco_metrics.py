@@ -37,8 +37,9 @@ def _load_ground_truth(ground_truth: Mapping[str, Any] | str | os.PathLike) -> d
     if isinstance(ground_truth, Mapping):
         data = copy.deepcopy(dict(ground_truth))
     else:
-        with open(os.fspath(ground_truth), encoding="utf-8") as fh:
-            data = json.load(fh)
+        from model_maker.core.data import fileio
+
+        data = json.loads(fileio.read_text(os.fspath(ground_truth)))  # local path or URI
     data.setdefault("info", {})
     data.setdefault("categories", [])
     data.setdefault("images", [])

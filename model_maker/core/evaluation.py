@@ -82,11 +82,13 @@ class EvalSource:
     @classmethod
     def from_image_folder(cls, ground_truth: Mapping[str, Any], folder: str) -> EvalSource:
         """The images of a COCO ground truth, looked up by ``file_name`` in ``folder``."""
+        from model_maker.core.data import fileio
+
         pairs, missing = [], []
         for image in ground_truth.get("images", []):
             name = image.get("file_name") or ""
-            path = os.path.join(folder, name)
-            if name and os.path.isfile(path):
+            path = fileio.join(folder, name)
+            if name and fileio.isfile(path):
                 pairs.append((image["id"], path))
             else:
                 missing.append(name or str(image["id"]))
@@ -115,9 +117,10 @@ def _from_record(serialized: bytes) -> tuple[Any, bytes]:
 
 
 def _from_file(item: tuple[Any, str]) -> tuple[Any, bytes]:
+    from model_maker.core.data import fileio
+
     image_id, path = item
-    with open(path, "rb") as fh:
-        return image_id, fh.read()
+    return image_id, fileio.read_bytes(path)
 
 
 def decode_image(encoded: bytes):
@@ -428,8 +431,9 @@ def evaluate_variants(
       work_dir: intermediate files (see :func:`run_detection`).
     """
     if isinstance(ground_truth, str | os.PathLike):
-        with open(os.fspath(ground_truth), encoding="utf-8") as fh:
-            ground_truth = json.load(fh)
+        from model_maker.core.data import fileio
+
+        ground_truth = json.loads(fileio.read_text(os.fspath(ground_truth)))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must be unique, got {names}")

@@ -27,6 +27,7 @@ Boxes are mapped back by dividing by ``scale`` and clipped to the image.
 
 from __future__ import annotations
 
+import io
 import os
 import statistics
 import time
@@ -150,10 +151,22 @@ def to_original_pixels(
     return Detections(boxes.astype(np.float32), found.classes, found.scores)
 
 
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
 def load_anchors(path: str | os.PathLike) -> np.ndarray:
-    """Anchors ``[A, 4]`` ``(yc, xc, h, w)`` normalised from ``.npy`` or a text table."""
+    """Anchors ``[A, 4]`` ``(yc, xc, h, w)`` normalised from ``.npy`` or a text table.
+
+    ``path`` may be a URI of any Apache Beam filesystem (gs://, s3://, ...).
+    """
     path = os.fspath(path)
-    anchors = np.load(path) if path.endswith(".npy") else np.loadtxt(path, delimiter=",")
+    source: Any = path
+    if _is_uri(path):
+        from model_maker.core.data import fileio
+
+        source = io.BytesIO(fileio.read_bytes(path))
+    anchors = np.load(source) if path.endswith(".npy") else np.loadtxt(source, delimiter=",")
     anchors = np.asarray(anchors, np.float32).reshape(-1, 4)
     return anchors
 
@@ -215,6 +228,11 @@ class TFLiteDetector:
         if (path is None) == (model_content is None):
             raise ValueError("give exactly one of path and model_content")
         self.path = os.fspath(path) if path is not None else None
+        if self.path is not None and _is_uri(self.path):
+            # The interpreter opens local files only; an artifact on gs:// is read first.
+            from model_maker.core.data import fileio
+
+            model_content = fileio.read_bytes(self.path)
         self.num_threads = num_threads
         self.preprocessing = preprocessing
         try:

@@ -95,3 +95,12 @@ def test_detection_on_unknown_image_is_an_error():
     gt = _ground_truth()
     with pytest.raises(ValueError, match="image_id 99"):
         coco_metrics(gt, [{"image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}])
+
+
+def test_ground_truth_read_from_a_beam_filesystem_uri(mem):
+    from model_maker.core.data import fileio
+
+    gt = _ground_truth()
+    path = fileio.join(mem, "eval_annotations.json")
+    fileio.write_text(path, json.dumps(gt))
+    assert coco_metrics(path, _perfect(gt))["AP"] == pytest.approx(1.0)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from model_maker.core.errors import DataError
 from model_maker.core.evaluation import (
     BeamOptions,
     BlessingRule,
@@ -219,3 +220,37 @@ def test_two_worker_processes_give_the_same_metrics(dataset):
     assert n == 6 and sorted(one, key=key) == sorted(two, key=key)
     pids = log.read_text().split()
     assert len(pids) in (1, 2) and len(set(pids)) == len(pids)  # at most once per worker
+
+
+def test_image_folder_and_ground_truth_on_a_beam_filesystem_uri(dataset, mem, tmp_path):
+    # evaluate-tflite with --images/--annotations on gs://: same detections and metrics.
+    from model_maker.core.data import fileio
+
+    remote_images = fileio.join(mem, "images")
+    for path in dataset["images_dir"].iterdir():
+        fileio.write_bytes(fileio.join(remote_images, path.name), path.read_bytes())
+    remote_gt = fileio.join(mem, "annotations.json")
+    fileio.write_text(remote_gt, dataset["annotations"].read_text())
+    factory, _ = _hand_detector(dataset, perfect=False)
+    local = EvalSource.from_image_folder(dataset["gt"], str(dataset["images_dir"]))
+    remote = EvalSource.from_image_folder(dataset["gt"], remote_images)
+    assert all(path.startswith("memtest://") for _, path in remote.images)
+    key = lambda d: (d["image_id"], d["score"], tuple(d["bbox"]))  # noqa: E731
+    from_local, n1 = run_detection(factory, local)
+    from_remote, n2 = run_detection(factory, remote)
+    assert n1 == n2 == 6 and sorted(from_local, key=key) == sorted(from_remote, key=key)
+    results = [
+        evaluate_variants(
+            [Variant("hand", factory)],
+            remote,
+            gt,
+            str(tmp_path / name),
+            rule=BlessingRule(candidate="hand"),
+            latency_runs=0,
+        )
+        for name, gt in (("local", str(dataset["annotations"])), ("remote", remote_gt))
+    ]
+    assert results[0].variants[0]["metrics"] == results[1].variants[0]["metrics"]
+    assert 0.0 < results[1].variants[0]["metrics"]["AP"] < 1.0
+    with pytest.raises(DataError, match="not in memtest://"):
+        EvalSource.from_image_folder(dataset["gt"], fileio.join(mem, "empty"))

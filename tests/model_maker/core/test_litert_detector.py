@@ -159,3 +159,25 @@ def test_outputs_without_signature_are_matched_by_shape_and_op_output_names():
     assert unnamed.boxes == 7 and unnamed.num == 10 and sorted(unnamed.ambiguous) == [8, 9]
     with pytest.raises(DataError, match="by shape"):
         TFLiteDetector._outputs_by_shape({"a": 7, "b": 8}, {7: (1, 10, 4), 8: (1, 10)})
+
+
+def test_model_and_anchors_read_from_a_beam_filesystem_uri(models, mem):
+    # On Kubeflow the TFLite artifact is on gs://; the interpreter only opens local files.
+    from model_maker.core.data import fileio
+
+    remote = {}
+    for name in ("float32", "raw", "anchors"):
+        remote[name] = fileio.join(mem, models[name].name)
+        fileio.write_bytes(remote[name], models[name].read_bytes())
+    local = TFLiteDetector(models["float32"]).detect(_wide_image())
+    found = TFLiteDetector(remote["float32"]).detect(_wide_image())
+    _check_wide(found)
+    np.testing.assert_array_equal(found.boxes_yxyx, local.boxes_yxyx)
+    raw = TFLiteDetector(
+        remote["raw"],
+        anchors=remote["anchors"],
+        max_detections=10,
+        score_threshold=SPEC.score_threshold,
+    )
+    np.testing.assert_allclose(raw.detect(_wide_image()).boxes_yxyx, local.boxes_yxyx, atol=1e-4)
+    assert raw.path == remote["raw"]
