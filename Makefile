@@ -98,17 +98,25 @@ $(PODMAN) $(BUILDAH) $(DEBOOTSTRAP):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(notdir $@) >/dev/null
 
+# The ImageNet backbones the images carry (uri: imagenet works inside them, offline):
+# staged inside the build context, without the test-only reference files.
+IMAGE_PRETRAINED := .tools/image-pretrained
+$(IMAGE_PRETRAINED)/manifest.json: $(PRETRAINED_DIR)/manifest.json
+	rm -rf $(IMAGE_PRETRAINED) && mkdir -p $(IMAGE_PRETRAINED)
+	cp $(PRETRAINED_DIR)/manifest.json $(wildcard $(PRETRAINED_DIR)/efficientnet-lite[0-9].npz) \
+	  $(IMAGE_PRETRAINED)/
+
 images: image-cpu image-gpu image-tpu ## build the cpu, gpu and tpu images (docker or podman; BASE_IMAGE=...)
-image-cpu: | $(ENGINE) ## build qatflow-cpu:<version> (ExampleGen, converter, evaluator, pusher)
+image-cpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-cpu:<version> (ExampleGen, converter, evaluator, pusher)
 	$(IMAGE_BUILD) -t qatflow-cpu:$(IMAGE_TAG) .
-image-gpu: | $(ENGINE) ## build qatflow-gpu:<version> (trainers; CUDA from tensorflow[and-cuda])
+image-gpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-gpu:<version> (trainers; CUDA from tensorflow[and-cuda])
 	$(IMAGE_BUILD) --build-arg EXTRAS=gpu -t qatflow-gpu:$(IMAGE_TAG) .
-image-tpu: | $(ENGINE) ## build qatflow-tpu:<version> (the CPU stack: no tensorflow-tpu for TF 2.21)
+image-tpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-tpu:<version> (the CPU stack: no tensorflow-tpu for TF 2.21)
 	$(IMAGE_BUILD) -t qatflow-tpu:$(IMAGE_TAG) .
 
 # Debian bookworm base from debootstrap (cached in .tools/), the CPU image on it, then
 # one real component (ExampleGen) through TFX's Kubeflow V2 entrypoint inside it.
-container-smoke: $(STAMP) | $(PODMAN) $(BUILDAH) $(DEBOOTSTRAP) ## build the CPU image here, run ExampleGen in it
+container-smoke: $(STAMP) $(IMAGE_PRETRAINED)/manifest.json | $(PODMAN) $(BUILDAH) $(DEBOOTSTRAP) ## build the CPU image here, run ExampleGen in it
 	PY=$(PY) IMAGE_TAG=$(IMAGE_TAG) CA_BUNDLE=$(CA_BUNDLE) containers/smoke.sh
 
 clean: ## remove the venv, caches and run outputs

@@ -90,6 +90,14 @@ mapfile -d '' argv < <("$PY" -c \
   "$WORK/command.json")
 t0=$(date +%s)
 buildah run --isolation chroot -v "$WORK:/smoke" "$ctr" -- id | tee "$WORK/id.txt"
+# The offline ImageNet backbones are in the image, where `uri: imagenet` looks for them.
+buildah run --isolation chroot "$ctr" -- python -c '
+import numpy as np
+from model_maker.object_detector.pretrained_cache import OFFLINE_BACKBONES, require_file, weights_file
+for name in OFFLINE_BACKBONES:
+    path = require_file(weights_file(name))
+    print(name, path, len(np.load(path).files), "arrays")
+' | tee "$WORK/pretrained.txt"
 if ! buildah run --isolation chroot -v "$WORK:/smoke" "$ctr" -- "${argv[@]}" \
   >"$WORK/component.log" 2>&1; then
   tail -40 "$WORK/component.log"
