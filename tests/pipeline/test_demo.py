@@ -48,4 +48,11 @@ def test_make_run_demo_float_ap50_at_least_half_and_int8_variants_measured(tmp_p
     shown = {r[0].strip(): r[header.index("AP")].strip() for r in rows if r[0].strip() in VARIANTS}
     for name in VARIANTS:
         assert float(shown[name]) == pytest.approx(100 * ap[name], abs=0.006), shown
-    assert latest["blessed"] and pathlib.Path(latest["pushed"]).is_dir(), latest
+    # The gate follows the numbers (default rule: qat_int8 AP >= float AP - 1 point);
+    # QAT varies by a few points from run to run, so either outcome can happen.
+    blessed = ap["qat_int8"] >= ap["keras_float"] - 0.01
+    assert latest["blessed"] == blessed, (latest, ap)
+    if blessed:
+        assert pathlib.Path(latest["pushed"]).is_dir(), latest
+    else:
+        assert not latest["pushed"] and "not blessed" in latest["push_reason"], latest
