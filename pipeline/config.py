@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from model_maker.core.hparams import HParamsError, parse_hparams, parse_scalar, suggest
-from model_maker.object_detector.pretrained_cache import check_offline
+from model_maker.object_detector.pretrained_cache import check_offline, is_imagenet_uri
 
 
 class ConfigError(ValueError):
@@ -422,6 +422,17 @@ def _check_choice(key: str, value: Any, allowed: Sequence[str]) -> None:
         )
 
 
+def offline_backbone(model: ModelConfig) -> str:
+    """The offline ImageNet backbone ``model.uri`` loads (``efficientnet-liteN``), or "".
+
+    Raises:
+      ValueError: the uri asks for ImageNet weights the model's backbone has none of.
+    """
+    if model.task != "object_detection" or not is_imagenet_uri(model.uri):
+        return ""
+    return check_offline(model.name.replace("efficientdet", "efficientnet"))
+
+
 def _check_range(key: str, value: float, low: float, high: float | None = None) -> None:
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
@@ -474,12 +485,10 @@ def validate(config: PipelineConfig) -> None:
                 "own size"
             )
     _check_range("model.image_size", config.model.image_size, 0)
-    imagenet = config.model.uri == "imagenet" or config.model.uri.startswith("pretrained://")
-    if config.model.task == "object_detection" and imagenet:
-        try:
-            check_offline(config.model.name.replace("efficientdet", "efficientnet"))
-        except ValueError as exc:
-            raise ConfigError(f"model.uri: {exc}") from None
+    try:
+        offline_backbone(config.model)
+    except ValueError as exc:
+        raise ConfigError(f"model.uri: {exc}") from None
     _check_range("model.tflite_max_detections", config.model.tflite_max_detections, 1)
 
     _check_range("train.epochs", config.train.epochs, 1)

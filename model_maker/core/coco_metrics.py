@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from model_maker.core.data import fileio
+
 LOG = logging.getLogger("qatflow")
 
 #: Keys of the summary metrics, in the order of ``COCOeval.stats``.
@@ -37,8 +39,6 @@ def _load_ground_truth(ground_truth: Mapping[str, Any] | str | os.PathLike) -> d
     if isinstance(ground_truth, Mapping):
         data = copy.deepcopy(dict(ground_truth))
     else:
-        from model_maker.core.data import fileio
-
         data = json.loads(fileio.read_text(os.fspath(ground_truth)))  # local path or URI
     data.setdefault("info", {})
     data.setdefault("categories", [])

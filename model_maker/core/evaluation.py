@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from model_maker.core.coco_metrics import PER_CLASS_PREFIX, SUMMARY_KEYS, coco_metrics
+from model_maker.core.data import fileio
 from model_maker.core.errors import DataError
 
 LOG = logging.getLogger("qatflow")
@@ -82,8 +83,6 @@ class EvalSource:
     @classmethod
     def from_image_folder(cls, ground_truth: Mapping[str, Any], folder: str) -> EvalSource:
         """The images of a COCO ground truth, looked up by ``file_name`` in ``folder``."""
-        from model_maker.core.data import fileio
-
         pairs, missing = [], []
         for image in ground_truth.get("images", []):
             name = image.get("file_name") or ""
@@ -117,8 +116,6 @@ def _from_record(serialized: bytes) -> tuple[Any, bytes]:
 
 
 def _from_file(item: tuple[Any, str]) -> tuple[Any, bytes]:
-    from model_maker.core.data import fileio
-
     image_id, path = item
     return image_id, fileio.read_bytes(path)
 
@@ -431,8 +428,6 @@ def evaluate_variants(
       work_dir: intermediate files (see :func:`run_detection`).
     """
     if isinstance(ground_truth, str | os.PathLike):
-        from model_maker.core.data import fileio
-
         ground_truth = json.loads(fileio.read_text(os.fspath(ground_truth)))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):

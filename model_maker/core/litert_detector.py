@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from model_maker.core.data import fileio
 from model_maker.core.errors import DataError
 
 
@@ -151,10 +152,6 @@ def to_original_pixels(
     return Detections(boxes.astype(np.float32), found.classes, found.scores)
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
 def load_anchors(path: str | os.PathLike) -> np.ndarray:
     """Anchors ``[A, 4]`` ``(yc, xc, h, w)`` normalised from ``.npy`` or a text table.
 
@@ -162,9 +159,7 @@ def load_anchors(path: str | os.PathLike) -> np.ndarray:
     """
     path = os.fspath(path)
     source: Any = path
-    if _is_uri(path):
-        from model_maker.core.data import fileio
-
+    if fileio.is_remote(path):
         source = io.BytesIO(fileio.read_bytes(path))
     anchors = np.load(source) if path.endswith(".npy") else np.loadtxt(source, delimiter=",")
     anchors = np.asarray(anchors, np.float32).reshape(-1, 4)
@@ -228,10 +223,8 @@ class TFLiteDetector:
         if (path is None) == (model_content is None):
             raise ValueError("give exactly one of path and model_content")
         self.path = os.fspath(path) if path is not None else None
-        if self.path is not None and _is_uri(self.path):
+        if self.path is not None and fileio.is_remote(self.path):
             # The interpreter opens local files only; an artifact on gs:// is read first.
-            from model_maker.core.data import fileio
-
             model_content = fileio.read_bytes(self.path)
         self.num_threads = num_threads
         self.preprocessing = preprocessing

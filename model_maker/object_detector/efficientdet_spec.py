@@ -49,12 +49,9 @@ from model_maker.object_detector.dataloader import InputOptions, make_dataset
 from model_maker.object_detector.losses import DetectionLoss
 from model_maker.object_detector.model import PART_PATTERNS, build_efficientdet_lite
 from model_maker.object_detector.model_config import EfficientDetLiteConfig, get_model_config
-from model_maker.object_detector.model_io import (
-    TrainedModelConfig,
-    is_imagenet_uri,
-    load_pretrained_weights,
-)
+from model_maker.object_detector.model_io import TrainedModelConfig, load_pretrained_weights
 from model_maker.object_detector.postprocess import postprocess_global, postprocess_per_class
+from model_maker.object_detector.pretrained_cache import is_imagenet_uri
 from model_maker.object_detector.target_assigner import assign_targets
 
 LOG = logging.getLogger("qatflow")

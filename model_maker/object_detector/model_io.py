@@ -45,7 +45,11 @@ import tf_keras as keras
 from model_maker.object_detector.model import build_efficientdet_lite
 from model_maker.object_detector.model_config import get_model_config
 from model_maker.object_detector.pretrained_backbone import load_imagenet_backbone
-from model_maker.object_detector.pretrained_cache import canonical_backbone
+from model_maker.object_detector.pretrained_cache import (
+    canonical_backbone,
+    imagenet_backbone_name,
+    is_imagenet_uri,
+)
 
 LOG = logging.getLogger("qatflow")
 
@@ -53,8 +57,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.h5"
 KERAS_SUBDIR = "keras"
 #: ``uri`` values of the offline ImageNet backbone route.
-IMAGENET_URI = "imagenet"
-PRETRAINED_SCHEME = "pretrained://"
 
 
 @dataclass(frozen=True)
@@ -213,34 +215,12 @@ def _module_variables(module: Any) -> list[tf.Variable]:
     return list(seen.values())
 
 
-def is_imagenet_uri(uri: str) -> bool:
-    """Whether ``uri`` asks for the offline ImageNet backbone (``imagenet`` or ``pretrained://``)."""
-    return uri == IMAGENET_URI or uri.startswith(PRETRAINED_SCHEME)
-
-
 def _model_backbone(model: keras.Model) -> str:
     """``efficientnet-liteN`` from the name of the model's stem conv layer."""
     for layer in model.layers:
         if layer.name.startswith("efficientnet") and layer.name.endswith("_stem_conv"):
             return canonical_backbone(layer.name[: -len("_stem_conv")])
     raise ValueError(f"{model.name} has no EfficientNet backbone (no *_stem_conv layer)")
-
-
-def imagenet_backbone_name(uri: str, backbone_name: str) -> str:
-    """The backbone an ImageNet ``uri`` loads into a model whose backbone is ``backbone_name``.
-
-    Raises:
-      ValueError: ``pretrained://<name>`` names another backbone than the model's.
-    """
-    model_backbone = canonical_backbone(backbone_name)
-    if uri.startswith(PRETRAINED_SCHEME):
-        asked = canonical_backbone(uri[len(PRETRAINED_SCHEME) :])
-        if asked != model_backbone:
-            raise ValueError(
-                f"uri {uri!r} names backbone {asked!r} but the model's backbone is "
-                f"{model_backbone!r}; use uri='imagenet' for the model's own backbone"
-            )
-    return model_backbone
 
 
 def load_pretrained_weights(model: keras.Model, uri: str, backbone_name: str | None = None) -> int:

@@ -36,6 +36,9 @@ OFFLINE_BACKBONES: tuple[str, ...] = (
     "efficientnet-lite2",
 )
 MANIFEST_FILE = "manifest.json"
+#: ``uri`` values that ask for these weights: the model's own backbone, or a named one.
+IMAGENET_URI = "imagenet"
+PRETRAINED_SCHEME = "pretrained://"
 #: Input normalisation the ImageNet EfficientNet-Lite weights were trained with
 #: (TensorFlow's EfficientNet-Lite: inception-style mean/std), the detector's too.
 MEAN_RGB = 127.0
@@ -57,6 +60,28 @@ def default_cache_dir() -> str:
 def canonical_backbone(name: str) -> str:
     """``efficientnet_lite0`` / ``EfficientNet-Lite0`` -> ``efficientnet-lite0``."""
     return name.strip().lower().replace("_", "-")
+
+
+def is_imagenet_uri(uri: str) -> bool:
+    """Whether ``uri`` asks for the offline ImageNet backbone (``imagenet`` or ``pretrained://``)."""
+    return uri == IMAGENET_URI or uri.startswith(PRETRAINED_SCHEME)
+
+
+def imagenet_backbone_name(uri: str, backbone_name: str) -> str:
+    """The backbone an ImageNet ``uri`` loads into a model whose backbone is ``backbone_name``.
+
+    Raises:
+      ValueError: ``pretrained://<name>`` names another backbone than the model's.
+    """
+    model_backbone = canonical_backbone(backbone_name)
+    if uri.startswith(PRETRAINED_SCHEME):
+        asked = canonical_backbone(uri[len(PRETRAINED_SCHEME) :])
+        if asked != model_backbone:
+            raise ValueError(
+                f"uri {uri!r} names backbone {asked!r} but the model's backbone is "
+                f"{model_backbone!r}; use uri='imagenet' for the model's own backbone"
+            )
+    return model_backbone
 
 
 def check_offline(backbone_name: str) -> str:

@@ -25,17 +25,15 @@ def check_local_weights(config) -> None:
         require_file,
         weights_file,
     )
+    from pipeline.config import offline_backbone
 
-    uri = config.model.uri
-    if config.model.task != "object_detection":
+    backbone = offline_backbone(config.model)
+    if not backbone:
         return
-    if uri != "imagenet" and not uri.startswith("pretrained://"):
-        return
-    backbone = config.model.name.replace("efficientdet", "efficientnet")
     try:
         require_file(weights_file(backbone))
     except PretrainedWeightsMissing as exc:
-        raise UsageError(f"model.uri {uri!r}: {exc}") from None
+        raise UsageError(f"model.uri {config.model.uri!r}: {exc}") from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

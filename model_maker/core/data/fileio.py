@@ -28,11 +28,16 @@ import glob as _glob
 import io
 import os
 import re
-
-from apache_beam.io.filesystem import CompressionTypes, FileSystem
-from apache_beam.io.filesystems import FileSystems
+from typing import TYPE_CHECKING
 
 from model_maker.core.errors import DataError
+
+if TYPE_CHECKING:
+    from apache_beam.io.filesystem import FileSystem
+
+#: ``scheme://`` at the start of a path: Beam's own rule (``FileSystems.get_scheme``),
+#: checked here so that local paths never import Apache Beam (about 5 s).
+_SCHEME = re.compile(r"^([a-zA-Z][-a-zA-Z0-9+.]*)://")
 
 __all__ = [
     "abspath",
@@ -55,14 +60,17 @@ __all__ = [
 
 def is_remote(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a ``scheme://`` URI (handled by a Beam filesystem)."""
-    return FileSystems.get_scheme(os.fspath(path)) is not None
+    return _SCHEME.match(os.fspath(path).strip()) is not None
 
 
 def _filesystem(path: str) -> FileSystem | None:
     """The Beam filesystem of a URI, or None for a local path."""
-    scheme = FileSystems.get_scheme(path)
-    if scheme is None:
+    match = _SCHEME.match(path.strip())
+    if match is None:
         return None
+    scheme = match.group(1)
+    from apache_beam.io.filesystems import FileSystems
+
     try:
         return FileSystems.get_filesystem(path)
     except ValueError:
@@ -96,6 +104,11 @@ def _os_error(path: str, exc: Exception, fs: FileSystem) -> OSError:
         missing = False
     if missing:
         return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    return _failure(path, exc)
+
+
+def _failure(path: str, exc: Exception) -> OSError:
+    """``exc`` of a filesystem client as an ``OSError`` naming ``path``."""
     detail = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
     return OSError(getattr(exc, "errno", None) or errno.EIO, detail, path)
 
@@ -127,6 +140,8 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     if fs is None:
         with open(path, "rb") as fh:
             return fh.read()
+    from apache_beam.io.filesystem import CompressionTypes
+
     try:
         with fs.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
             return fh.read()
@@ -161,12 +176,13 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with open(path, "wb") as fh:
             fh.write(data)
         return
+    from apache_beam.io.filesystem import CompressionTypes
+
     try:
         with fs.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
             fh.write(data)
     except Exception as exc:  # every client library raises its own types
-        detail = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
-        raise OSError(getattr(exc, "errno", None) or errno.EIO, detail, path) from exc
+        raise _failure(path, exc) from exc
 
 
 def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
