@@ -106,7 +106,7 @@ $(IMAGE_PRETRAINED)/manifest.json: $(PRETRAINED_DIR)/manifest.json
 	cp $(PRETRAINED_DIR)/manifest.json $(wildcard $(PRETRAINED_DIR)/efficientnet-lite[0-9].npz) \
 	  $(IMAGE_PRETRAINED)/
 
-images: image-cpu image-gpu image-tpu ## build the cpu, gpu and tpu images (docker or podman; BASE_IMAGE=...)
+images: image-cpu image-gpu image-tpu ## build the cpu, gpu and tpu images, ImageNet backbones inside (docker or podman; BASE_IMAGE=...)
 image-cpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-cpu:<version> (ExampleGen, converter, evaluator, pusher)
 	$(IMAGE_BUILD) -t qatflow-cpu:$(IMAGE_TAG) .
 image-gpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-gpu:<version> (trainers; CUDA from tensorflow[and-cuda])
