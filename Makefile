@@ -14,7 +14,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: help install run test test-all lint bench clean images image-cpu image-gpu image-tpu \
-	container-smoke pretrained
+	container-smoke pretrained mediapipe
 
 help: ## show this help
 	@echo "qatflow: EfficientDet-Lite + QAT -> int8 TFLite, as a TFX pipeline"
@@ -54,6 +54,16 @@ $(PRETRAINED_DIR)/manifest.json: $(TORCH_VENV)/.installed model_maker/object_det
 	$(TORCH_VENV)/bin/python -m model_maker.object_detector.torch_export --output $(PRETRAINED_DIR)
 pretrained: $(PRETRAINED_DIR)/manifest.json ## convert ImageNet EfficientNet-Lite0/1/2 (PyTorch, own venv) into the cache (uri: imagenet)
 
+# MediaPipe Tasks (the runtime that reads TFLite metadata) in its own venv: it pins protobuf 4,
+# so it never enters .venv / uv.lock; tools/mediapipe_check.py runs in it, called by the tests.
+MEDIAPIPE_VENV := .tools/mediapipe-venv
+MEDIAPIPE_PIP_PINS := mediapipe==0.10.14
+$(MEDIAPIPE_VENV)/.installed:
+	$(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/pip install --quiet $(MEDIAPIPE_PIP_PINS)
+	@touch $@
+mediapipe: $(MEDIAPIPE_VENV)/.installed ## build .tools/mediapipe-venv (mediapipe 0.10.14, own venv) for the TFLite metadata checks
+
 DEMO_IMAGES ?= 200
 run: $(STAMP) pretrained ## install if needed, convert the ImageNet backbone, make the synthetic demo data, run the whole pipeline
 	@[ -f $(RUN_ROOT)/data/annotations.json ] || \
@@ -61,16 +71,17 @@ run: $(STAMP) pretrained ## install if needed, convert the ImageNet backbone, ma
 	$(VENV)/bin/qatflow run --config configs/demo.yaml --set runner.pipeline_root=$(RUN_ROOT) \
 	  --set data.input=$(RUN_ROOT)/data/images --set data.annotations=$(RUN_ROOT)/data/annotations.json
 
-test: $(STAMP) $(CHROMIUM) pretrained ## install if needed, then run the fast test suite
+test: $(STAMP) $(CHROMIUM) pretrained mediapipe ## install if needed (MediaPipe side venv included), then run the fast test suite
 	$(PY) -m pytest
 
-test-all: $(STAMP) $(CHROMIUM) pretrained ## every test, slow and end-to-end included, then container-smoke
+test-all: $(STAMP) $(CHROMIUM) pretrained mediapipe ## every test, slow and end-to-end included, then container-smoke
 	$(PY) -m pytest -m ""
 	$(MAKE) container-smoke
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check and format check; the layering contract (tests/test_layering.py)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/python tests/test_layering.py
 
 bench: $(STAMP) ## run the benchmarks in bench/ (tables on stdout, JSON in bench/results/)
 	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }

@@ -62,6 +62,7 @@ def main() -> None:
     started = machine_info("tensorflow", "tf-keras")
 
     from model_maker.core.data.ingest import IngestOptions, ingest
+    from model_maker.core.options import ModelOptions, TrainOptions
     from model_maker.object_detector.dataloader import DataLoader
     from model_maker.object_detector.trainer import TrainerOptions, build_spec
 
@@ -76,16 +77,20 @@ def main() -> None:
     train = DataLoader.from_examples(str(examples), "train")
     val = DataLoader.from_examples(str(examples), "eval")
     options = TrainerOptions(
-        model_name="efficientdet_lite0",
-        uri=args.uri,
-        hparams={"map_freq": args.map_freq or args.epochs},
-        image_size=args.image_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        warmup_epochs=args.warmup_epochs,
-        moving_average_decay=0.0,
-        var_freeze_expr=args.freeze,
+        model=ModelOptions(
+            name="efficientdet_lite0",
+            uri=args.uri,
+            hparams={"map_freq": args.map_freq or args.epochs},
+            image_size=args.image_size,
+        ),
+        train=TrainOptions(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            warmup_epochs=args.warmup_epochs,
+            moving_average_decay=0.0,
+            var_freeze_expr=args.freeze,
+        ),
     )
     spec = build_spec(options, train.label_map, str(work / f"run_{int(time.time())}"))
     steps_per_epoch = max(math.ceil(train.size / args.batch_size), 1)

@@ -55,6 +55,7 @@ def main() -> None:
     started = machine_info("tensorflow", "tf-keras", "tensorflow-model-optimization")
 
     from model_maker.core.data.ingest import IngestOptions, ingest
+    from model_maker.core.options import ModelOptions, TrainOptions
     from model_maker.core.qat import QATHParams
     from model_maker.object_detector.dataloader import DataLoader
     from model_maker.object_detector.model_io import load_trained_model
@@ -76,14 +77,16 @@ def main() -> None:
             str(float_dir),
             str(work / "float_run"),
             TrainerOptions(
-                model_name="efficientdet_lite0",
-                uri=args.uri,
-                image_size=args.image_size,
-                epochs=args.float_epochs,
-                batch_size=args.batch_size,
-                learning_rate=0.08 * args.batch_size / 64 * 4,
-                var_freeze_expr="",
-                moving_average_decay=0.0,
+                model=ModelOptions(
+                    name="efficientdet_lite0", uri=args.uri, image_size=args.image_size
+                ),
+                train=TrainOptions(
+                    epochs=args.float_epochs,
+                    batch_size=args.batch_size,
+                    learning_rate=0.08 * args.batch_size / 64 * 4,  # the peak at this batch
+                    var_freeze_expr="",
+                    moving_average_decay=0.0,
+                ),
             ),
         )
     float_s = time.perf_counter() - t0

@@ -15,6 +15,7 @@ from tfx.dsl.components.base import base_beam_executor
 
 def runs_locally(beam_pipeline_args: list[str]) -> bool:
     """True when the args choose no runner or the DirectRunner."""
+    # deferred: Apache Beam is heavy; only this path needs it
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from model_maker.core.data.ingest import DIRECT_RUNNERS

@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import json
 import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
+import plotly
 from flask import Flask, abort, jsonify, render_template, request, send_file, url_for
 from werkzeug.exceptions import HTTPException
 
 from dashboard import charts, files, store, tensorboard
+from model_maker.core.metrics_document import SUMMARY_KEYS
+from pipeline.run_summary import read_latest_run
 
 EXTENSION = "qatflow_dashboard"
-SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100")
 _CACHE_SIZE = 2048
 
 
@@ -434,8 +435,6 @@ def create_app(root: str, *, per_page: int = 50) -> Flask:
 
     @app.get("/vendor/plotly.min.js")
     def plotly_js():
-        import plotly
-
         path = os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
         return send_file(path, mimetype="text/javascript", max_age=86400)
 
@@ -449,13 +448,9 @@ def _resolved_config(ref: store.StoreRef, run_id: str) -> str:
     their exec properties.
     """
     root = ref.pipeline_root
-    try:
-        with open(os.path.join(root, "latest_run.json"), encoding="utf-8") as fh:
-            latest = json.load(fh)
-    except (OSError, ValueError):
-        return ""
+    latest = read_latest_run(root)
     path = os.path.join(root, "config.yaml")
-    if isinstance(latest, dict) and latest.get("run_id") == run_id and os.path.isfile(path):
+    if latest.get("run_id") == run_id and os.path.isfile(path):
         return path
     return ""
 

@@ -13,6 +13,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import plotly.graph_objects as go
+
 from dashboard.store import RunDetail, levels
 from dashboard.tensorboard import Series
 
@@ -42,8 +44,6 @@ def _points(value: Any) -> float | None:
 
 def dag(detail: RunDetail) -> dict[str, Any]:
     """The component DAG: one marker per execution (colour = state), arrows for lineage."""
-    import plotly.graph_objects as go
-
     depth = levels(detail)
     rows: dict[int, int] = {}
     position: dict[str, tuple[float, float]] = {}
@@ -117,8 +117,6 @@ def _variants(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def tradeoff(metrics: Mapping[str, Any], x: str) -> dict[str, Any]:
     """AP (points) against model size (``x="size"``, MB) or median latency (``x="latency"``, ms)."""
-    import plotly.graph_objects as go
-
     xs, ys, names = [], [], []
     for entry in _variants(metrics):
         ap = _points((entry.get("metrics") or {}).get("AP"))
@@ -160,8 +158,6 @@ def tradeoff(metrics: Mapping[str, Any], x: str) -> dict[str, Any]:
 
 def per_class(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """AP per class, one bar group per class and one bar per variant."""
-    import plotly.graph_objects as go
-
     variants = _variants(metrics)
     classes = sorted(
         {k for v in variants for k in (v.get("metrics") or {}) if k.startswith(PER_CLASS_PREFIX)}
@@ -195,8 +191,6 @@ def _group(series: Series) -> str:
 
 def training(curves: Sequence[tuple[str, Sequence[Series]]]) -> list[dict[str, Any]]:
     """Loss, learning rate, AP (and other) charts; one line per component, split and tag."""
-    import plotly.graph_objects as go
-
     groups: dict[str, list[tuple[str, Series]]] = {}
     for component, series_list in curves:
         for series in series_list:
@@ -238,8 +232,6 @@ def _spans_decades(members: Sequence[tuple[str, Series]]) -> bool:
 
 def compare_ap(a_label: str, a: Mapping[str, Any], b_label: str, b: Mapping[str, Any]) -> dict:
     """AP of every variant of two runs, side by side."""
-    import plotly.graph_objects as go
-
     names = list(dict.fromkeys(v["variant"] for m in (a, b) for v in _variants(m)))
 
     def values(metrics: Mapping[str, Any]) -> list[float | None]:

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from model_maker.core.metrics_document import candidate_metric, read_metrics
+
 STORE_FILE = "metadata.sqlite"
 PIPELINE_CONTEXT = "pipeline"
 RUN_CONTEXT = "pipeline_run"
@@ -265,6 +267,7 @@ def _value(value: Any) -> Any:
         return None
     raw = getattr(value, kind)
     if kind in ("struct_value", "proto_value"):
+        # deferred: protobuf takes ~0.1 s, and `qatflow --help` imports this module
         from google.protobuf import json_format
 
         return json_format.MessageToDict(raw)
@@ -338,25 +341,9 @@ def _config_value(value: Any) -> Any:
     return value
 
 
-def read_metrics(evaluation_uri: str) -> dict[str, Any]:
-    """metrics.json of an evaluation folder ({} when missing or not JSON)."""
-    path = os.path.join(evaluation_uri, "metrics.json")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
 def candidate_ap(metrics: Mapping[str, Any]) -> tuple[str, float | None]:
     """(candidate variant, its AP) from a metrics.json document."""
-    candidate = str(metrics.get("candidate") or "")
-    for entry in metrics.get("variants") or []:
-        if isinstance(entry, Mapping) and entry.get("variant") == candidate:
-            value = (entry.get("metrics") or {}).get("AP")
-            return candidate, float(value) if isinstance(value, int | float) else None
-    return candidate, None
+    return candidate_metric(metrics, "AP")
 
 
 # --- the reader ----------------------------------------------------------------------------
@@ -375,6 +362,7 @@ class MetadataReader:
         with open(path, "rb") as fh:
             if fh.read(16) != b"SQLite format 3\x00":
                 raise StoreError("corrupt", path, f"{path} is not an SQLite database")
+        # deferred: ML Metadata is heavy (~0.6 s); listing stores and `--help` do without it
         from ml_metadata.metadata_store import metadata_store
         from ml_metadata.proto import metadata_store_pb2
 
@@ -527,7 +515,7 @@ class MetadataReader:
         return self._with_outputs(detail)
 
     def _artifact_info(self, artifact: Any, event: Any, producer: str) -> ArtifactInfo:
-        from ml_metadata.proto import metadata_store_pb2
+        from ml_metadata.proto import metadata_store_pb2  # deferred: ML Metadata is heavy
 
         key = next((s.key for s in event.path.steps if s.WhichOneof("value") == "key"), "")
         return ArtifactInfo(

@@ -55,7 +55,7 @@ def _scalar(value) -> float | None:
     if kind == "simple_value":
         return float(value.simple_value)
     if kind == "tensor":
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow is heavy; only tensor summaries need it
 
         array = tf.make_ndarray(value.tensor)
         if array.size == 1 and array.dtype.kind in "fiu":
@@ -65,7 +65,7 @@ def _scalar(value) -> float | None:
 
 def read_file(path: str) -> dict[str, list[tuple[int, float]]]:
     """tag -> [(step, value)] of one event file; a truncated file gives what was read."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow takes seconds; the dashboard starts without it
 
     out: dict[str, list[tuple[int, float]]] = {}
     try:

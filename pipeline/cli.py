@@ -1,9 +1,16 @@
 """The ``qatflow`` command line: one grammar for every subcommand.
 
 Every subcommand takes ``-v``/``--quiet``; those that read the pipeline config
-take ``--config FILE`` and repeated ``--set key.sub=value``. Usage and config
-errors exit with code 2 and one line on stderr; failures caused by input data
-exit with code 1 and one line; ``-v`` adds the traceback.
+take ``--config FILE`` and repeated ``--set key.sub=value``. A failure is one
+line on stderr (``-v`` adds the traceback) and an exit code taken from the
+error's type alone, through :attr:`QatflowError.exit_code`: 2 for usage, config
+and settings errors (:class:`UsageError` and its subclasses), 1 for data and
+runtime errors; any other exception exits with 1 and names its type.
+
+This module sits on top: it imports the subcommand modules
+(``pipeline.commands``), which never import it. They are light at import time
+(each defers TensorFlow, Beam and the rest to the function that runs the
+command), so ``qatflow --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from model_maker.core.errors import QatflowError, UsageError
-from model_maker.core.hparams import HParamsError
-from pipeline.config import ConfigError, PipelineConfig, dump_yaml, load_config, write_resolved
+from pipeline.commands import dashboard, data, evaluate_tflite, run
+from pipeline.commands.common import add_config_args, config_from_args
+from pipeline.config import dump_yaml, write_resolved
 
 PROG = "qatflow"
 LOG = logging.getLogger("qatflow")
@@ -54,23 +62,6 @@ def _add_verbosity(parser: argparse.ArgumentParser, top: bool) -> None:
         default=False if top else argparse.SUPPRESS,
         help="only warnings and errors; no progress bars",
     )
-
-
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """Give a subcommand ``--config`` and ``--set``."""
-    parser.add_argument("--config", metavar="FILE", help="pipeline config YAML (see configs/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config value, e.g. --set train.epochs=3 (repeatable)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> PipelineConfig:
-    return load_config(args.config, args.overrides)
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
@@ -115,18 +106,13 @@ def _register_config(sub: argparse._SubParsersAction) -> None:
 Registrar = Callable[[argparse._SubParsersAction], None]
 
 
-def _registrars() -> list[Registrar]:
-    # Subcommand modules are imported here, not at module level, so `qatflow --help`
-    # stays fast and a broken optional module cannot break the whole CLI at import.
-    from pipeline.commands import dashboard, data, evaluate_tflite, run
-
-    return [
-        _register_config,
-        data.register,
-        evaluate_tflite.register,
-        run.register,
-        dashboard.register,
-    ]
+REGISTRARS: tuple[Registrar, ...] = (
+    _register_config,
+    data.register,
+    evaluate_tflite.register,
+    run.register,
+    dashboard.register,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     _add_verbosity(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for register in _registrars():
+    for register in REGISTRARS:
         register(sub)
     for child in sub.choices.values():
         _add_verbosity(child, top=False)
@@ -146,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``qatflow`` command; return the process exit code (never raises)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = sum(a.count("v") for a in argv if a.startswith("-") and set(a[1:]) == {"v"})
-    verbose += argv.count("--verbose")
+    verbose = _verbose_in(argv)  # known before parsing, so parse errors honour -v too
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -157,28 +143,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         return int(args.func(args) or 0)
-    except (ConfigError, HParamsError) as exc:
-        return _fail(exc, 2, verbose)
     except QatflowError as exc:
-        return _fail(exc, exc.exit_code, verbose)
+        return _fail(str(exc), exc.exit_code, verbose)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence prints one line
-        if verbose:
-            traceback.print_exc()
-        else:
-            print(
-                f"{PROG}: error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
-                file=sys.stderr,
-            )
-        return 1
+        hint = "" if verbose else " (run with -v for the traceback)"
+        return _fail(f"{type(exc).__name__}: {exc}{hint}", 1, verbose)
 
 
-def _fail(exc: Exception, code: int, verbose: int) -> int:
+def _verbose_in(argv: Sequence[str]) -> int:
+    """How many ``-v``/``--verbose`` the arguments hold (``-vv`` counts two)."""
+    short = sum(a.count("v") for a in argv if a.startswith("-") and set(a[1:]) == {"v"})
+    return short + argv.count("--verbose")
+
+
+def _fail(message: str, code: int, verbose: int) -> int:
+    """Print the traceback (with ``-v``), then the error as one line; return ``code``."""
     if verbose:
         traceback.print_exc()
-    print(f"{PROG}: error: {exc}", file=sys.stderr)
+    one_line = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+    print(f"{PROG}: error: {one_line or '(no message)'}", file=sys.stderr)
     return code
 
 

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
 
 LOG = logging.getLogger("qatflow.kubeflow")
 
@@ -21,6 +22,7 @@ TRAINER_IDS = ("Trainer", "QATTrainer")
 
 
 def _resources(cpu: float, memory_gib: float, accelerator: str = "", count: int = 0) -> Any:
+    # deferred: KFP loads only when compiling or submitting to Kubeflow
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec()
@@ -36,8 +38,6 @@ def _resources(cpu: float, memory_gib: float, accelerator: str = "", count: int 
 
 def build_kubeflow_pipeline(config: PipelineConfig) -> Any:
     """The TFX pipeline with the cluster's paths and per-component resources."""
-    from pipeline.pipeline import create_pipeline
-
     kf = config.kubeflow
     tfx_pipeline = create_pipeline(
         config,
@@ -63,6 +63,7 @@ def build_kubeflow_pipeline(config: PipelineConfig) -> Any:
 
 
 def images_by_component(config: PipelineConfig, component_ids: list[str]) -> dict[str, str]:
+    # deferred: TFX loads only when a pipeline runs or compiles
     from tfx.orchestration.kubeflow.v2 import pipeline_builder
 
     kf = config.kubeflow
@@ -74,6 +75,7 @@ def images_by_component(config: PipelineConfig, component_ids: list[str]) -> dic
 
 def compile_pipeline(config: PipelineConfig, output: str) -> str:
     """Compile the pipeline to a KFP PipelineSpec JSON file; returns its path."""
+    # deferred: TFX loads only when a pipeline runs or compiles
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
     tfx_pipeline = build_kubeflow_pipeline(config)
@@ -90,6 +92,7 @@ def compile_pipeline(config: PipelineConfig, output: str) -> str:
 
 def load_pipeline_spec(path: str) -> Any:
     """Parse a compiled file into kfp's PipelineSpec proto (the form KFP accepts)."""
+    # deferred: KFP loads only when compiling or submitting to Kubeflow
     from google.protobuf import json_format
     from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -105,6 +108,7 @@ def submit(
     config: PipelineConfig, package: str, host: str, namespace: str | None, experiment: str | None
 ) -> str:
     """Submit a compiled package to the KFP endpoint ``host``; returns the run's URL."""
+    # deferred: KFP loads only when compiling or submitting to Kubeflow
     import kfp
 
     client = kfp.Client(host=host, namespace=namespace)

@@ -14,12 +14,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from model_maker.core import settings
 from pipeline.config import PipelineConfig
 
 
 def _fingerprint(*parts: Any) -> str:
     text = json.dumps(
-        [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts],
+        [settings.to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts],
         sort_keys=True,
         default=str,
     )
@@ -57,6 +58,7 @@ def create_pipeline(
       metadata_connection_config: ML Metadata connection (None on Kubeflow).
       beam_pipeline_args: Beam arguments for ExampleGen and Evaluator.
     """
+    # deferred: TFX, TensorFlow and Beam load only when a pipeline is built, not with the config
     from tfx.orchestration import pipeline as tfx_pipeline
 
     from components.evaluator.component import Evaluator
@@ -66,55 +68,40 @@ def create_pipeline(
     from components.tflite_converter.component import TFLiteConverter
     from components.trainer.component import Trainer
 
-    data = dataclasses.replace(config.data, input=data_input, annotations=data_annotations)
-    example_gen = DetectionExampleGen.from_data_config(data)
+    stages = config.stages()
+    ingest = settings.replace(stages.ingest, "data", input=data_input, annotations=data_annotations)
+    example_gen = DetectionExampleGen(ingest)
     examples = example_gen.outputs["examples"]
 
-    trainer = Trainer.from_config(
+    trainer = Trainer(
         examples,
-        config.model,
-        config.train,
-        checkpoint_dir=checkpoint_dir(
-            pipeline_root, "trainer", config.data, config.model, config.train
-        ),
+        stages.trainer,
+        checkpoint_dir=checkpoint_dir(pipeline_root, "trainer", ingest, stages.trainer),
     )
     components: list[Any] = [example_gen, trainer]
 
     qat_model = None
     if config.qat.enabled:
-        qat_trainer = QATTrainer.from_config(
+        qat_trainer = QATTrainer(
             examples,
             trainer.outputs["model"],
-            config.qat,
-            checkpoint_dir=checkpoint_dir(
-                pipeline_root, "qat", config.data, config.model, config.train, config.qat
-            ),
+            stages.qat,
+            checkpoint_dir=checkpoint_dir(pipeline_root, "qat", ingest, stages.trainer, stages.qat),
         )
         components.append(qat_trainer)
         qat_model = qat_trainer.outputs["qat_model"]
 
-    convert = config.convert
     converter = TFLiteConverter(
         model=trainer.outputs["model"],
         qat_model=qat_model,
         examples=examples,
-        variants=convert.variants,
-        int8_input_type=convert.int8_input_type,
-        representative_samples=convert.representative_samples,
-        max_detections=config.model.tflite_max_detections,
-        score_threshold=convert.score_threshold,
-        iou_threshold=convert.iou_threshold,
-        with_nms=convert.with_nms,
+        options=stages.converter,
     )
-    evaluate = config.evaluate
     evaluator = Evaluator(
         examples=examples,
         tflite=converter.outputs["tflite"],
         model=trainer.outputs["model"],
-        candidate=evaluate.candidate,
-        metric=evaluate.metric,
-        max_ap_drop=evaluate.max_ap_drop,
-        latency_runs=evaluate.latency_runs,
+        options=stages.evaluator,
     )
     pusher = Pusher(
         tflite=converter.outputs["tflite"],

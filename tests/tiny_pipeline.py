@@ -27,8 +27,7 @@ data:
   format: coco
   input: {data}/images
   annotations: {data}/annotations.json
-  split:
-    ratios: {{train: 0.5, eval: 0.5}}
+  split_ratios: {{train: 0.5, eval: 0.5}}
 model:
   image_size: 128
 train:

@@ -7,6 +7,8 @@ from tfx.types import channel, component_spec, standard_artifacts
 
 from components.artifacts import TFLiteModel
 from components.evaluator import executor
+from model_maker.core.evaluate_options import EvaluateOptions
+from model_maker.core.settings import to_json
 
 EXAMPLES_KEY = "examples"
 TFLITE_KEY = "tflite"
@@ -19,12 +21,7 @@ class EvaluatorSpec(component_spec.ComponentSpec):
     """Inputs, outputs and parameters of :class:`Evaluator` (see EvaluateConfig)."""
 
     PARAMETERS = {
-        "candidate": component_spec.ExecutionParameter(type=str),
-        "metric": component_spec.ExecutionParameter(type=str),
-        "max_ap_drop": component_spec.ExecutionParameter(type=float),
-        "latency_runs": component_spec.ExecutionParameter(type=int),
-        "split": component_spec.ExecutionParameter(type=str),
-        "baseline": component_spec.ExecutionParameter(type=str, optional=True),
+        executor.OPTIONS_KEY: component_spec.ExecutionParameter(type=str),  # JSON
     }
     INPUTS = {
         EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
@@ -40,6 +37,9 @@ class EvaluatorSpec(component_spec.ComponentSpec):
 class Evaluator(base_beam_component.BaseBeamComponent):
     """Evaluates every TFLite variant on the eval split and blesses the candidate.
 
+    ``options`` is a :class:`~model_maker.core.evaluation.EvaluateOptions` (the
+    config's ``evaluate`` section), carried as JSON.
+
     Beam arguments come from the pipeline (``beam_pipeline_args``), e.g.
     ``--direct_num_workers=2 --direct_running_mode=multi_processing``.
     """
@@ -52,24 +52,13 @@ class Evaluator(base_beam_component.BaseBeamComponent):
         examples: channel.BaseChannel,
         tflite: channel.BaseChannel,
         model: channel.BaseChannel | None = None,
-        *,
-        candidate: str = "qat_int8",
-        metric: str = "AP",
-        max_ap_drop: float = 1.0,
-        latency_runs: int = 20,
-        split: str = "eval",
-        baseline: str = "",
+        options: EvaluateOptions = EvaluateOptions(),
     ) -> None:
         spec = EvaluatorSpec(
             examples=examples,
             tflite=tflite,
             model=model,
-            candidate=candidate,
-            metric=metric,
-            max_ap_drop=max_ap_drop,
-            latency_runs=latency_runs,
-            split=split,
-            baseline=baseline,
+            options=to_json(options),
             evaluation=channel.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
         )

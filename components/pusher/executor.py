@@ -1,4 +1,5 @@
-"""Pusher executor: one call into :func:`model_maker.core.push.push_files`."""
+"""Pusher executor: the blessed candidate's bundle (:func:`model_maker.core.push.bundle_files`)
+into one :func:`model_maker.core.push.push_files` call."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import logging
 import os
 from typing import Any
 
+import tensorflow as tf
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
+
+from model_maker.core.push import bundle_files, push_files
 
 LOG = logging.getLogger("qatflow")
 
@@ -26,11 +30,6 @@ class Executor(base_executor.BaseExecutor):
         output_dict: dict[str, list[Any]],
         exec_properties: dict[str, Any],
     ) -> None:
-        import tensorflow as tf
-
-        from model_maker.core.evaluation import LABELS_FILE, MANIFEST_FILE, METRICS_FILE
-        from model_maker.core.push import push_files
-
         tflite_uri = artifact_utils.get_single_uri(input_dict["tflite"])
         evaluation_uri = artifact_utils.get_single_uri(input_dict["evaluation"])
         blessing = artifact_utils.get_single_instance(input_dict["blessing"])
@@ -45,21 +44,7 @@ class Executor(base_executor.BaseExecutor):
             pushed.set_string_custom_property("reason", f"not blessed: {reason}")
             return
 
-        with tf.io.gfile.GFile(os.path.join(tflite_uri, MANIFEST_FILE)) as fh:
-            manifest = json.load(fh)
-        entry = next((v for v in manifest["variants"] if v["variant"] == candidate), None)
-        if entry is None:
-            raise ValueError(
-                f"blessed variant {candidate!r} is not in {tflite_uri}/{MANIFEST_FILE}"
-            )
-        files = {
-            entry["file"]: os.path.join(tflite_uri, entry["file"]),
-            LABELS_FILE: os.path.join(tflite_uri, LABELS_FILE),
-            MANIFEST_FILE: os.path.join(tflite_uri, MANIFEST_FILE),
-            METRICS_FILE: os.path.join(evaluation_uri, METRICS_FILE),
-        }
-        if entry.get("anchors_file"):
-            files[entry["anchors_file"]] = os.path.join(tflite_uri, entry["anchors_file"])
+        files = bundle_files(tflite_uri, evaluation_uri, candidate)
         result = push_files(files, destination, metadata={"variant": candidate})
         LOG.info("%s: %s", candidate, result.reason)
         # pushed=1: the files are at the destination (TFX's meaning); new_version

@@ -26,13 +26,11 @@ from typing import Any
 import numpy as np
 
 from model_maker.core.data import fileio
+from model_maker.core.metrics_document import PER_CLASS_PREFIX, SUMMARY_KEYS  # noqa: F401 - API
 
 LOG = logging.getLogger("qatflow")
 
 #: Keys of the summary metrics, in the order of ``COCOeval.stats``.
-SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100")
-#: Prefix of the per-class AP keys (``"AP_/" + class name``), as in tflite-model-maker.
-PER_CLASS_PREFIX = "AP_/"
 
 
 def _load_ground_truth(ground_truth: Mapping[str, Any] | str | os.PathLike) -> dict[str, Any]:
@@ -54,6 +52,7 @@ def _load_ground_truth(ground_truth: Mapping[str, Any] | str | os.PathLike) -> d
 
 
 def _coco_from_dict(data: dict[str, Any]):
+    # deferred: pycocotools loads only where COCO metrics are computed
     from pycocotools.coco import COCO
 
     coco = COCO()
@@ -83,6 +82,7 @@ def coco_metrics(
       "ARmax100", "AP_/<name>" per class}`` as Python floats in 0..1
       (-1.0 where pycocotools reports the metric as undefined).
     """
+    # deferred: pycocotools loads only where COCO metrics are computed
     from pycocotools.cocoeval import COCOeval
 
     gt_data = _load_ground_truth(ground_truth)

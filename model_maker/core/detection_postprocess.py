@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from model_maker.core.settings import Settings, check_range
+
 #: Name of the TFLite custom op.
 OP_NAME = "TFLite_Detection_PostProcess"
 #: Output names of :func:`tflite_detection_postprocess`, in the op's output order.
@@ -36,30 +38,55 @@ OUTPUT_KEYS = ("boxes", "classes", "scores", "num_detections")
 
 
 @dataclass(frozen=True)
-class PostProcessParams:
-    """Attributes of the ``TFLite_Detection_PostProcess`` op.
+class NMSOptions(Settings):
+    """Detection post-processing settings: the pipeline config's ``postprocess`` section.
+
+    The same values drive the ``TFLite_Detection_PostProcess`` op of every
+    exported variant, the Trainer's serving SavedModel and the Evaluator's Keras
+    float baseline, so all of them are compared under one rule.
 
     Attributes:
-      num_classes: classes in the score tensor (no background column).
-      max_detections: detections kept after NMS (N).
-      score_threshold: anchors whose best class score is not above this are dropped.
-      iou_threshold: IoU above which the lower-scored box is suppressed.
+      max_detections: detections kept after NMS (N of the op's outputs).
+      score_threshold: anchors whose best class score is not above this are dropped (0..1).
+      iou_threshold: IoU above which the lower-scored box is suppressed (0..1).
     """
 
-    num_classes: int
     max_detections: int = 25
     score_threshold: float = 1e-8
     iou_threshold: float = 0.5
 
-    def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
-        if self.max_detections < 1:
-            raise ValueError(f"max_detections must be at least 1, got {self.max_detections}")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not 0.0 <= self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
+    def validate(self) -> None:
+        check_range("max_detections", self.max_detections, 1)
+        check_range("score_threshold", self.score_threshold, 0.0, 1.0)
+        check_range("iou_threshold", self.iou_threshold, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class PostProcessParams(Settings):
+    """Attributes of the ``TFLite_Detection_PostProcess`` op.
+
+    Attributes:
+      num_classes: classes in the score tensor (no background column).
+      nms: detections kept and the thresholds.
+    """
+
+    num_classes: int
+    nms: NMSOptions = NMSOptions()
+
+    def validate(self) -> None:
+        check_range("num_classes", self.num_classes, 1)
+
+    @property
+    def max_detections(self) -> int:
+        return self.nms.max_detections
+
+    @property
+    def score_threshold(self) -> float:
+        return self.nms.score_threshold
+
+    @property
+    def iou_threshold(self) -> float:
+        return self.nms.iou_threshold
 
     def implements_signature(self) -> str:
         """The NodeDef text the converter matches (``experimental_implements``)."""
@@ -88,9 +115,7 @@ def tflite_detection_postprocess(
     anchors_yxhw: Any,
     *,
     num_classes: int,
-    max_detections: int = 25,
-    score_threshold: float = 1e-8,
-    iou_threshold: float = 0.5,
+    nms: NMSOptions = NMSOptions(),
 ) -> dict[str, Any]:
     """Call the TFLite detection post-processing op from a function being converted.
 
@@ -99,18 +124,17 @@ def tflite_detection_postprocess(
       class_scores: float ``[1, A, num_classes]``, after sigmoid.
       anchors_yxhw: float ``[A, 4]`` ``(yc, xc, h, w)`` normalised to 0..1.
       num_classes: C.
-      max_detections: N.
-      score_threshold: minimum best-class score of an anchor.
-      iou_threshold: NMS IoU threshold.
+      nms: N and the thresholds.
 
     Returns:
       ``{"boxes": [1, N, 4], "classes": [1, N], "scores": [1, N],
       "num_detections": [1]}``. In TensorFlow these are zeros (placeholders);
       the values exist only after conversion to TFLite.
     """
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
-    params = PostProcessParams(num_classes, max_detections, score_threshold, iou_threshold)
+    params = PostProcessParams(num_classes, nms)
     n = params.max_detections
 
     @tf.function(experimental_implements=params.implements_signature())
@@ -158,6 +182,7 @@ def convert_to_tflite(
     Returns:
       The TFLite flatbuffer.
     """
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     # Without a trackable object the converter emits no signature (and drops the

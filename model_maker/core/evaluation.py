@@ -34,9 +34,25 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from model_maker.core.coco_metrics import PER_CLASS_PREFIX, SUMMARY_KEYS, coco_metrics
+from model_maker.core.coco_metrics import coco_metrics
 from model_maker.core.data import fileio
-from model_maker.core.errors import DataError
+from model_maker.core.data.records import decode_example
+from model_maker.core.errors import DataError, UsageError
+from model_maker.core.evaluate_options import BlessingRule, EvaluateOptions  # noqa: F401 - API
+from model_maker.core.litert_detector import Preprocessing, TFLiteDetectorFactory
+from model_maker.core.metrics_document import (
+    METRICS_FILE,
+    PER_CLASS_PREFIX,
+    SUMMARY_KEYS,
+    metrics_document,
+)
+from model_maker.core.tflite_manifest import (  # noqa: F401 - read_manifest is part of the API
+    LABELS_FILE,
+    MANIFEST_FILE,
+    manifest_nms,
+    read_manifest,
+)
+from model_maker.core.tflite_metadata import read_labels
 
 LOG = logging.getLogger("qatflow")
 
@@ -44,7 +60,6 @@ LOG = logging.getLogger("qatflow")
 KERAS_FLOAT = "keras_float"
 #: TFLite float variant, the baseline when the Keras model is not evaluated.
 TFLITE_FLOAT = "float32"
-METRICS_FILE = "metrics.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 BLESSING_FILE = "blessing.json"
@@ -109,7 +124,6 @@ def _image_id(source_id: str) -> Any:
 
 
 def _from_record(serialized: bytes) -> tuple[Any, bytes]:
-    from model_maker.core.data.records import decode_example
 
     example = decode_example(serialized)
     return _image_id(example.source_id), example.encoded
@@ -122,6 +136,7 @@ def _from_file(item: tuple[Any, str]) -> tuple[Any, bytes]:
 
 def decode_image(encoded: bytes):
     """RGB uint8 ``[h, w, 3]`` of JPEG/PNG/BMP/GIF bytes (first frame)."""
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     return tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
@@ -131,6 +146,7 @@ def decode_image(encoded: bytes):
 
 
 def _beam_dofn_class():
+    # deferred: Apache Beam is heavy; only this path needs it
     import apache_beam as beam
 
     class DetectFn(beam.DoFn):
@@ -168,6 +184,19 @@ class BeamOptions:
     running_mode: str = ""
     beam_args: tuple[str, ...] = ()
 
+    @classmethod
+    def from_args(cls, beam_args: Sequence[str]) -> BeamOptions:
+        """Options from Beam arguments (``--direct_num_workers=0``: one worker per core)."""
+        workers = 1
+        for arg in beam_args:
+            if arg.startswith("--direct_num_workers="):
+                value = arg.split("=", 1)[1]
+                try:
+                    workers = int(value) or (os.cpu_count() or 1)
+                except ValueError:
+                    raise UsageError(f"Beam argument {arg!r}: expected an integer") from None
+        return cls(num_workers=workers, beam_args=tuple(beam_args))
+
     def pipeline_args(self) -> list[str]:
         mode = self.running_mode or ("in_memory" if self.num_workers <= 1 else "multi_processing")
         args = [
@@ -198,6 +227,7 @@ def run_detection(
     Returns:
       (COCO detection dicts, number of images processed).
     """
+    # deferred: Apache Beam is heavy; only this path needs it
     import apache_beam as beam
     import tensorflow as tf
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -241,24 +271,6 @@ def run_detection(
 
 
 # --- blessing -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BlessingRule:
-    """When the candidate variant is good enough to push.
-
-    Attributes:
-      candidate: variant that is blessed and pushed.
-      metric: metric compared (AP, AP50, AP75, top1...).
-      max_drop: largest allowed drop from the baseline in points (0..100):
-        blessed when ``candidate >= baseline - max_drop / 100``.
-      baseline: float reference; "" uses keras_float when evaluated, else float32.
-    """
-
-    candidate: str = "qat_int8"
-    metric: str = "AP"
-    max_drop: float = 1.0
-    baseline: str = ""
 
 
 @dataclass(frozen=True)
@@ -363,6 +375,7 @@ class Variant:
 def _size_bytes(path: str) -> int | None:
     if not path:
         return None
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     gfile = tf.io.gfile
@@ -469,20 +482,6 @@ def evaluate_variants(
 
 
 # --- reports ----------------------------------------------------------------------------
-
-
-def metrics_document(
-    entries: Sequence[Mapping[str, Any]], baseline: str, decision: BlessingDecision
-) -> dict[str, Any]:
-    """The content of metrics.json."""
-    return {
-        "units": "metrics and deltas are pycocotools fractions 0..1 (-1: undefined); "
-        "bytes are file sizes; latency in milliseconds",
-        "baseline": baseline,
-        "candidate": decision.candidate,
-        "variants": list(entries),
-        "blessing": decision.to_dict(),
-    }
 
 
 def _points(value: float | None) -> str:
@@ -612,12 +611,15 @@ def write_reports(
     output_dir: str,
 ) -> dict[str, str]:
     """Write metrics.json, report.md, report.html and blessing.json; return their paths."""
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     gfile = tf.io.gfile
     gfile.makedirs(output_dir)
     contents = {
-        METRICS_FILE: json.dumps(metrics_document(entries, baseline, decision), indent=2),
+        METRICS_FILE: json.dumps(
+            metrics_document(entries, baseline, decision.candidate, decision.to_dict()), indent=2
+        ),
         REPORT_MD: render_markdown(entries, baseline, decision),
         REPORT_HTML: render_html(entries, baseline, decision),
         BLESSING_FILE: json.dumps(decision.to_dict(), indent=2),
@@ -631,42 +633,40 @@ def write_reports(
     return paths
 
 
-# --- the TFLite artifact's manifest ------------------------------------------------------
+def model_label_names(path: str) -> dict[int, str] | None:
+    """Category id (1-based) -> name from the labels packed in a TFLite file's metadata.
 
-MANIFEST_FILE = "manifest.json"
-LABELS_FILE = "labels.txt"
+    None when the file carries no metadata or no label file (then the ground
+    truth's names are used).
+    """
+    labels = read_labels(fileio.read_bytes(path))
+    return {i + 1: name for i, name in enumerate(labels)} if labels else None
 
 
-def read_manifest(tflite_dir: str) -> list[dict[str, Any]]:
-    """The ``variants`` of ``<tflite_dir>/manifest.json`` (layout: components/artifacts.py)."""
-    import tensorflow as tf
-
-    path = os.path.join(tflite_dir, MANIFEST_FILE)
-    if not tf.io.gfile.exists(path):
-        raise DataError(f"no {MANIFEST_FILE} in the TFLite folder {tflite_dir}")
-    with tf.io.gfile.GFile(path) as fh:
-        manifest = json.load(fh)
-    entries = manifest.get("variants") if isinstance(manifest, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise DataError(f"{path}: expected {{'variants': [...]}} with at least one variant")
-    for entry in entries:
-        if not entry.get("variant") or not entry.get("file"):
-            raise DataError(f"{path}: every variant needs 'variant' and 'file', got {entry}")
-    return entries
+def check_label_names(
+    variant: str, model_names: Mapping[int, str] | None, data_names: Mapping[int, str]
+) -> list[str]:
+    """Where a model's embedded labels disagree with the data's (one line per class id)."""
+    if not model_names:
+        return []
+    return [
+        f"{variant}: class id {i} is {model_names.get(i)!r} in the model, "
+        f"{data_names.get(i)!r} in the data"
+        for i in sorted(set(model_names) | set(data_names))
+        if model_names.get(i) != data_names.get(i)
+    ]
 
 
 def variants_from_manifest(
     tflite_dir: str, num_threads: int = 1, only: Sequence[str] = ()
 ) -> list[Variant]:
     """One :class:`Variant` per manifest entry (all, or those named in ``only``)."""
-    from model_maker.core.litert_detector import Preprocessing, TFLiteDetectorFactory
 
     out = []
     for entry in read_manifest(tflite_dir):
         if only and entry["variant"] not in only:
             continue
         model_input = entry.get("input") or {}
-        post = entry.get("postprocess") or {}
         anchors = entry.get("anchors_file")
         path = os.path.join(tflite_dir, entry["file"])
         factory = TFLiteDetectorFactory(
@@ -676,9 +676,7 @@ def variants_from_manifest(
                 mean=model_input.get("mean", 0.0), std=model_input.get("std", 1.0)
             ),
             anchors_file=os.path.join(tflite_dir, anchors) if anchors else None,
-            max_detections=int(post.get("max_detections", 25)),
-            score_threshold=float(post.get("score_threshold", 1e-8)),
-            iou_threshold=float(post.get("iou_threshold", 0.5)),
+            nms=manifest_nms(entry),
         )
         out.append(Variant(entry["variant"], factory, path))
     return out

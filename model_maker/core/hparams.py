@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
+from model_maker.core.errors import UsageError
 
-class HParamsError(ValueError):
+
+class HParamsError(UsageError):
     """An hparams value that cannot be parsed or names an unknown key."""
 
 

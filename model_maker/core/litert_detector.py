@@ -15,7 +15,7 @@ are understood:
   class logits, or class scores after sigmoid when the output name has
   ``score`` in it and not ``logit``) plus an anchors file: decoding and NMS run
   in TensorFlow with the op's semantics
-  (:func:`model_maker.object_detector.postprocess.postprocess_global`).
+  (:func:`model_maker.core.postprocess.postprocess_global`).
 
 Pre-processing (the eval pipeline of the trainer): **resize keeping the aspect
 ratio, pad at the bottom and right** to the square model input (bilinear,
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from model_maker.core.data import fileio
+from model_maker.core.detection_postprocess import NMSOptions
 from model_maker.core.errors import DataError
 
 
@@ -131,6 +132,7 @@ def resize_and_pad(image: np.ndarray, height: int, width: int, pad_value: float 
     Returns:
       (float32 ``[height, width, 3]`` pixels, scale) where ``model_px = image_px * scale``.
     """
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     h, w = image.shape[:2]
@@ -200,9 +202,7 @@ class TFLiteDetector:
       num_threads: interpreter threads (1 for latency figures).
       preprocessing: mean/std/padding (see module docstring).
       anchors: raw (no-NMS) models only: anchors ``[A, 4]`` or the path of an anchors file.
-      max_detections: raw models: detections kept after NMS.
-      score_threshold: raw models: minimum score kept.
-      iou_threshold: raw models: NMS IoU threshold.
+      nms: raw models: detections kept after NMS and the thresholds.
       model_content: the flatbuffer bytes instead of ``path``.
     """
 
@@ -213,11 +213,10 @@ class TFLiteDetector:
         *,
         preprocessing: Preprocessing = Preprocessing(),
         anchors: np.ndarray | str | os.PathLike | None = None,
-        max_detections: int = 25,
-        score_threshold: float = 1e-8,
-        iou_threshold: float = 0.5,
+        nms: NMSOptions = NMSOptions(),
         model_content: bytes | None = None,
     ) -> None:
+        # deferred: LiteRT loads only where a model is run or inspected
         from ai_edge_litert.interpreter import Interpreter
 
         if (path is None) == (model_content is None):
@@ -240,9 +239,7 @@ class TFLiteDetector:
             raise DataError(f"cannot load TFLite model {self.path or '<bytes>'}: {exc}") from None
         self._input = self._find_input()
         self._outputs = self._find_outputs()
-        self.max_detections = max_detections
-        self.score_threshold = score_threshold
-        self.iou_threshold = iou_threshold
+        self.nms = nms
         self._anchors = None
         if not self._outputs.with_nms:
             if anchors is None:
@@ -398,7 +395,7 @@ class TFLiteDetector:
         )
 
     def _postprocess_raw(self, encodings: np.ndarray, class_out: np.ndarray) -> dict:
-        from model_maker.object_detector.postprocess import postprocess_global
+        from model_maker.core.postprocess import postprocess_global  # deferred: imports TF
 
         class_out = class_out.astype(np.float32)
         if not self._outputs.scores_are_logits:
@@ -419,9 +416,7 @@ class TFLiteDetector:
             encodings.astype(np.float32),
             anchors_yxyx,
             image_size=1,
-            max_detections=self.max_detections,
-            score_threshold=self.score_threshold,
-            iou_threshold=self.iou_threshold,
+            nms=self.nms,
         )
         return {
             "boxes": boxes.numpy(),
@@ -454,18 +449,14 @@ class TFLiteDetectorFactory:
       num_threads: interpreter threads.
       preprocessing: mean/std/padding.
       anchors_file: anchors of raw (no-NMS) models.
-      max_detections: raw models: detections kept.
-      score_threshold: raw models: minimum score.
-      iou_threshold: raw models: NMS IoU threshold.
+      nms: raw models: detections kept and the thresholds.
     """
 
     path: str
     num_threads: int = 1
     preprocessing: Preprocessing = Preprocessing()
     anchors_file: str | None = None
-    max_detections: int = 25
-    score_threshold: float = 1e-8
-    iou_threshold: float = 0.5
+    nms: NMSOptions = NMSOptions()
 
     def __call__(self) -> TFLiteDetector:
         return TFLiteDetector(
@@ -473,7 +464,5 @@ class TFLiteDetectorFactory:
             self.num_threads,
             preprocessing=self.preprocessing,
             anchors=self.anchors_file,
-            max_detections=self.max_detections,
-            score_threshold=self.score_threshold,
-            iou_threshold=self.iou_threshold,
+            nms=self.nms,
         )

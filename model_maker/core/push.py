@@ -36,6 +36,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from model_maker.core.metrics_document import METRICS_FILE
+from model_maker.core.tflite_manifest import LABELS_FILE, MANIFEST_FILE, variant_entry
+
 LOG = logging.getLogger("qatflow")
 
 #: Written last into every version folder.
@@ -95,6 +98,7 @@ class _LocalFS:
 
 
 def _gfile():
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     return tf.io.gfile
@@ -230,3 +234,24 @@ def _remove_stale_staging(destination: str, fingerprint: str) -> None:
             stale = _join(destination, entry.rstrip("/"))
             LOG.info("removing the staging folder of an interrupted push: %s", stale)
             gfile.rmtree(stale)
+
+
+def bundle_files(tflite_dir: str, evaluation_dir: str, candidate: str) -> dict[str, str]:
+    """What a pushed model bundle holds: name -> source path.
+
+    The candidate's ``.tflite`` (and its anchors file for raw models), the set's
+    ``labels.txt`` and ``manifest.json``, and the Evaluator's ``metrics.json``.
+
+    Raises:
+      DataError: ``candidate`` is not in the set's manifest.
+    """
+    entry = variant_entry(tflite_dir, candidate)
+    files = {
+        entry["file"]: _join(tflite_dir, entry["file"]),
+        LABELS_FILE: _join(tflite_dir, LABELS_FILE),
+        MANIFEST_FILE: _join(tflite_dir, MANIFEST_FILE),
+        METRICS_FILE: _join(evaluation_dir, METRICS_FILE),
+    }
+    if entry.get("anchors_file"):
+        files[entry["anchors_file"]] = _join(tflite_dir, entry["anchors_file"])
+    return files

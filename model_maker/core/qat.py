@@ -27,9 +27,7 @@ kernels stay per channel (depthwise included) in this scheme.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
@@ -49,6 +47,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 )
 
 from model_maker.core.errors import QatflowError
+from model_maker.core.qat_hparams import QATHParams  # noqa: F401 - part of this module's API
 
 tfq = tfmot.quantization.keras
 
@@ -62,53 +61,6 @@ ConvQuantizeConfig = _tfmot_registry.Default8BitConvQuantizeConfig
 
 class QATError(QatflowError):
     """A model that cannot be prepared for quantization-aware training."""
-
-
-@dataclass
-class QATHParams:
-    """Hyper-parameters of quantization-aware fine-tuning (Model Maker's ``QATHParams``).
-
-    The learning rate follows
-    ``ExponentialDecay(learning_rate, decay_steps, decay_rate)`` (not staircase).
-
-    Attributes:
-      learning_rate: initial learning rate of the exponential decay.
-      batch_size: images per step.
-      epochs: fine-tuning epochs.
-      decay_steps: steps per decay period.
-      decay_rate: multiplicative decay per period.
-    """
-
-    learning_rate: float = 0.03
-    batch_size: int = 32
-    epochs: int = 10
-    decay_steps: int = 231
-    decay_rate: float = 0.96
-
-    def __post_init__(self) -> None:
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        for key in ("batch_size", "epochs", "decay_steps"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if not 0.0 < self.decay_rate <= 1.0:
-            raise ValueError(f"decay_rate must be in (0, 1], got {self.decay_rate}")
-
-    def learning_rate_schedule(self) -> keras.optimizers.schedules.ExponentialDecay:
-        """``ExponentialDecay(learning_rate, decay_steps, decay_rate)``."""
-        return keras.optimizers.schedules.ExponentialDecay(
-            self.learning_rate, self.decay_steps, self.decay_rate
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data for JSON."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> QATHParams:
-        """Build from a mapping holding (a subset of) the fields; other keys are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
 
 
 class DepthwiseKernelQuantizer(tfq.quantizers.LastValueQuantizer):

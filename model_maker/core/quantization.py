@@ -35,6 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from model_maker.core.convert_options import (  # noqa: F401 - API
+    INT8_INPUT_TYPES,
+    INT8_VARIANTS,
+    VARIANTS,
+    ConvertOptions,
+)
+
 #: Calibration images used when ``quantization_steps`` is not given.
 DEFAULT_QUANTIZATION_STEPS = 500
 
@@ -228,6 +235,7 @@ class QuantizationConfig:
           converter: a ``tf.lite.TFLiteConverter``.
           **kwargs: ``transform`` for :meth:`representative_dataset`.
         """
+        # deferred: TensorFlow takes seconds to import; only this path needs it
         import tensorflow as tf
 
         converter.optimizations = [getattr(tf.lite.Optimize, o) for o in self.optimizations]
@@ -296,9 +304,6 @@ def get_default_quantization_config(
 
 
 #: TFLite variants of the pipeline (``convert.variants``) and how each is quantized.
-VARIANTS = ("float32", "float16", "dynamic_range", "ptq_int8", "qat_int8")
-
-
 def quantization_config_for_variant(
     variant: str,
     representative_data: Any = None,

@@ -57,6 +57,7 @@ def convert_concrete_function(
       representative_transform: applied to each calibration image
         (see :meth:`QuantizationConfig.representative_dataset`).
     """
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], trackable)
@@ -71,6 +72,7 @@ def convert_keras_model(
     representative_transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> bytes:
     """Convert a tf_keras model (its ``call`` as the serving signature)."""
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -138,6 +140,7 @@ def _tensor_info(name: str, detail: dict[str, Any]) -> TensorInfo:
 
 def describe_tflite(model_content: bytes) -> TFLiteDescription:
     """Input/output names, shapes, dtypes and quantization of a TFLite model (via LiteRT)."""
+    # deferred: LiteRT loads only where a model is run or inspected
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=model_content)
@@ -185,6 +188,7 @@ class OpInfo:
 
 def list_ops(model_content: bytes) -> list[OpInfo]:
     """The operators of the main subgraph in execution order."""
+    # deferred: LiteRT loads only where a model is run or inspected
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 

@@ -22,13 +22,18 @@ offline, so an empty ``uri`` means random initialisation and ``"imagenet"``
 loads the offline ImageNet EfficientNet-Lite0/1/2 backbone that ``make
 pretrained`` converts (see :mod:`~model_maker.object_detector.model_io` for
 what a ``uri`` may be);
-``learning_rate`` is per batch of 64 and scaled linearly with ``batch_size``
-(automl's ``adjusted_learning_rate``).
+``learning_rate`` (an hparam, default :class:`~model_maker.core.options.TrainOptions`'s)
+is the peak learning rate for steps of ``batch_size`` images, as in the
+pipeline config: automl and tflite-model-maker meant "per batch of 64, scaled
+with the batch size"; here what you set is what the optimiser uses at the peak.
+The same holds for ``lr_warmup_init`` (the rate at the first warm-up step).
+Defaults that are settings of the pipeline (epochs, batch size, learning
+rate, warm-up, EMA, freezing, seed, post-processing) come from the library's
+settings classes, so they are written in one place.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import re
@@ -41,61 +46,25 @@ import tensorflow as tf
 import tf_keras as keras
 
 from model_maker.core.coco_metrics import coco_metrics
+from model_maker.core.detection_postprocess import NMSOptions, tflite_detection_postprocess
 from model_maker.core.errors import UsageError
 from model_maker.core.hparams import check_keys, parse_hparams
+from model_maker.core.options import TrainOptions
+from model_maker.core.postprocess import postprocess_global, postprocess_per_class
+from model_maker.core.pretrained_cache import is_imagenet_uri
 from model_maker.object_detector import train_lib
 from model_maker.object_detector.anchors import Anchors
 from model_maker.object_detector.dataloader import InputOptions, make_dataset
+from model_maker.object_detector.hparams import ARCH_HPARAMS, TRAIN_HPARAMS
 from model_maker.object_detector.losses import DetectionLoss
 from model_maker.object_detector.model import PART_PATTERNS, build_efficientdet_lite
 from model_maker.object_detector.model_config import EfficientDetLiteConfig, get_model_config
 from model_maker.object_detector.model_io import TrainedModelConfig, load_pretrained_weights
-from model_maker.object_detector.postprocess import postprocess_global, postprocess_per_class
-from model_maker.object_detector.pretrained_cache import is_imagenet_uri
 from model_maker.object_detector.target_assigner import assign_targets
 
 LOG = logging.getLogger("qatflow")
 
 #: Training/evaluation hyper-parameters and their defaults (EfficientDet's, see NOTES-MODEL.md).
-TRAIN_HPARAMS: dict[str, Any] = {
-    # classes (tflite-model-maker's default is COCO's 90; set from the data)
-    "num_classes": 90,
-    "label_map": None,  # 1-based id -> name; None names classes by id
-    # optimiser (automl): SGD momentum, lr per batch 64, linear warm-up then cosine
-    "learning_rate": 0.08,
-    "lr_warmup_init": 0.008,
-    "lr_warmup_epoch": 1.0,
-    "momentum": 0.9,
-    "weight_decay": 4e-5,
-    "clip_gradients_norm": 10.0,
-    # loss (automl): focal alpha/gamma, Huber delta, box weight
-    "alpha": 0.25,
-    "gamma": 1.5,
-    "delta": 0.1,
-    "box_loss_weight": 50.0,
-    # anchor matching (automl's ArgMaxMatcher)
-    "match_threshold": 0.5,
-    "unmatched_threshold": 0.5,
-    # input pipeline
-    "max_instances_per_image": 100,
-    "jitter_min": 0.8,
-    "jitter_max": 1.2,
-    "shuffle_buffer": 256,
-    # post-processing for evaluation and SavedModel export
-    "nms_iou_threshold": 0.5,
-    "nms_score_threshold": 1e-8,
-    "max_detections_per_image": 100,
-    # COCO AP on the validation data every map_freq epochs (automl's map_freq)
-    "map_freq": 5,
-}
-
-#: Architecture keys that ``hparams`` may override (the ``get_model_config`` fields).
-ARCH_HPARAMS: tuple[str, ...] = tuple(
-    f.name
-    for f in dataclasses.fields(EfficientDetLiteConfig)
-    if f.name not in ("model_name", "backbone_name")
-)
-
 STRATEGIES = (None, "gpus", "tpu")
 PRE_MODES = (None, "infer")
 POST_MODES = (None, "global", "per_class", "tflite")
@@ -164,12 +133,12 @@ class EfficientDetSpec:
         uri: str,
         hparams: Mapping[str, Any] | str = "",
         model_dir: str | None = None,
-        epochs: int = 50,
-        batch_size: int = 64,
-        steps_per_execution: int = 1,
-        moving_average_decay: float = 0,
-        var_freeze_expr: str = "(efficientnet|fpn_cells|resample_p6)",
-        tflite_max_detections: int = 25,
+        epochs: int = TrainOptions.epochs,
+        batch_size: int = TrainOptions.batch_size,
+        steps_per_execution: int = TrainOptions.steps_per_execution,
+        moving_average_decay: float = TrainOptions.moving_average_decay,
+        var_freeze_expr: str = TrainOptions.var_freeze_expr,
+        tflite_max_detections: int = NMSOptions.max_detections,
         strategy: str | None = None,
         tpu: str | None = None,
         gcp_project: str | None = None,
@@ -177,7 +146,7 @@ class EfficientDetSpec:
         use_xla: bool = False,
         profile: bool = False,
         debug: bool = False,
-        tf_random_seed: int = 111111,
+        tf_random_seed: int = TrainOptions.seed,
         verbose: int = 0,
     ) -> None:
         if strategy not in STRATEGIES:
@@ -369,10 +338,10 @@ class EfficientDetSpec:
         hp = self.hparams
         total_steps = epochs * steps_per_epoch
         warmup_steps = int(hp["lr_warmup_epoch"] * steps_per_epoch)
-        peak = float(hp["learning_rate"]) * batch_size / 64.0
+        peak = float(hp["learning_rate"])
         with self.strategy.scope():
             schedule = train_lib.learning_rate_schedule(
-                peak, float(hp["lr_warmup_init"]) * batch_size / 64.0, warmup_steps, total_steps
+                peak, float(hp["lr_warmup_init"]), warmup_steps, total_steps
             )
             optimizer = train_lib.build_optimizer(
                 schedule,
@@ -449,9 +418,11 @@ class EfficientDetSpec:
             box_encodings,
             tf.constant(self.anchors.boxes_yxyx),
             self.image_size,
-            max_detections=max_detections or int(self.hparams["max_detections_per_image"]),
-            score_threshold=float(self.hparams["nms_score_threshold"]),
-            iou_threshold=float(self.hparams["nms_iou_threshold"]),
+            NMSOptions(
+                max_detections=max_detections or int(self.hparams["max_detections_per_image"]),
+                score_threshold=float(self.hparams["nms_score_threshold"]),
+                iou_threshold=float(self.hparams["nms_iou_threshold"]),
+            ),
         )
 
     def _detect_fn(self, model: keras.Model):
@@ -481,6 +452,7 @@ class EfficientDetSpec:
         pixels; without, the ground truth is rebuilt from the dataset's boxes.
         Values are fractions 0..1 (pycocotools), -1 where undefined.
         """
+        # deferred: progress bars load only when shown
         from tqdm.auto import tqdm
 
         detect = self._detect_fn(model)
@@ -606,16 +578,16 @@ class EfficientDetSpec:
             if post_mode is None:
                 return {"class_logits": class_logits, "box_encodings": box_encodings}
             if post_mode == "tflite":
-                from model_maker.core.detection_postprocess import tflite_detection_postprocess
-
                 return tflite_detection_postprocess(
                     box_encodings,
                     tf.sigmoid(class_logits),
                     tf.constant(anchors_yxhw),
                     num_classes=num_classes,
-                    max_detections=tflite_max,
-                    score_threshold=float(hp["nms_score_threshold"]),
-                    iou_threshold=float(hp["nms_iou_threshold"]),
+                    nms=NMSOptions(
+                        max_detections=tflite_max,
+                        score_threshold=float(hp["nms_score_threshold"]),
+                        iou_threshold=float(hp["nms_iou_threshold"]),
+                    ),
                 )
             boxes, classes, scores, num = self.postprocess(class_logits, box_encodings, post_mode)
             if scale_back is not None:

@@ -25,6 +25,7 @@ unchanged (scale 1, zero point 0), every calibration image gets one pixel of
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from model_maker.core.detection_postprocess import tflite_detection_postprocess
+from model_maker.core.detection_postprocess import NMSOptions, tflite_detection_postprocess
 from model_maker.core.quantization import QuantizationConfig
 from model_maker.core.tflite_convert import (
     TFLiteDescription,
@@ -112,12 +113,11 @@ def build_serving_function(
     anchors: Any,
     *,
     num_classes: int,
-    max_detections: int = 25,
-    score_threshold: float = 1e-8,
-    iou_threshold: float = 0.5,
+    nms: NMSOptions = NMSOptions(),
     with_nms: bool = True,
 ) -> Any:
     """The concrete serving function ``images [1, H, W, 3] float32 -> named outputs``."""
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     height, width = _input_size(model)
@@ -145,9 +145,7 @@ def build_serving_function(
             class_scores,
             tf.constant(anchors_array),
             num_classes=num_classes,
-            max_detections=max_detections,
-            score_threshold=score_threshold,
-            iou_threshold=iou_threshold,
+            nms=nms,
         )
 
     return serve.get_concrete_function()
@@ -183,6 +181,7 @@ def _resolve_quantization(
 
 
 def _write_bytes(path: str, content: bytes) -> None:
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     parent = os.path.dirname(path)
@@ -194,8 +193,6 @@ def _write_bytes(path: str, content: bytes) -> None:
 
 def write_anchors(path: str, anchors: Any) -> str:
     """Write anchors ``[A, 4]`` (yc, xc, h, w normalised) as a float32 ``.npy``."""
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, anchors_yxhw(anchors))
     _write_bytes(path, buffer.getvalue())
@@ -209,9 +206,7 @@ def export_tflite(
     *,
     anchors: Any,
     num_classes: int,
-    max_detections: int = 25,
-    score_threshold: float = 1e-8,
-    iou_threshold: float = 0.5,
+    nms: NMSOptions = NMSOptions(),
     with_nms: bool = True,
     input_type: str | None = None,
     anchors_filepath: str | None = None,
@@ -227,9 +222,7 @@ def export_tflite(
         :func:`~model_maker.core.quantization.get_default_quantization_config`.
       anchors: ``Anchors`` of the model, or ``[A, 4]`` (yc, xc, h, w) normalised.
       num_classes: C.
-      max_detections: N of the post-processing op.
-      score_threshold: op score threshold.
-      iou_threshold: op NMS IoU threshold.
+      nms: N and thresholds of the post-processing op.
       with_nms: put the post-processing op inside; False writes the raw outputs
         and an anchors file.
       input_type: override of the config's input type (float32, uint8 or int8);
@@ -250,9 +243,7 @@ def export_tflite(
         model,
         anchors,
         num_classes=num_classes,
-        max_detections=max_detections,
-        score_threshold=score_threshold,
-        iou_threshold=iou_threshold,
+        nms=nms,
         with_nms=with_nms,
     )
     content = convert_concrete_function(

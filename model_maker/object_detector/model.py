@@ -7,7 +7,7 @@ Outputs, concatenated over levels min..max in the order of
 
 - ``class_logits`` [B, A, num_classes]: raw logits (sigmoid in post-processing),
 - ``box_encodings`` [B, A, 4]: (ty, tx, th, tw) relative to the anchors, see
-  :mod:`~model_maker.object_detector.box_coder`.
+  :mod:`~model_maker.core.box_coder`.
 
 The graph is plain Keras layers (no nested models, no TFOpLambda) except
 :class:`NearestUpsampling`, so TFMOT and the TFLite converter can walk it.
@@ -21,8 +21,8 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core.efficientnet_lite import build_efficientnet_lite
 from model_maker.object_detector.bifpn import build_bifpn, build_extra_levels
-from model_maker.object_detector.efficientnet_lite import build_efficientnet_lite
 from model_maker.object_detector.heads import build_box_net, build_class_net
 from model_maker.object_detector.model_config import EfficientDetLiteConfig
 from model_maker.object_detector.nearest_upsampling import NearestUpsampling

@@ -15,7 +15,7 @@ uses it under ``keras/``)::
 * ``"imagenet"`` (or ``"pretrained://efficientnet-liteN"``, naming the
   backbone): the offline ImageNet EfficientNet-Lite0/1/2 backbone from the
   cache that ``make pretrained`` fills (see
-  :mod:`~model_maker.object_detector.pretrained_backbone`); only the backbone
+  :mod:`~model_maker.core.pretrained_backbone`); only the backbone
   is loaded, the BiFPN and heads keep their random initialisation. Lite3/4
   have no offline weights (``ValueError``); a missing cache raises
   ``PretrainedWeightsMissing`` naming the make target;
@@ -42,14 +42,14 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-from model_maker.object_detector.model import build_efficientdet_lite
-from model_maker.object_detector.model_config import get_model_config
-from model_maker.object_detector.pretrained_backbone import load_imagenet_backbone
-from model_maker.object_detector.pretrained_cache import (
+from model_maker.core.pretrained_backbone import load_imagenet_backbone
+from model_maker.core.pretrained_cache import (
     canonical_backbone,
     imagenet_backbone_name,
     is_imagenet_uri,
 )
+from model_maker.object_detector.model import build_efficientdet_lite
+from model_maker.object_detector.model_config import get_model_config
 
 LOG = logging.getLogger("qatflow")
 
@@ -194,6 +194,7 @@ def copy_variables_by_name(model: keras.Model, source: list[tf.Variable]) -> int
 
 def _load_hub_module(uri: str) -> Any:
     """``tensorflow_hub.load(uri)`` (a TF Hub URL, a gs:// or local SavedModel)."""
+    # deferred: TF Hub loads only for a hub uri
     import tensorflow_hub as hub
 
     try:

@@ -28,6 +28,7 @@ TFMOT's ``quantize_scope`` and loads the weights; it converts with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core.options import TrainOptions
 from model_maker.core.qat import QATHParams, calibrate_fake_quant
 from model_maker.object_detector import train_lib
 from model_maker.object_detector.dataloader import SPLIT_PREFIX, DataLoader
@@ -258,7 +260,7 @@ def read_qat_report(model_dir: str) -> dict[str, Any]:
         return json.loads(fh.read())
 
 
-def spec_for(config: TrainedModelConfig, seed: int = 111111) -> EfficientDetSpec:
+def spec_for(config: TrainedModelConfig, seed: int = TrainOptions.seed) -> EfficientDetSpec:
     """The spec (loss, input pipeline, evaluation) of a trained model's saved config."""
     hparams = {k: v for k, v in config.hparams.items() if k in TRAIN_HPARAMS or k in ARCH_HPARAMS}
     hparams["num_classes"] = config.num_classes
@@ -272,6 +274,12 @@ def spec_for(config: TrainedModelConfig, seed: int = 111111) -> EfficientDetSpec
     )
 
 
+def qat_checkpoint_dir(root: str, float_model_dir: str, hparams: QATHParams) -> str:
+    """``root``'s sub-folder for QAT of this float model with these hparams."""
+    key = hashlib.sha256(f"{float_model_dir}|{hparams.as_dict()}".encode()).hexdigest()[:12]
+    return os.path.join(root, key)
+
+
 def qat_from_examples(
     examples_uri: str,
     float_model_dir: str,
@@ -282,14 +290,20 @@ def qat_from_examples(
     eval_split: str = "eval",
     export_serving: bool = True,
     checkpoint_dir: str | None = None,
+    checkpoint_root: str | None = None,
 ) -> QATResult:
     """QAT of the Trainer's model in ``float_model_dir`` on ``examples_uri``; write ``output_dir``.
 
     The one call the QATTrainer component makes. The eval split, when the
     Examples have it, is used to log and save the fake-quant model's COCO AP
-    (``qat.json``). ``checkpoint_dir`` makes QAT resumable (see :func:`train_qat`).
+    (``qat.json``). ``checkpoint_dir`` makes QAT resumable (see :func:`train_qat`);
+    ``checkpoint_root`` is a stable folder holding one such sub-folder per float
+    model and hparams (:func:`qat_checkpoint_dir`), so a new float model never
+    resumes from another's QAT.
     """
     hparams = hparams or QATHParams()
+    if checkpoint_root and not checkpoint_dir:
+        checkpoint_dir = qat_checkpoint_dir(checkpoint_root, float_model_dir, hparams)
     float_model, config = load_trained_model(float_model_dir)
     spec = spec_for(config)
     train = DataLoader.from_examples(examples_uri, train_split)

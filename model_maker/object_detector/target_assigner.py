@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from model_maker.object_detector.box_coder import encode_boxes
+from model_maker.core.box_coder import encode_boxes
 
 NEGATIVE = -1
 IGNORE = -2

@@ -8,89 +8,54 @@ The folder layout is the ``TFLiteModel`` artifact's (components/artifacts.py)::
     <dir>/manifest.json            one entry per variant (file, bytes, input with
                                    quantization, outputs, with_nms, postprocess, ...)
 
-TFLite metadata (labels inside the model) is not written: no maintained
-metadata writer installs beside TensorFlow 2.21 (``tflite-support`` needs
-protobuf<4; mediapipe's writers miss a compiled module), so ``labels.txt``
-ships beside the models instead.
+Every file with the NMS op inside carries TFLite model metadata written by
+:mod:`model_maker.core.tflite_metadata` (labels packed inside, normalisation,
+output semantics), so MediaPipe Tasks' ``ObjectDetector`` and the TFLite Task
+Library load it as it is; ``convert.metadata.enabled: false`` turns it off.
+Raw variants (``with_nms: false``) carry none. ``labels.txt`` ships beside
+the files as well.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from model_maker.core.convert_options import ConvertOptions
+from model_maker.core.data import fileio
 from model_maker.core.errors import UsageError
-from model_maker.core.quantization import VARIANTS, quantization_config_for_variant
+from model_maker.core.quantization import INT8_VARIANTS, quantization_config_for_variant
+from model_maker.core.settings import replace, to_dict
+from model_maker.core.tflite_manifest import (  # noqa: F401 - names of the layout, for readers
+    LABELS_FILE,
+    MANIFEST_FILE,
+    labels_text,
+    write_tflite_set_files,
+)
+from model_maker.core.tflite_metadata import (
+    METADATA_VERSION,
+    detector_metadata,
+    write_metadata,
+)
+from model_maker.object_detector.anchors import Anchors
+from model_maker.object_detector.dataloader import (
+    InputOptions,
+    make_dataset,
+    read_label_map,
+    split_files,
+)
 from model_maker.object_detector.export import (
     ANCHORS_SUFFIX,
     expected_outputs,
     export_tflite,
 )
+from model_maker.object_detector.model_config import get_model_config
+from model_maker.object_detector.model_io import load_trained_model
+from model_maker.object_detector.options import TFLiteSetOptions
 
 LOG = logging.getLogger("qatflow")
-
-MANIFEST_FILE = "manifest.json"
-LABELS_FILE = "labels.txt"
-INT8_VARIANTS = ("ptq_int8", "qat_int8")
-METADATA_NOTE = (
-    "no TFLite metadata: no maintained metadata writer installs with TensorFlow 2.21; "
-    "class names are in labels.txt (line k = class id k-1)"
-)
-
-
-@dataclass(frozen=True)
-class TFLiteSetOptions:
-    """Which variants are written and how (ConvertConfig + model.tflite_max_detections).
-
-    Attributes:
-      variants: variant names, written in this order.
-      int8_input_type: input type of ptq_int8 and qat_int8 (float32 or uint8).
-      representative_samples: calibration images of the int8 variants.
-      max_detections: N of the post-processing op.
-      score_threshold: op score threshold.
-      iou_threshold: op NMS IoU threshold.
-      with_nms: post-processing op inside; False writes raw outputs + anchors.
-    """
-
-    variants: Sequence[str] = ("float32", "ptq_int8", "qat_int8")
-    int8_input_type: str = "uint8"
-    representative_samples: int = 100
-    max_detections: int = 25
-    score_threshold: float = 1e-8
-    iou_threshold: float = 0.5
-    with_nms: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "variants", tuple(self.variants))
-        if not self.variants:
-            raise UsageError(f"give at least one TFLite variant ({', '.join(VARIANTS)})")
-        for variant in self.variants:
-            if variant not in VARIANTS:
-                raise UsageError(
-                    f"unknown TFLite variant {variant!r} (known: {', '.join(VARIANTS)})"
-                )
-        if len(set(self.variants)) != len(self.variants):
-            raise UsageError(f"TFLite variants repeat: {list(self.variants)}")
-        if self.int8_input_type not in ("float32", "uint8"):
-            raise UsageError(f"int8_input_type {self.int8_input_type!r} is not float32 or uint8")
-        if self.representative_samples < 1:
-            raise UsageError("representative_samples must be at least 1")
-
-
-def labels_text(label_map: Mapping[int, str], num_classes: int) -> str:
-    """``labels.txt``: one name per line for ids 1..num_classes (``class_<id>`` if unnamed)."""
-    return "".join(f"{label_map.get(i, f'class_{i}')}\n" for i in range(1, num_classes + 1))
-
-
-def _write_text(path: str, text: str) -> None:
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path, "w") as fh:
-        fh.write(text)
 
 
 def export_tflite_set(
@@ -120,21 +85,23 @@ def export_tflite_set(
     Raises:
       UsageError: a variant needs a model or data that was not given.
     """
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
-    if "qat_int8" in options.variants and qat_model is None:
+    if "qat_int8" in options.convert.variants and qat_model is None:
         raise UsageError("variant qat_int8 needs the QAT model (enable qat, or drop qat_int8)")
-    if set(INT8_VARIANTS) & set(options.variants) and representative_data is None:
+    if set(INT8_VARIANTS) & set(options.convert.variants) and representative_data is None:
         raise UsageError("int8 variants need representative data (the Examples train split)")
     tf.io.gfile.makedirs(output_dir)
     entries = []
-    for variant in options.variants:
+    convert = options.convert
+    for variant in convert.variants:
         is_int8 = variant in INT8_VARIANTS
         config = quantization_config_for_variant(
             variant,
             representative_data if is_int8 else None,
-            quantization_steps=options.representative_samples,
-            inference_input_type=options.int8_input_type,
+            quantization_steps=convert.representative_samples,
+            inference_input_type=convert.int8_input_type,
         )
         file_name = f"{variant}.tflite"
         result = export_tflite(
@@ -143,10 +110,8 @@ def export_tflite_set(
             config,
             anchors=anchors,
             num_classes=num_classes,
-            max_detections=options.max_detections,
-            score_threshold=options.score_threshold,
-            iou_threshold=options.iou_threshold,
-            with_nms=options.with_nms,
+            nms=options.postprocess,
+            with_nms=convert.with_nms,
             anchors_filepath=os.path.join(output_dir, variant + ANCHORS_SUFFIX),
         )
         entry: dict[str, Any] = {
@@ -155,33 +120,67 @@ def export_tflite_set(
             "bytes": result.num_bytes,
             "source_model": "qat" if variant == "qat_int8" else "float",
             "input": {**result.description.inputs[0].as_dict(), "mean": 0.0, "std": 1.0},
-            "outputs": list(expected_outputs(options.with_nms)),
+            "outputs": list(expected_outputs(convert.with_nms)),
             "output_details": [o.as_dict() for o in result.description.outputs],
-            "with_nms": options.with_nms,
-            "postprocess": {
-                "max_detections": options.max_detections,
-                "score_threshold": options.score_threshold,
-                "iou_threshold": options.iou_threshold,
-            },
+            "with_nms": convert.with_nms,
+            "postprocess": to_dict(options.postprocess),
             "quantization": result.quantization,
         }
         if result.anchors_path:
             entry["anchors_file"] = os.path.basename(result.anchors_path)
+        entry["metadata"] = _write_metadata(
+            os.path.join(output_dir, file_name), variant, convert, num_classes, label_map
+        )
+        entry["bytes"] += entry["metadata"].get("bytes_added", 0)
         entries.append(entry)
-    _write_text(os.path.join(output_dir, LABELS_FILE), labels_text(label_map, num_classes))
-    manifest = {
-        "variants": entries,
-        "labels_file": LABELS_FILE,
-        "num_classes": num_classes,
-        "metadata": METADATA_NOTE,
-    }
-    _write_text(os.path.join(output_dir, MANIFEST_FILE), json.dumps(manifest, indent=2) + "\n")
+    manifest = write_tflite_set_files(
+        output_dir,
+        entries,
+        label_map=label_map,
+        num_classes=num_classes,
+        metadata=metadata_summary(entries),
+    )
     LOG.info(
         "TFLite set in %s: %s",
         output_dir,
         ", ".join(f"{e['variant']} {e['bytes'] / 1e6:.2f} MB" for e in entries),
     )
     return manifest
+
+
+def _write_metadata(
+    path: str,
+    variant: str,
+    convert: ConvertOptions,
+    num_classes: int,
+    label_map: Mapping[int, str],
+) -> dict[str, Any]:
+    """Write TFLite metadata (labels packed inside) into the file at ``path``; say what was done."""
+    options = convert.metadata
+    if not options.enabled:
+        return {"present": False, "reason": "convert.metadata.enabled is false"}
+    if not convert.with_nms:
+        return {
+            "present": False,
+            "reason": "raw outputs (with_nms false): MediaPipe's detector needs the NMS op inside",
+        }
+    info = replace(options, name=options.name or f"qatflow {variant}")
+    labels = labels_text(label_map, num_classes).splitlines()
+    before = fileio.read_bytes(path)
+    after = write_metadata(before, detector_metadata(info, num_classes=num_classes), labels)
+    fileio.write_bytes(path, after)
+    return {"present": True, "version": METADATA_VERSION, "bytes_added": len(after) - len(before)}
+
+
+def metadata_summary(entries: Sequence[Mapping[str, Any]]) -> str:
+    """The manifest's one-line note on TFLite metadata."""
+    with_metadata = [e["variant"] for e in entries if (e.get("metadata") or {}).get("present")]
+    if not with_metadata:
+        return "no TFLite metadata in these files; class names are in labels.txt"
+    return (
+        f"TFLite metadata v{METADATA_VERSION} (labels packed inside; MediaPipe Tasks / Task "
+        f"Library ready) in: {', '.join(with_metadata)}"
+    )
 
 
 def representative_images(
@@ -192,8 +191,6 @@ def representative_images(
     A ``tf.data.Dataset`` of float32 ``[image_size, image_size, 3]`` pixels
     0..255 (resized keeping the aspect ratio, padded bottom/right), in record order.
     """
-    from model_maker.object_detector.dataloader import InputOptions, make_dataset, split_files
-
     files = split_files(examples_uri, split)
     ds = make_dataset(files, InputOptions(image_size=image_size), batch_size=1, is_training=False)
     return ds.unbatch().map(lambda image, labels: image).take(count)
@@ -230,11 +227,6 @@ def convert_trained_model(
     Returns:
       The manifest written to ``output_dir/manifest.json``.
     """
-    from model_maker.object_detector.anchors import Anchors
-    from model_maker.object_detector.dataloader import read_label_map
-    from model_maker.object_detector.model_config import get_model_config
-    from model_maker.object_detector.model_io import load_trained_model
-
     float_model, trained = load_trained_model(model_dir)
     arch = dict(trained.model_config)
     name = arch.pop("model_name")
@@ -243,18 +235,21 @@ def convert_trained_model(
     label_map = dict(trained.label_map)
     if not label_map and examples_uri:
         label_map = read_label_map(examples_uri)
-    needs_data = bool(set(INT8_VARIANTS) & set(options.variants))
+    needs_data = bool(set(INT8_VARIANTS) & set(options.convert.variants))
     if needs_data and not examples_uri:
         raise UsageError("int8 variants need the Examples artifact (representative data)")
     representative = (
         representative_images(
-            examples_uri, trained.image_size, options.representative_samples, representative_split
+            examples_uri,
+            trained.image_size,
+            options.convert.representative_samples,
+            representative_split,
         )
         if needs_data
         else None
     )
     qat_model = None
-    if "qat_int8" in options.variants:
+    if "qat_int8" in options.convert.variants:
         if not qat_model_dir:
             raise UsageError("variant qat_int8 needs the QAT model (enable qat, or drop qat_int8)")
         qat_model = _load_qat_model(qat_model_dir)

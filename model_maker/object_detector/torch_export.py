@@ -6,8 +6,8 @@ Runs in the PyTorch tool environment that ``make pretrained`` creates
 weight packages, and not TensorFlow. For each backbone it writes the state
 dict as plain float32 arrays (PyTorch names and layouts) and the reference
 model's logits on a fixed input, see
-:mod:`model_maker.object_detector.pretrained_cache` for the files. The
-TensorFlow side (:mod:`model_maker.object_detector.pretrained_backbone`)
+:mod:`model_maker.core.pretrained_cache` for the files. The
+TensorFlow side (:mod:`model_maker.core.pretrained_backbone`)
 reads them with numpy.
 
 Run from the repository root::
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from model_maker.object_detector.pretrained_cache import (
+from model_maker.core.pretrained_cache import (
     MANIFEST_FILE,
     MEAN_RGB,
     OFFLINE_BACKBONES,
@@ -112,6 +112,7 @@ def reference_images(image_size: int) -> np.ndarray:
 
 def export_backbone(backbone: str, output: str) -> ExportRecord:
     """Write ``<backbone>.npz`` and ``<backbone>-reference.npz`` into ``output``."""
+    # deferred: PyTorch exists only in the side venv of `make pretrained`
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -155,6 +156,7 @@ def export_backbone(backbone: str, output: str) -> ExportRecord:
 
 def export_all(output: str, backbones: tuple[str, ...] = OFFLINE_BACKBONES) -> dict[str, Any]:
     """Export every backbone into ``output``, write ``manifest.json`` and return it."""
+    # deferred: PyTorch exists only in the side venv of `make pretrained`
     import torch
 
     os.makedirs(output, exist_ok=True)

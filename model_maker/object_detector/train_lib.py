@@ -165,6 +165,7 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 def _scalar_metadata():
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     from tensorflow.core.framework import summary_pb2
 
     # What tensorboard's ``tf.summary.scalar`` writes: the "scalars" plugin marker.

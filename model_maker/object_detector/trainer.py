@@ -21,21 +21,19 @@ resume from the last finished epoch.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 import tensorflow as tf
 
-from model_maker.core.hparams import parse_hparams
+from model_maker.core.settings import to_dict
 from model_maker.object_detector.dataloader import SPLIT_PREFIX, DataLoader
 from model_maker.object_detector.efficientdet_spec import EfficientDetSpec
 from model_maker.object_detector.model_io import KERAS_SUBDIR, save_trained_model
+from model_maker.object_detector.options import TrainerOptions
 
 LOG = logging.getLogger("qatflow")
 
@@ -43,94 +41,32 @@ SERVING_SUBDIR = "serving"
 METRICS_FILE = "metrics.json"
 
 
-@dataclass(frozen=True)
-class TrainerOptions:
-    """What the Trainer is asked to do (the config's ModelConfig/TrainConfig fields).
-
-    Attributes:
-      model_name: efficientdet_lite0..4.
-      uri: pretrained weights (see ``model_io.load_pretrained_weights``); "" = random init.
-      hparams: spec hyper-parameter overrides (dict, "k=v" string or YAML path).
-      image_size: input size; 0 keeps the model's published size.
-      epochs: training epochs.
-      batch_size: images per step.
-      learning_rate: peak learning rate at ``batch_size`` (after warm-up).
-      warmup_epochs: linear warm-up length in epochs.
-      moving_average_decay: EMA decay of the weights; 0 disables EMA.
-      var_freeze_expr: regex of frozen variable names ("" trains all).
-      steps_per_execution: steps per compiled call.
-      seed: random seed.
-      tflite_max_detections: detections of the TFLite post-processing.
-      train_split: split trained on.
-      eval_split: split evaluated on (skipped when the Examples have no such split).
-    """
-
-    model_name: str = "efficientdet_lite0"
-    uri: str = ""
-    hparams: Mapping[str, Any] | str = field(default_factory=dict)
-    image_size: int = 0
-    epochs: int = 50
-    batch_size: int = 64
-    learning_rate: float = 0.08
-    warmup_epochs: float = 1.0
-    moving_average_decay: float = 0.0
-    var_freeze_expr: str = "(efficientnet|fpn_cells|resample_p6)"
-    steps_per_execution: int = 1
-    seed: int = 111111
-    tflite_max_detections: int = 25
-    train_split: str = "train"
-    eval_split: str = "eval"
-
-    @classmethod
-    def from_config(cls, model: Any, train: Any, **extra: Any) -> TrainerOptions:
-        """From ``pipeline.config`` ``ModelConfig`` and ``TrainConfig`` objects."""
-        return cls(
-            model_name=model.name,
-            uri=model.uri,
-            hparams=dict(parse_hparams(model.hparams)),
-            image_size=model.image_size,
-            epochs=train.epochs,
-            batch_size=train.batch_size,
-            learning_rate=train.learning_rate,
-            warmup_epochs=train.warmup_epochs,
-            moving_average_decay=train.moving_average_decay,
-            var_freeze_expr=train.var_freeze_expr,
-            steps_per_execution=train.steps_per_execution,
-            seed=train.seed,
-            tflite_max_detections=model.tflite_max_detections,
-            **extra,
-        )
-
-
 def build_spec(
     options: TrainerOptions, label_map: Mapping[int, str], model_dir: str
 ) -> EfficientDetSpec:
-    """The spec for ``options`` with the classes of ``label_map``.
-
-    ``learning_rate`` is the peak at ``batch_size``; the spec's hparam is per
-    batch of 64 (automl), so it is converted here.
-    """
-    hparams = dict(parse_hparams(options.hparams))
+    """The spec for ``options`` with the classes of ``label_map``."""
+    model, train = options.model, options.train
+    hparams = dict(model.hparams)
     hparams.update(
         num_classes=max(label_map),
         label_map={int(k): v for k, v in label_map.items()},
-        learning_rate=options.learning_rate * 64.0 / options.batch_size,
-        lr_warmup_epoch=options.warmup_epochs,
+        learning_rate=train.learning_rate,
+        lr_warmup_epoch=train.warmup_epochs,
     )
-    if options.image_size:
-        hparams["image_size"] = options.image_size
+    if model.image_size:
+        hparams["image_size"] = model.image_size
     return EfficientDetSpec(
-        model_name=options.model_name,
-        uri=options.uri,
+        model_name=model.name,
+        uri=model.uri,
         hparams=hparams,
         model_dir=model_dir,
-        epochs=options.epochs,
-        batch_size=options.batch_size,
-        steps_per_execution=options.steps_per_execution,
-        moving_average_decay=options.moving_average_decay,
-        var_freeze_expr=options.var_freeze_expr,
-        tflite_max_detections=options.tflite_max_detections,
-        tf_random_seed=options.seed,
+        epochs=train.epochs,
+        batch_size=train.batch_size,
+        steps_per_execution=train.steps_per_execution,
+        moving_average_decay=train.moving_average_decay,
+        var_freeze_expr=train.var_freeze_expr,
+        tflite_max_detections=options.postprocess.max_detections,
+        tf_random_seed=train.seed,
         verbose=2 if LOG.isEnabledFor(logging.INFO) else 0,
     )
 
@@ -165,11 +101,11 @@ def train_from_examples(
         spec.num_classes,
         train.size,
         val.size if val else 0,
-        options.epochs,
-        options.batch_size,
+        options.train.epochs,
+        options.train.batch_size,
     )
-    steps_per_epoch = max(math.ceil(train.size / options.batch_size), 1)
-    eval_batch = min(options.batch_size, 8)
+    steps_per_epoch = max(math.ceil(train.size / options.train.batch_size), 1)
+    eval_batch = min(options.train.batch_size, 8)
     model = spec.create_model()
     val_ds = val.gen_dataset(spec, batch_size=eval_batch) if val else None
     val_json = val.annotations_json if val and val.annotations_json else None
@@ -194,7 +130,7 @@ def train_from_examples(
     save_trained_model(model, spec.trained_config(), os.path.join(output_dir, KERAS_SUBDIR))
     spec.export_saved_model(model, os.path.join(output_dir, SERVING_SUBDIR))
     with tf.io.gfile.GFile(os.path.join(run_dir, "trainer_options.json"), "w") as fh:
-        json.dump(dataclasses.asdict(options), fh, indent=2, sort_keys=True, default=str)
+        json.dump(to_dict(options), fh, indent=2, sort_keys=True)
     return metrics
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 
+from dashboard.store import find_stores
 from model_maker.core.errors import UsageError
 
 LOG = logging.getLogger("qatflow")
@@ -24,14 +25,13 @@ def _is_loopback(host: str) -> bool:
 
 def _import_tensorflow() -> None:
     try:
-        import tensorflow  # noqa: F401
+        import tensorflow  # noqa: F401 - deferred: the point is to import it in the background
     except ImportError:  # the training page will say so
         LOG.warning("TensorFlow is not importable: training curves will not load")
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from dashboard.app import create_app
-    from dashboard.store import find_stores
+    from dashboard.app import create_app  # deferred: Flask, needed only to serve
 
     root = os.path.abspath(args.root)
     if not os.path.isdir(root):

@@ -7,11 +7,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 
 from model_maker.core.errors import UsageError
+from pipeline.commands.common import add_config_args, config_from_args
+from pipeline.config import PipelineConfig, load_config, to_dict
 
 LOG = logging.getLogger("qatflow")
 
@@ -44,6 +47,7 @@ def parse_splits(values: list[list[tuple[str, str]]]) -> tuple[dict[str, float],
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
+    # deferred: numpy and Pillow, not needed by `qatflow --help` or the other commands
     from model_maker.core.data.demo_data import generate_demo_data
 
     result = generate_demo_data(
@@ -60,32 +64,32 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _apply_flags(args: argparse.Namespace):
-    from pipeline.config import load_config, validate
-
-    config = load_config(args.config, args.overrides)
-    data = config.data
-    for flag, key in (("format", "format"), ("input", "input"), ("annotations", "annotations")):
-        value = getattr(args, flag)
-        if value is not None:
-            setattr(data, key, value)
+def _apply_flags(args: argparse.Namespace) -> PipelineConfig:
+    """The config of ``--config``/``--set`` with the ingest flags on top, validated again."""
+    values = to_dict(config_from_args(args))
+    data, runner = values["data"], values["runner"]
+    for flag in ("format", "input", "annotations"):
+        if getattr(args, flag) is not None:
+            data[flag] = getattr(args, flag)
     if args.split:
         ratios, files = parse_splits(args.split)
         if files:
-            data.split.files = files
+            data["split_files"] = files
         else:
-            data.split.ratios, data.split.files = ratios, {}
+            data["split_ratios"], data["split_files"] = ratios, {}
     if args.strict:
-        data.strict = True
+        data["strict"] = True
     if args.drop_negatives:
-        data.keep_negatives = False
+        data["keep_negatives"] = False
     if args.shards is not None:
-        data.num_shards = args.shards
+        data["num_shards"] = args.shards
+    if args.rewrite:
+        data["rewrite_tfrecords"] = True
     if args.workers is not None:
-        config.runner.direct_num_workers = args.workers
-    config.runner.beam_pipeline_args = [*config.runner.beam_pipeline_args, *args.beam_args]
-    validate(config)
-    if not data.input:
+        runner["direct_num_workers"] = args.workers
+    runner["beam_pipeline_args"] = [*runner["beam_pipeline_args"], *args.beam_args]
+    config = load_config(base=values)
+    if not config.data.input:
         raise UsageError("ingest: give --input PATH (or data.input in the config)")
     return config
 
@@ -100,27 +104,19 @@ def beam_args_for(direct_num_workers: int, beam_pipeline_args: list[str]) -> lis
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     config = _apply_flags(args)
-    data = config.data
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not LOG.isEnabledFor(logging.DEBUG):
         # Worker processes forward their start-up chatter as warnings.
         logging.getLogger("apache_beam.runners.portability").setLevel(logging.ERROR)
-    from model_maker.core.data.ingest import IngestOptions, ingest
+    # deferred: Apache Beam and TensorFlow are heavy (seconds to import)
+    from model_maker.core.data.ingest import ingest
 
-    options = IngestOptions(
-        format=data.format,
-        input=data.input,
-        output=args.output,
-        annotations=data.annotations,
-        split_ratios=dict(data.split.ratios),
-        split_files=dict(data.split.files),
-        split_image_dirs=dict(data.split.image_dirs),
-        strict=data.strict,
-        keep_negatives=data.keep_negatives,
-        num_shards=data.num_shards,
-        rewrite_tfrecords=args.rewrite,
+    # The pipeline's ExampleGen writes its own artifact, so the config leaves data.output
+    # empty; this command writes where --output says.
+    options = dataclasses.replace(config.data, output=args.output)
+    beam_args = beam_args_for(
+        config.runner.direct_num_workers, list(config.runner.beam_pipeline_args)
     )
-    beam_args = beam_args_for(config.runner.direct_num_workers, config.runner.beam_pipeline_args)
     result = ingest(options, beam_args)
     width = max(len(s) for s in result.splits) + 2
     lines = [f"{'split':<{width}}{'images':>8}{'boxes':>8}"]
@@ -143,8 +139,6 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``demo-data`` and ``ingest`` to the ``qatflow`` command line."""
-    from pipeline.cli import add_config_args
-
     demo = sub.add_parser(
         "demo-data",
         help="write a deterministic synthetic detection dataset (COCO format)",

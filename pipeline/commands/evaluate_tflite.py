@@ -12,23 +12,16 @@ import argparse
 import json
 import logging
 import os
+import re
 
-from model_maker.core.errors import DataError, UsageError
+from model_maker.core.detection_postprocess import NMSOptions
+from model_maker.core.errors import DataError, SettingsError, UsageError
 
 LOG = logging.getLogger("qatflow")
 
 
 def _cmd_evaluate_tflite(args: argparse.Namespace) -> int:
-    from model_maker.core.coco_metrics import PER_CLASS_PREFIX, SUMMARY_KEYS
-    from model_maker.core.evaluation import (
-        BeamOptions,
-        BlessingRule,
-        EvalSource,
-        Variant,
-        evaluate_variants,
-    )
-    from model_maker.core.litert_detector import TFLiteDetectorFactory
-
+    nms = _nms_options(args)
     for flag, path, kind in (
         ("--model", args.model, os.path.isfile),
         ("--annotations", args.annotations, os.path.isfile),
@@ -38,19 +31,38 @@ def _cmd_evaluate_tflite(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {path}: not found")
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    # deferred: numpy, pycocotools, LiteRT and Beam are heavy; usage errors above come first
+    from model_maker.core.coco_metrics import PER_CLASS_PREFIX, SUMMARY_KEYS
+    from model_maker.core.evaluation import (
+        BeamOptions,
+        BlessingRule,
+        EvalSource,
+        Variant,
+        check_label_names,
+        evaluate_variants,
+        model_label_names,
+    )
+    from model_maker.core.litert_detector import TFLiteDetectorFactory
+
     try:
         with open(args.annotations, encoding="utf-8") as fh:
             ground_truth = json.load(fh)
     except json.JSONDecodeError as exc:
         raise DataError(f"{args.annotations}: not valid JSON ({exc})") from None
     source = EvalSource.from_image_folder(ground_truth, args.images)
-    name = os.path.splitext(os.path.basename(args.model))[0]
+    data_names = {
+        int(c["id"]): str(c.get("name", c["id"])) for c in ground_truth.get("categories") or []
+    }
+    # A file with TFLite metadata names its classes; they must match the annotations'.
+    model_names = model_label_names(os.path.abspath(args.model))
+    for line in check_label_names("model", model_names, data_names):
+        LOG.warning("%s (metrics use the annotations' ids)", line)
+    # The variant's name becomes file names and the blessing's candidate.
+    name = re.sub(r"[^\w.-]", "_", os.path.splitext(os.path.basename(args.model))[0])
     factory = TFLiteDetectorFactory(
         os.path.abspath(args.model),
         anchors_file=os.path.abspath(args.anchors) if args.anchors else None,
-        max_detections=args.max_detections,
-        score_threshold=args.score_threshold,
-        iou_threshold=args.iou_threshold,
+        nms=nms,
     )
     factory()  # fail early, in this process, on a model that cannot be loaded
     output = args.output or os.path.join(
@@ -81,6 +93,19 @@ def _cmd_evaluate_tflite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nms_options(args: argparse.Namespace) -> NMSOptions:
+    """The raw-model post-processing flags as :class:`NMSOptions`, a bad one named as a flag."""
+    try:
+        return NMSOptions(
+            max_detections=args.max_detections,
+            score_threshold=args.score_threshold,
+            iou_threshold=args.iou_threshold,
+        )
+    except SettingsError as exc:
+        flag = "--" + exc.key.replace("_", "-")
+        raise UsageError(f"{flag} {getattr(args, exc.key)}: {exc.reason}") from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "evaluate-tflite",
@@ -108,9 +133,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--latency-runs", type=int, default=20, help="timed invocations (0: skip latency)"
     )
-    parser.add_argument("--max-detections", type=int, default=25, help="raw models: NMS top-k")
+    nms = NMSOptions()
     parser.add_argument(
-        "--score-threshold", type=float, default=1e-8, help="raw models: minimum score"
+        "--max-detections",
+        type=int,
+        default=nms.max_detections,
+        help="raw models: detections kept after NMS (%(default)s)",
     )
-    parser.add_argument("--iou-threshold", type=float, default=0.5, help="raw models: NMS IoU")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=nms.score_threshold,
+        help="raw models: minimum class score (%(default)s)",
+    )
+    parser.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=nms.iou_threshold,
+        help="raw models: NMS IoU threshold (%(default)s)",
+    )
     parser.set_defaults(func=_cmd_evaluate_tflite)

@@ -5,47 +5,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import tempfile
 
+from pipeline.commands.common import add_config_args, config_from_args
 from pipeline.config import write_resolved
+from pipeline.kubeflow import compile_pipeline, submit
+from pipeline.runners import LATEST_RUN_FILE, preflight, run_local
 
 LOG = logging.getLogger("qatflow")
 
 
-def check_local_weights(config) -> None:
-    """Fail before the pipeline starts when the config's ImageNet backbone is not cached.
-
-    A local run would otherwise ingest the data and only fail in the Trainer.
-
-    Raises:
-      UsageError: naming ``make pretrained``, the command that fills the cache.
-    """
-    from model_maker.core.errors import UsageError
-    from model_maker.object_detector.pretrained_cache import (
-        PretrainedWeightsMissing,
-        require_file,
-        weights_file,
-    )
-    from pipeline.config import offline_backbone
-
-    backbone = offline_backbone(config.model)
-    if not backbone:
-        return
-    try:
-        require_file(weights_file(backbone))
-    except PretrainedWeightsMissing as exc:
-        raise UsageError(f"model.uri {config.model.uri!r}: {exc}") from None
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.cli import config_from_args
-    from pipeline.runners import LATEST_RUN_FILE, run_local
-
     overrides = list(args.overrides)
     if args.runner:
         overrides.append(f"runner.kind={args.runner}")
     args.overrides = overrides
     config = config_from_args(args)
-    check_local_weights(config)
+    preflight(config)  # before the resolved config lands in pipeline_root: nothing written
     path = write_resolved(config, config.runner.pipeline_root)
     LOG.info("resolved config written to %s", path)
     summary = run_local(config)
@@ -63,9 +39,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    from pipeline.cli import config_from_args
-    from pipeline.kubeflow import compile_pipeline
-
     config = config_from_args(args)
     compile_pipeline(config, args.output)
     print(args.output)
@@ -73,11 +46,6 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from pipeline.cli import config_from_args
-    from pipeline.kubeflow import compile_pipeline, submit
-
     config = config_from_args(args)
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(config, os.path.join(tmp, "pipeline.json"))
@@ -87,8 +55,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pipeline.cli import add_config_args
-
+    """Add ``run``, ``compile`` and ``submit`` to the ``qatflow`` command line."""
     run = sub.add_parser(
         "run",
         help="run the whole pipeline locally (ExampleGen -> ... -> Pusher)",

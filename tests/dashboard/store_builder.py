@@ -3,7 +3,8 @@
 Follows TFX 1.21's portable orchestrator (tfx/orchestration/portable/mlmd/):
 contexts ``pipeline`` -> ``pipeline_run`` (parent/child) and ``node``
 (``"<pipeline>.<component id>"``); one execution per component with the exec
-properties as custom properties and ``last_known_state``; INPUT/OUTPUT events;
+properties as custom properties (each component's settings as one JSON ``options``
+property, built with the library's settings classes) and ``last_known_state``; INPUT/OUTPUT events;
 artifacts with TFX's ``tfx_version``/``is_external`` custom properties; cache
 hits as CACHED executions whose OUTPUT events point at the earlier run's
 artifacts; a failure as a FAILED execution with ``__execution_result__``.
@@ -22,6 +23,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from model_maker.core.data.options import IngestOptions
+from model_maker.core.detection_postprocess import NMSOptions
+from model_maker.core.evaluation import EvaluateOptions
+from model_maker.core.options import ModelOptions, TrainOptions
+from model_maker.core.qat_hparams import QATHParams
+from model_maker.core.quantization import ConvertOptions
+from model_maker.core.settings import to_json
+from model_maker.object_detector.options import TFLiteSetOptions, TrainerOptions
 
 PIPELINE = "qatflow"
 COMPONENTS = (
@@ -201,7 +211,16 @@ class StoreBuilder:
             return failed if spec.fail_at == component else done
 
         # ExampleGen: a cache hit reuses the previous Examples artifact (same id).
-        gen_props = {"format": "coco", "input": "data/images", "split_ratios": '{"train": 0.8}'}
+        gen_props = {
+            "options": to_json(
+                IngestOptions(
+                    format="coco",
+                    input="data/images",
+                    annotations="data/annotations.json",
+                    split_ratios={"train": 0.8, "eval": 0.2},
+                )
+            )
+        }
         if spec.cache_example_gen and self._examples is not None:
             self._execute(run_context, "DetectionExampleGen", cached, gen_props,
                           outputs=[("examples", self._examples)])  # fmt: skip
@@ -232,23 +251,27 @@ class StoreBuilder:
         )  # fmt: skip
         _, _, qat_model = self._execute(
             run_context, "QATTrainer", done,
-            {"learning_rate": 0.03, "batch_size": 32, "epochs": 2, "decay_steps": 231,
-             "decay_rate": 0.96},
+            {"options": to_json(QATHParams(learning_rate=0.03, batch_size=32, epochs=2,
+                                           decay_steps=231, decay_rate=0.96)),
+             "train_split": "train", "eval_split": "eval", "checkpoint_dir": ""},
             inputs=[("examples", examples), ("model", model)],
             outputs=[("qat_model", self._artifact("Model", uri("QATTrainer", "qat_model")))],
         )  # fmt: skip
         variants = ["float32", "ptq_int8", "qat_int8"]
         *_, tflite = self._execute(
             run_context, "TFLiteConverter", done,
-            {"variants": json.dumps(variants), "int8_input_type": "uint8",
-             "representative_samples": 100, "max_detections": 25, "score_threshold": 1e-8,
-             "iou_threshold": 0.5, "with_nms": 1},
+            {"options": to_json(TFLiteSetOptions(
+                convert=ConvertOptions(variants=tuple(variants), int8_input_type="uint8",
+                                       representative_samples=100, with_nms=True),
+                postprocess=NMSOptions(max_detections=25, score_threshold=1e-8,
+                                       iou_threshold=0.5)))},
             inputs=[("examples", examples), ("model", model), ("qat_model", qat_model)],
             outputs=[("tflite", self._artifact("qatflow.TFLiteModel",
                                                uri("TFLiteConverter", "tflite")))],
         )  # fmt: skip
-        eval_props = {"candidate": "qat_int8", "metric": "AP", "max_ap_drop": 1.0,
-                      "latency_runs": 20, "split": "eval"}  # fmt: skip
+        eval_props = {"options": to_json(EvaluateOptions(candidate="qat_int8", metric="AP",
+                                                         max_drop=1.0, latency_runs=20,
+                                                         split="eval"))}  # fmt: skip
         if spec.fail_at == "Evaluator":
             self._execute(run_context, "Evaluator", failed, eval_props,
                           inputs=[("examples", examples), ("tflite", tflite), ("model", model)],
@@ -287,15 +310,17 @@ class StoreBuilder:
 
     @staticmethod
     def _trainer_props(spec: RunSpec) -> dict[str, Any]:
-        return {
-            "model_name": "efficientdet_lite0",
-            "epochs": spec.epochs,
-            "batch_size": 8,
-            "learning_rate": spec.learning_rate,
-            "warmup_epochs": 1.0,
-            "hparams": json.dumps({"map_freq": 1}),
-            "seed": 111111,
-        }
+        options = TrainerOptions(
+            model=ModelOptions(name="efficientdet_lite0", hparams={"map_freq": 1}),
+            train=TrainOptions(
+                epochs=spec.epochs,
+                batch_size=8,
+                learning_rate=spec.learning_rate,
+                warmup_epochs=1.0,
+                seed=111111,
+            ),
+        )
+        return {"options": to_json(options), "checkpoint_dir": ""}
 
 
 def variant_metrics(spec: RunSpec) -> dict[str, dict[str, float]]:
@@ -347,7 +372,10 @@ def write_evaluation(folder: str, spec: RunSpec):
     decision = ev.decide_blessing(metrics, ev.BlessingRule(candidate="qat_int8", max_drop=1.0))
     # The Evaluator's own renderers; written with open() (write_reports would import TF).
     contents = {
-        ev.METRICS_FILE: json.dumps(ev.metrics_document(entries, "float32", decision), indent=2),
+        ev.METRICS_FILE: json.dumps(
+            ev.metrics_document(entries, "float32", decision.candidate, decision.to_dict()),
+            indent=2,
+        ),
         ev.REPORT_MD: ev.render_markdown(entries, "float32", decision),
         ev.REPORT_HTML: ev.render_html(entries, "float32", decision),
         ev.BLESSING_FILE: json.dumps(decision.to_dict(), indent=2),

@@ -68,7 +68,7 @@ def test_run_page_dag_executions_and_lineage(client, small_root):
     # The cached ExampleGen's output is the first run's artifact, linked under /files/.
     assert 'href="/files/demo/DetectionExampleGen/examples/0"' in rows[0]
     assert "from DetectionExampleGen" in rows[1]
-    assert re.search(r"Trainer\.epochs</td><td[^>]*>6<", html)
+    assert re.search(r"Trainer\.options\.train\.epochs</td><td[^>]*>6<", html)
     assert "nothing pushed: not blessed" in html
     assert 'id="resolved-config"' not in html  # no latest_run.json in this store
 
@@ -137,8 +137,8 @@ def test_compare_diffs_settings_and_metrics(client, small_root):
     a, b = built[0].run_id, built[1].run_id
     html = client.get(f"/compare?a=demo|{a}&b=demo|{b}").get_data(as_text=True)
     changed = {re.search(r'data-key="([^"]+)"', r).group(1): r for r in _rows(html, "config-diff")}
-    assert set(changed) == {"Trainer.epochs", "Trainer.learning_rate"}
-    assert re.search(r">4</td><td[^>]*>6</td>", changed["Trainer.epochs"])
+    assert set(changed) == {"Trainer.options.train.epochs", "Trainer.options.train.learning_rate"}
+    assert re.search(r">4</td><td[^>]*>6</td>", changed["Trainer.options.train.epochs"])
     assert "Settings (2 differ)" in html
     metrics = {
         re.search(r'data-metric="([^"]+)"', r).group(1): r for r in _rows(html, "metrics-diff")

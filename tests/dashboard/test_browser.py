@@ -118,7 +118,7 @@ def test_runs_list_run_evaluation_training_and_compare(browser_page, small_serve
     page.click("#compare-button")
     _rendered(page, "#chart-compare")
     changed = page.locator("#config-diff tr.changed td:first-child").all_inner_texts()
-    assert changed == ["Trainer.epochs", "Trainer.learning_rate"]
+    assert changed == ["Trainer.options.train.epochs", "Trainer.options.train.learning_rate"]
     delta = page.locator("#metrics-diff tr[data-metric='AP'] td.delta[data-variant='qat_int8']")
     assert delta.inner_text() == "+1.40"
     assert re.search(r"Settings \(2 differ\)", page.content())

@@ -69,7 +69,7 @@ def test_run_detail_dag_lineage_and_states(small_root):
     tflite = next(a for a in evaluator.inputs if a.key == "tflite")
     assert tflite.producer == "TFLiteConverter" and tflite.type_name == "qatflow.TFLiteModel"
     assert "tfx_version" not in tflite.properties
-    assert evaluator.properties["max_ap_drop"] == 1.0
+    assert evaluator.properties["options"]["max_drop"] == 1.0  # the JSON options, parsed
     assert all(e.state == "COMPLETE" and not e.cached for e in first.executions)
 
     # The cache hit reuses the first run's Examples: same artifact id, produced by ExampleGen.
@@ -103,10 +103,14 @@ def test_evaluation_blessing_logs_and_config(small_root):
     assert "drop 2.00 points, more than the allowed 1" in detail.blessing.reason
     assert detail.blessing.details["threshold"] == pytest.approx(0.45 - 0.01)
     assert detail.log_dirs == [("Trainer", built[1].log_dir)]
-    assert detail.config["Trainer.epochs"] == 6
-    assert detail.config["Trainer.learning_rate"] == pytest.approx(0.05)
-    assert detail.config["Trainer.hparams.map_freq"] == 1  # JSON exec property, flattened
-    assert detail.config["TFLiteConverter.variants"] == ["float32", "ptq_int8", "qat_int8"]
+    assert detail.config["Trainer.options.train.epochs"] == 6
+    assert detail.config["Trainer.options.train.learning_rate"] == pytest.approx(0.05)
+    # the JSON options exec property, parsed and flattened
+    assert detail.config["Trainer.options.model.hparams.map_freq"] == 1
+    assert detail.config["TFLiteConverter.options.convert.variants"] == [
+        "float32", "ptq_int8", "qat_int8",
+    ]  # fmt: skip
+    assert detail.config["Evaluator.options.max_drop"] == 1.0
     assert detail.pushed["pushed"] == 0 and detail.pushed["reason"].startswith("not blessed")
 
 

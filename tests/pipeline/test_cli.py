@@ -1,9 +1,14 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 
+from model_maker.core.errors import DataError, QatflowError, SettingsError, UsageError
+from model_maker.core.hparams import HParamsError
+from pipeline import cli
 from pipeline.cli import main
+from pipeline.config import ConfigError
 
 
 def test_version_and_help(capsys):
@@ -58,3 +63,81 @@ def test_console_script_runs_in_a_fresh_process():
         check=False,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("qatflow ")
+
+
+# --- errors to exit codes: through QatflowError.exit_code only ------------------
+
+
+@pytest.fixture
+def raising(monkeypatch):
+    """A ``qatflow boom`` subcommand that raises the exception the test gives it."""
+
+    def install(exc: BaseException) -> None:
+        def boom(args):
+            raise exc
+
+        def register(sub):
+            sub.add_parser("boom", help="raise an error (tests)").set_defaults(func=boom)
+
+        monkeypatch.setattr(cli, "REGISTRARS", (*cli.REGISTRARS, register))
+
+    return install
+
+
+class _CustomExit(QatflowError):
+    exit_code = 3
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "line"),
+    [
+        (SettingsError("qat.learning_rate", "must be > 0, got 0"), 2, "qat.learning_rate: must"),
+        (ConfigError("train.epoch: unknown key"), 2, "train.epoch: unknown key"),
+        (HParamsError("model.hparams: bogus_key is not a hyperparameter"), 2, "bogus_key"),
+        (UsageError("--port 70000: must be between 1 and 65535"), 2, "--port 70000"),
+        (DataError("annotations.json:2: invalid JSON"), 1, "annotations.json:2: invalid JSON"),
+        (QatflowError("the Trainer wrote no model"), 1, "the Trainer wrote no model"),
+        (_CustomExit("an exit code of its own"), 3, "an exit code of its own"),
+        (RuntimeError("disk on fire"), 1, "RuntimeError: disk on fire (run with -v"),
+        (ValueError("line one\nline two"), 1, "ValueError: line one; line two"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None,
+)
+def test_error_types_map_to_exit_codes_with_one_line(raising, capsys, exc, code, line):
+    raising(exc)
+    assert main(["boom"]) == code
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1, captured.err
+    assert err[0].startswith("qatflow: error: ") and line in err[0]
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [SettingsError("qat.epochs", "must be > 0"), DataError("bad"), KeyError("x")],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_verbose_adds_the_traceback_before_the_one_line(raising, capsys, exc):
+    raising(exc)
+    code = main(["boom", "-v"])
+    assert code == getattr(exc, "exit_code", 1)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "Traceback (most recent call last):"
+    assert err[-1].startswith("qatflow: error: ")
+    assert main(["-v", "boom"]) == code  # before the subcommand too
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_real_settings_error_exits_2_in_one_line(capsys):
+    assert main(["config", "--set", "train.epochs=x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.epochs" in err[0] and "Traceback" not in err[0]
+
+
+def test_help_imports_nothing_heavy():
+    """`qatflow --help` stays fast: the CLI and its commands defer the heavy libraries."""
+    heavy = ("tensorflow", "tfx", "apache_beam", "ml_metadata", "flask", "numpy", "kfp", "PIL")
+    code = f"import sys, pipeline.cli\nprint(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "", f"imported by `import pipeline.cli`: {proc.stdout}"

@@ -1,9 +1,21 @@
+import dataclasses
+import math
 import pathlib
+import typing
 
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, PipelineConfig, load_config, to_dict, write_resolved
+from model_maker.core.errors import SettingsError, UsageError
+from model_maker.core.settings import from_json, to_json
+from pipeline.config import (
+    ConfigError,
+    PipelineConfig,
+    StageOptions,
+    load_config,
+    to_dict,
+    write_resolved,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -12,7 +24,7 @@ def test_defaults_validate_and_match_seed_api_values():
     config = load_config()
     assert isinstance(config, PipelineConfig)
     assert config.model.name == "efficientdet_lite0"
-    assert config.model.tflite_max_detections == 25
+    assert config.postprocess.max_detections == 25
     assert config.train.epochs == 50 and config.train.batch_size == 64
     assert (
         config.qat.learning_rate,
@@ -34,39 +46,39 @@ def test_yaml_then_overrides(tmp_path):
     assert config.train.batch_size == 8
     assert config.train.learning_rate == 1.0 and isinstance(config.train.learning_rate, float)
     assert config.qat.enabled is False
-    assert config.convert.variants == ["float32"]
+    assert config.convert.variants == ("float32",)
 
 
 def test_list_override_from_comma_string():
     config = load_config(
         overrides=["convert.variants=float32,ptq_int8", "evaluate.candidate=ptq_int8"]
     )
-    assert config.convert.variants == ["float32", "ptq_int8"]
+    assert config.convert.variants == ("float32", "ptq_int8")
 
 
 def test_unknown_key_suggests_nearest():
-    with pytest.raises(ConfigError, match=r"'train\.epoch'; did you mean 'epochs'"):
+    with pytest.raises(SettingsError, match=r"train\.epoch: unknown key; did you mean 'epochs'"):
         load_config(overrides=["train.epoch=3"])
-    with pytest.raises(ConfigError, match="did you mean 'model'"):
+    with pytest.raises(SettingsError, match="did you mean 'model'"):
         load_config(overrides=["modle.name=x"])
 
 
 def test_bad_values_name_key_and_allowed_values():
     with pytest.raises(
-        ConfigError, match=r"model\.name: 'efficientdet_lite9'.*allowed: efficientdet_lite0"
+        SettingsError, match=r"model\.name: 'efficientdet_lite9'.*allowed: efficientdet_lite0"
     ):
         load_config(overrides=["model.name=efficientdet_lite9"])
-    with pytest.raises(ConfigError, match=r"train\.epochs: expected an integer"):
+    with pytest.raises(SettingsError, match=r"train\.epochs: expected an integer"):
         load_config(overrides=["train.epochs=three"])
-    with pytest.raises(ConfigError, match=r"train\.epochs: 0 must be at least 1"):
+    with pytest.raises(SettingsError, match=r"train\.epochs: 0 must be at least 1"):
         load_config(overrides=["train.epochs=0"])
-    with pytest.raises(ConfigError, match=r"data\.split\.ratios: fractions must sum to 1"):
-        load_config(overrides=["data.split.ratios={train: 0.5, eval: 0.2}"])
-    with pytest.raises(ConfigError, match=r"convert\.variants\[1\]: 'int4'"):
+    with pytest.raises(SettingsError, match=r"data\.split_ratios: fractions must sum to 1"):
+        load_config(overrides=["data.split_ratios={train: 0.5, eval: 0.2}"])
+    with pytest.raises(SettingsError, match=r"convert\.variants\[1\]: 'int4'"):
         load_config(overrides=["convert.variants=float32,int4"])
-    with pytest.raises(ConfigError, match="multiple of 64"):
+    with pytest.raises(SettingsError, match="multiple of 64"):
         load_config(overrides=["model.image_size=300"])
-    with pytest.raises(ConfigError, match="qat_int8 needs qat.enabled"):
+    with pytest.raises(SettingsError, match="qat_int8 needs qat.enabled"):
         load_config(overrides=["qat.enabled=false"])
 
 
@@ -85,7 +97,7 @@ def test_hparams_three_forms_normalised(tmp_path):
     assert load_config(overrides=["model.hparams=alpha=0.5"]).model.hparams == {"alpha": 0.5}
     assert load_config(overrides=[f"model.hparams={hp}"]).model.hparams == {"alpha": 0.5}
     assert load_config(overrides=["model.hparams={alpha: 0.5}"]).model.hparams == {"alpha": 0.5}
-    with pytest.raises(ConfigError, match="model.hparams"):
+    with pytest.raises(SettingsError, match="model.hparams"):
         load_config(overrides=["model.hparams=junk"])
 
 
@@ -94,26 +106,27 @@ def test_resolved_config_round_trips(tmp_path):
     path = write_resolved(config, tmp_path / "out")
     again = load_config(path)
     assert to_dict(again) == to_dict(config)
+    assert again == config
     assert yaml.safe_load(open(path))["train"]["epochs"] == 7
 
 
 def test_split_image_dirs_need_coco_split_files():
-    with pytest.raises(ConfigError, match=r"image_dirs: \['val'\] have no COCO JSON"):
+    with pytest.raises(SettingsError, match=r"image_dirs: \['val'\] have no COCO JSON"):
         load_config(
-            overrides=["data.split.files={train: t.json}", "data.split.image_dirs={val: v}"]
+            overrides=["data.split_files={train: t.json}", "data.split_image_dirs={val: v}"]
         )
-    with pytest.raises(ConfigError, match="only the coco format"):
+    with pytest.raises(SettingsError, match="only the coco format"):
         load_config(
             overrides=[
                 "data.format=voc",
-                "data.split.files={train: t.txt}",
-                "data.split.image_dirs={train: t}",
+                "data.split_files={train: t.txt}",
+                "data.split_image_dirs={train: t}",
             ]
         )
     config = load_config(
-        overrides=["data.split.files={train: t.json}", "data.split.image_dirs={train: t}"]
+        overrides=["data.split_files={train: t.json}", "data.split_image_dirs={train: t}"]
     )
-    assert config.data.split.image_dirs == {"train": "t"}
+    assert config.data.split_image_dirs == {"train": "t"}
 
 
 @pytest.mark.parametrize("name", ["demo", "raccoon", "coco2017"])
@@ -125,5 +138,209 @@ def test_shipped_configs_load_and_validate(name):
 
 def test_imagenet_uri_only_for_models_with_offline_weights():
     assert load_config(overrides=["model.uri=imagenet"]).model.uri == "imagenet"
-    with pytest.raises(ConfigError, match="model.uri: no offline ImageNet weights"):
+    with pytest.raises(SettingsError, match="model.uri: no offline ImageNet weights"):
         load_config(overrides=["model.uri=imagenet", "model.name=efficientdet_lite3"])
+
+
+# --- every setting, walked: the config rejects what a stage would reject ---------------
+
+#: Invalid values of every numeric or constrained setting (section, field, value).
+#: NaN and infinity are added for every float, a wrong type for every int and bool.
+INVALID = [
+    ("data", "format", "folders"),
+    ("data", "num_shards", -1),
+    ("data", "split_ratios", {"train": 0.9, "eval": 0.2}),
+    ("data", "split_ratios", {"train": 1.5}),
+    ("data", "split_ratios", {"my split": 1.0}),
+    ("data", "split_ratios", {}),
+    ("data", "split_files", {"bad/name": "x.json"}),
+    ("data", "split_image_dirs", {"train": "imgs"}),
+    ("data", "output", "/tmp/examples"),
+    ("model", "task", "segmentation"),
+    ("model", "name", "efficientdet_lite9"),
+    ("model", "image_size", -64),
+    ("model", "image_size", 100),
+    ("model", "uri", "pretrained://efficientnet-lite1"),
+    ("model", "hparams", "bogus_key=1"),
+    ("model", "hparams", "learning_rate=0.1"),
+    ("model", "hparams", "jitter_min=2.0"),
+    ("model", "hparams", "fpn_num_filters=abc"),
+    ("train", "epochs", 0),
+    ("train", "batch_size", 0),
+    ("train", "learning_rate", 0.0),
+    ("train", "learning_rate", -0.1),
+    ("train", "warmup_epochs", -1.0),
+    ("train", "moving_average_decay", 1.0),
+    ("train", "moving_average_decay", -0.1),
+    ("train", "var_freeze_expr", "(unclosed"),
+    ("train", "steps_per_execution", 0),
+    ("qat", "learning_rate", 0.0),
+    ("qat", "batch_size", 0),
+    ("qat", "epochs", 0),
+    ("qat", "decay_steps", 0),
+    ("qat", "decay_rate", 0.0),
+    ("qat", "decay_rate", 1.5),
+    ("postprocess", "max_detections", 0),
+    ("postprocess", "score_threshold", 1.5),
+    ("postprocess", "score_threshold", -0.1),
+    ("postprocess", "iou_threshold", 1.01),
+    ("convert", "variants", []),
+    ("convert", "variants", ["float32", "float32"]),
+    ("convert", "variants", ["int4"]),
+    ("convert", "int8_input_type", "int16"),
+    ("convert", "representative_samples", 0),
+    ("convert.metadata", "name", "bad\x00name"),
+    ("convert.metadata", "description", "\x00"),
+    ("convert.metadata", "version", "1\x00"),
+    ("convert.metadata", "author", "\x00"),
+    ("convert.metadata", "license", "\x00"),
+    ("evaluate", "candidate", "dynamic_range"),
+    ("evaluate", "metric", "mAP"),
+    ("evaluate", "metric", "top1"),
+    ("evaluate", "max_drop", -1.0),
+    ("evaluate", "max_drop", 101.0),
+    ("evaluate", "baseline", "float16"),
+    ("evaluate", "latency_runs", -1),
+    ("evaluate", "split", "my eval"),
+    ("runner", "kind", "airflow"),
+    ("runner", "pipeline_root", ""),
+    ("runner", "direct_num_workers", -1),
+    ("kubeflow", "accelerator_count", -1),
+    ("kubeflow", "trainer_cpu", -1.0),
+    ("kubeflow", "trainer_memory_gib", -1.0),
+    ("kubeflow", "cpu", -1.0),
+    ("kubeflow", "memory_gib", -1.0),
+    ("kubeflow", "cpu_image", ""),
+    ("kubeflow", "gpu_image", ""),
+]
+#: Settings any value of their type suits (paths, names, switches, free lists).
+UNCONSTRAINED = {
+    ("data", "input"),
+    ("data", "annotations"),
+    ("data", "strict"),
+    ("data", "keep_negatives"),
+    ("data", "rewrite_tfrecords"),
+    ("train", "seed"),
+    ("qat", "enabled"),
+    ("convert", "with_nms"),
+    ("convert.metadata", "enabled"),
+    ("push", "destination"),
+    ("runner", "beam_pipeline_args"),
+    ("runner", "enable_cache"),
+    ("kubeflow", "pipeline_root"),
+    ("kubeflow", "data_input"),
+    ("kubeflow", "data_annotations"),
+    ("kubeflow", "push_destination"),
+    ("kubeflow", "accelerator_type"),
+    ("kubeflow", "beam_pipeline_args"),
+}
+
+
+def _settings(cls=PipelineConfig, prefix=""):
+    """(dotted section, field, type) of every leaf setting, nested sections walked."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(tp):
+            yield from _settings(tp, path)
+        elif prefix:
+            yield prefix, f.name, tp
+
+
+def _nested(section, name, value):
+    out = {name: value}
+    for part in reversed(section.split(".")):
+        out = {part: out}
+    return out
+
+
+def _generated_invalid():
+    out = []
+    for section, name, tp in _settings():
+        if tp is float:
+            out += [
+                (section, name, math.nan),
+                (section, name, math.inf),
+                (section, name, -math.inf),
+            ]
+        elif tp is int:
+            out.append((section, name, "many"))
+        elif tp is bool:
+            out.append((section, name, "maybe"))
+    return out
+
+
+def _ids(case):
+    section, name, value = case
+    return f"{section}.{name}={value!r}"
+
+
+@pytest.mark.parametrize("case", INVALID + _generated_invalid(), ids=_ids)
+def test_every_invalid_setting_is_rejected_naming_its_key(case):
+    section, name, value = case
+    with pytest.raises(UsageError) as info:
+        load_config(base=_nested(section, name, value))
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{section}.{name}" in message or f"{section}.hparams" in message, message
+
+
+def test_the_table_covers_every_setting():
+    covered = {(s, n) for s, n, _ in INVALID + _generated_invalid()} | UNCONSTRAINED
+    every = {(s, n) for s, n, _ in _settings()}
+    assert every - covered == set(), "give each new setting an invalid value or list it as free"
+    assert covered - every == set()
+
+
+#: Valid configs: the shipped ones and edges of every range.
+VALID = [
+    {},
+    {"train": {"moving_average_decay": 0.999, "warmup_epochs": 0.0, "var_freeze_expr": ""}},
+    {"qat": {"decay_rate": 1.0, "learning_rate": 1e-6}},
+    {"postprocess": {"score_threshold": 0.0, "iou_threshold": 1.0, "max_detections": 1}},
+    {"model": {"image_size": 64, "hparams": {"alpha": 0.5, "fpn_num_filters": 32}}},
+    {"model": {"name": "efficientdet_lite2", "uri": "imagenet"}},
+    {
+        "convert": {"variants": ["float16"], "with_nms": False},
+        "qat": {"enabled": False},
+        "evaluate": {"candidate": "float16", "baseline": "keras_float", "latency_runs": 0},
+    },
+    {"data": {"format": "folder", "split_ratios": {"train": 1.0}}},
+    {"data": {"format": "voc", "split_files": {"train": "t.txt", "val": "v.txt"}}},
+]
+
+
+@pytest.mark.parametrize("values", VALID, ids=range(len(VALID)))
+def test_no_stage_rejects_a_config_that_passed(values, tmp_path):
+    from model_maker.core.data.options import IngestOptions
+    from model_maker.core.evaluation import EvaluateOptions
+    from model_maker.core.qat_hparams import QATHParams
+    from model_maker.object_detector.options import TFLiteSetOptions, TrainerOptions
+    from model_maker.object_detector.trainer import build_spec
+
+    config = load_config(base=values)
+    stages = config.stages()
+    assert isinstance(stages, StageOptions)
+    # What each executor rebuilds from its JSON property equals what the config built.
+    for cls, options in [
+        (IngestOptions, stages.ingest),
+        (TrainerOptions, stages.trainer),
+        (QATHParams, stages.qat),
+        (TFLiteSetOptions, stages.converter),
+        (EvaluateOptions, stages.evaluator),
+    ]:
+        assert from_json(cls, to_json(options)) == options
+    # The spec the Trainer builds accepts the model and train settings.
+    spec = build_spec(stages.trainer, {1: "a", 2: "b"}, str(tmp_path))
+    assert spec.hparams["learning_rate"] == config.train.learning_rate
+    assert spec.batch_size == config.train.batch_size
+    assert QATHParams(**{k: v for k, v in dataclasses.asdict(stages.qat).items()}) == stages.qat
+
+
+def test_learning_rate_is_the_peak_at_the_batch_size(tmp_path):
+    from model_maker.object_detector.trainer import build_spec
+
+    config = load_config(base={"train": {"learning_rate": 0.02, "batch_size": 4}})
+    spec = build_spec(config.stages().trainer, {1: "a"}, str(tmp_path))
+    assert spec.hparams["learning_rate"] == 0.02

@@ -92,7 +92,7 @@ def test_metrics_sizes_and_blessing_agree(tiny_pipeline):
     # int8 files hold int8 weights: about a quarter of float32.
     assert by_name["ptq_int8"]["bytes"] < 0.4 * by_name["float32"]["bytes"]
     assert by_name["qat_int8"]["bytes"] < 0.4 * by_name["float32"]["bytes"]
-    # The blessing follows the rule on the reported numbers (max_ap_drop 1.0 point).
+    # The blessing follows the rule on the reported numbers (evaluate.max_drop 1.0 point).
     baseline = by_name[document["baseline"]]["metrics"]["AP"]
     candidate = by_name["qat_int8"]["metrics"]["AP"]
     assert latest["blessed"] == (candidate >= baseline - 0.01)

@@ -69,6 +69,7 @@ def _filesystem(path: str) -> FileSystem | None:
     if match is None:
         return None
     scheme = match.group(1)
+    # deferred: Apache Beam is heavy; only this path needs it
     from apache_beam.io.filesystems import FileSystems
 
     try:
@@ -140,6 +141,7 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     if fs is None:
         with open(path, "rb") as fh:
             return fh.read()
+    # deferred: Apache Beam is heavy; only this path needs it
     from apache_beam.io.filesystem import CompressionTypes
 
     try:
@@ -176,6 +178,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with open(path, "wb") as fh:
             fh.write(data)
         return
+    # deferred: Apache Beam is heavy; only this path needs it
     from apache_beam.io.filesystem import CompressionTypes
 
     try:

@@ -38,6 +38,7 @@ import apache_beam as beam
 
 from model_maker.core.data import coco, fileio, folder, summary, tfrecord, voc
 from model_maker.core.data.labels import LabelMap
+from model_maker.core.data.options import FORMATS, IngestOptions  # noqa: F401 - API
 from model_maker.core.data.process import (
     ImageSummary,
     ProcessSettings,
@@ -47,47 +48,12 @@ from model_maker.core.data.process import (
 )
 from model_maker.core.data.records import RecordError, decode_example
 from model_maker.core.data.source import NOT_STRICT, Issue, SourceImage
-from model_maker.core.data.split import check_ratios
 from model_maker.core.errors import DataError, UsageError
 
 LOG = logging.getLogger("qatflow.ingest")
-FORMATS = ("coco", "voc", "tfrecord", "folder")
 RECORD_PREFIX = "data_tfrecord"
 SUMMARY = "summary"
 PROGRESS_EVERY = 500
-
-
-@dataclass(frozen=True)
-class IngestOptions:
-    """What to ingest and how (mirrors ``DataConfig``).
-
-    Attributes:
-      format: coco, voc, tfrecord or folder.
-      input: image folder (coco), dataset folder with annotations/ and images/ (voc),
-        TFRecord folder (tfrecord) or class-per-folder root (folder).
-      output: folder of the Examples artifact.
-      annotations: COCO instances JSON (coco without split files).
-      split_ratios: split -> fraction for the hash split (by image file name).
-      split_files: split -> file (COCO JSON, VOC id list, TFRecord glob); overrides ratios.
-      split_image_dirs: split -> image folder for COCO split files (default ``input``).
-      strict: every repair or skip is an error.
-      keep_negatives: keep images without boxes.
-      num_shards: shards per split (0 lets Beam decide and keeps memory flat).
-      rewrite_tfrecords: re-encode TFRecord input through the image and box checks
-        instead of writing validated records unchanged.
-    """
-
-    format: str
-    input: str
-    output: str
-    annotations: str = ""
-    split_ratios: Mapping[str, float] = field(default_factory=lambda: {"train": 0.8, "eval": 0.2})
-    split_files: Mapping[str, str] = field(default_factory=dict)
-    split_image_dirs: Mapping[str, str] = field(default_factory=dict)
-    strict: bool = False
-    keep_negatives: bool = True
-    num_shards: int = 0
-    rewrite_tfrecords: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,30 +114,12 @@ class _Passed:
 
 
 def _check(options: IngestOptions) -> None:
-    if options.format not in FORMATS:
-        raise UsageError(f"format {options.format!r}: expected one of {', '.join(FORMATS)}")
+    # The rules of the settings hold already (IngestOptions validates itself);
+    # what a run needs beyond them is where to read and where to write.
     if not options.input:
         raise UsageError("ingest: give the input (--input PATH)")
     if not options.output:
         raise UsageError("ingest: give the output folder (--output DIR)")
-    if options.num_shards < 0:
-        raise UsageError(f"num_shards {options.num_shards}: must be 0 or more")
-    if not options.split_files:
-        check_ratios(options.split_ratios)
-    elif options.format == "folder":
-        raise UsageError("split files: the folder format takes split ratios only")
-    if options.split_image_dirs:
-        if options.format != "coco":
-            raise UsageError("split image folders: only the coco format takes them")
-        unknown = sorted(set(options.split_image_dirs) - set(options.split_files))
-        if unknown:
-            raise UsageError(
-                f"split image folders for {unknown}: give those splits' COCO JSON files too "
-                f"(split files: {sorted(options.split_files) or 'none'})"
-            )
-    for name in (*options.split_ratios, *options.split_files):
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise UsageError(f"split name {name!r}: use letters, digits, '_', '-' or '.'")
 
 
 def _plan(options: IngestOptions) -> _Plan:
@@ -312,6 +260,7 @@ def make_pipeline(beam_pipeline_args: Sequence[str] = ()) -> beam.Pipeline:
     downloaded at run time. ``--direct_num_workers=N`` (N > 1) defaults to
     ``--direct_running_mode=multi_processing``. Any other runner is used as given.
     """
+    # deferred: Apache Beam is heavy; only this path needs it
     from apache_beam.options.pipeline_options import (
         DirectOptions,
         PipelineOptions,
@@ -325,6 +274,7 @@ def make_pipeline(beam_pipeline_args: Sequence[str] = ()) -> beam.Pipeline:
         direct.direct_running_mode = "multi_processing"
     if options.view_as(StandardOptions).runner not in DIRECT_RUNNERS:
         return beam.Pipeline(options=options)
+    # deferred: Apache Beam is heavy; only this path needs it
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle

@@ -170,6 +170,7 @@ def decode_example(serialized: bytes) -> DetectionExample:
 
 def feature_spec() -> dict:
     """The ``tf.io.parse_single_example`` spec of the contract's keys."""
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     spec = {
@@ -199,6 +200,7 @@ def parse_example(serialized, decode_image: bool = True) -> dict:
     ``boxes`` (float32 [N, 4], normalised ymin, xmin, ymax, xmax), ``classes``
     (int64 [N], 1-based), ``areas``, ``is_crowd``, ``class_label``.
     """
+    # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
     parsed = tf.io.parse_single_example(serialized, feature_spec())

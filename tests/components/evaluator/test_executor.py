@@ -4,6 +4,9 @@ import json
 
 import pytest
 
+from model_maker.core.detection_postprocess import NMSOptions
+from model_maker.core.evaluation import EvaluateOptions
+from model_maker.core.settings import from_json, to_json
 from tests.model_maker.core.detector_fixtures import write_examples_artifact, write_tflite_artifact
 
 
@@ -29,8 +32,8 @@ def evaluated(tmp_path_factory):
     Executor().Do(
         {"examples": [examples], "tflite": [tflite]},
         {"evaluation": [evaluation], "blessing": [blessing]},
-        {"candidate": "ptq_int8", "metric": "AP", "max_ap_drop": 1.0, "latency_runs": 3,
-         "split": "eval"},
+        {"options": to_json(EvaluateOptions(candidate="ptq_int8", metric="AP", max_drop=1.0,
+                                            latency_runs=3, split="eval"))},
     )  # fmt: skip
     return root, evaluation, blessing
 
@@ -61,11 +64,14 @@ def test_component_wires_channels_and_parameters():
     component = Evaluator(
         examples=channel_utils.as_channel([standard_artifacts.Examples()]),
         tflite=channel_utils.as_channel([TFLiteModel()]),
-        candidate="ptq_int8",
-        max_ap_drop=2.0,
+        options=EvaluateOptions(candidate="ptq_int8", max_drop=2.0),
     )
-    assert component.exec_properties["candidate"] == "ptq_int8"
-    assert component.exec_properties["max_ap_drop"] == 2.0
+    options = json.loads(component.exec_properties["options"])
+    assert options["candidate"] == "ptq_int8"
+    assert options["max_drop"] == 2.0
+    assert from_json(EvaluateOptions, component.exec_properties["options"]) == EvaluateOptions(
+        candidate="ptq_int8", max_drop=2.0
+    )
     assert component.outputs["blessing"].type is standard_artifacts.ModelBlessing
     assert component.outputs["evaluation"].type is standard_artifacts.ModelEvaluation
 
@@ -73,7 +79,7 @@ def test_component_wires_channels_and_parameters():
 def test_keras_model_input_becomes_the_float_baseline(tmp_path, monkeypatch):
     from tfx.types import standard_artifacts
 
-    import model_maker.core.keras_detector as keras_detector
+    import model_maker.object_detector.evaluator as evaluator
     from components.artifacts import TFLiteModel
     from components.evaluator.executor import Executor
     from model_maker.core.litert_detector import TFLiteDetectorFactory
@@ -81,12 +87,12 @@ def test_keras_model_input_becomes_the_float_baseline(tmp_path, monkeypatch):
     tflite_dir = write_tflite_artifact(tmp_path / "tflite", {"float32": False, "qat_int8": False})
     created = []
 
-    def fake_factory(model_dir, **kwargs):
+    def fake_factory(model_dir, nms):
         # Stands in for the trained Lite0 (slow to build): the float32 file plays the Keras model.
-        created.append((model_dir, kwargs))
+        created.append((model_dir, nms))
         return TFLiteDetectorFactory(str(tflite_dir / "float32.tflite"))
 
-    monkeypatch.setattr(keras_detector, "KerasDetectorFactory", fake_factory)
+    monkeypatch.setattr(evaluator, "KerasDetectorFactory", fake_factory)
     examples = _artifact(standard_artifacts.Examples, write_examples_artifact(tmp_path, count=3))
     model = _artifact(standard_artifacts.Model, tmp_path / "model")
     evaluation = _artifact(standard_artifacts.ModelEvaluation, tmp_path / "evaluation")
@@ -94,11 +100,11 @@ def test_keras_model_input_becomes_the_float_baseline(tmp_path, monkeypatch):
     Executor().Do(
         {"examples": [examples], "tflite": [_artifact(TFLiteModel, tflite_dir)], "model": [model]},
         {"evaluation": [evaluation], "blessing": [blessing]},
-        {"candidate": "qat_int8", "metric": "AP", "max_ap_drop": 1.0, "latency_runs": 0,
-         "split": "eval"},
+        {"options": to_json(EvaluateOptions(candidate="qat_int8", metric="AP", max_drop=1.0,
+                                            latency_runs=0, split="eval"))},
     )  # fmt: skip
-    assert created == [(str(tmp_path / "model"), {"max_detections": 25,
-                        "score_threshold": 1e-8, "iou_threshold": 0.5})]  # fmt: skip
+    assert created == [(str(tmp_path / "model"), NMSOptions(max_detections=25,
+                        score_threshold=1e-8, iou_threshold=0.5))]  # fmt: skip
     doc = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert [v["variant"] for v in doc["variants"]] == ["keras_float", "float32", "qat_int8"]
     assert doc["baseline"] == "keras_float" and doc["blessing"]["baseline"] == "keras_float"

@@ -11,7 +11,9 @@ from tfx.types import artifact_utils, standard_artifacts
 from components.example_gen.component import DetectionExampleGen
 from components.example_gen.executor import Executor
 from model_maker.core.data.demo_data import generate_demo_data
-from model_maker.core.errors import DataError
+from model_maker.core.data.options import IngestOptions
+from model_maker.core.errors import DataError, UsageError
+from model_maker.core.settings import from_json, to_json
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +29,18 @@ def _examples(tmp_path):
 
 def test_do_writes_the_examples_artifact(demo, tmp_path):
     examples = _examples(tmp_path)
-    # Dict parameters arrive as JSON text from an orchestrator.
-    properties = {
-        "format": "coco",
-        "input": demo.images_dir,
-        "annotations": demo.annotations,
-        "split_ratios": json.dumps({"train": 0.5, "eval": 0.5}),
-        "split_files": "{}",
-        "strict": True,
-        "keep_negatives": True,
-        "num_shards": 1,
-    }
+    # The options arrive as JSON text from an orchestrator.
+    options = IngestOptions(
+        format="coco",
+        input=demo.images_dir,
+        annotations=demo.annotations,
+        split_ratios={"train": 0.5, "eval": 0.5},
+        split_files={},
+        strict=True,
+        keep_negatives=True,
+        num_shards=1,
+    )
+    properties = {"options": to_json(options)}
     Executor().Do({}, {"examples": [examples]}, properties)
     splits = artifact_utils.decode_split_names(examples.split_names)
     assert splits == ["train", "eval"]
@@ -68,7 +71,8 @@ def test_local_beam_args_skip_tfx_packaging(demo, tmp_path, monkeypatch):
     executor = Executor(BaseBeamExecutor.Context(beam_pipeline_args=args))
     assert executor._beam_pipeline_args == args
     examples = _examples(tmp_path)
-    properties = {"format": "coco", "input": demo.images_dir, "annotations": demo.annotations}
+    options = IngestOptions(format="coco", input=demo.images_dir, annotations=demo.annotations)
+    properties = {"options": to_json(options)}
     executor.Do({}, {"examples": [examples]}, properties)
     assert examples.get_int_custom_property("num_images_train") >= 1
 
@@ -76,22 +80,37 @@ def test_local_beam_args_skip_tfx_packaging(demo, tmp_path, monkeypatch):
 def test_do_fails_with_a_data_error(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [}')
-    properties = {"format": "coco", "input": str(tmp_path), "annotations": str(bad)}
+    options = IngestOptions(format="coco", input=str(tmp_path), annotations=str(bad))
+    properties = {"options": to_json(options)}
     with pytest.raises(DataError, match=r"bad.json:1:\d+: invalid JSON"):
         Executor().Do({}, {"examples": [_examples(tmp_path)]}, properties)
 
 
-def test_component_mirrors_data_config():
-    from pipeline.config import DataConfig, SplitConfig
+def test_component_carries_the_config_data_section():
+    from pipeline.config import load_config
 
-    data = DataConfig(
-        format="voc", input="/d", split=SplitConfig(ratios={"a": 1.0}), strict=True, num_shards=3
+    config = load_config(
+        overrides=[
+            "data.format=voc",
+            "data.input=/d",
+            "data.split_ratios.a=1.0",
+            "data.strict=true",
+            "data.num_shards=3",
+        ],
+        base={"data": {"split_ratios": {}}},  # no default train/eval split
     )
-    component = DetectionExampleGen.from_data_config(data)
-    props = component.exec_properties
+    data = config.stages().ingest
+    component = DetectionExampleGen(data)
+    props = json.loads(component.exec_properties["options"])
     assert (props["format"], props["input"], props["split_ratios"]) == ("voc", "/d", {"a": 1.0})
     assert props["strict"] is True and props["num_shards"] == 3
+    assert from_json(IngestOptions, component.exec_properties["options"]) == data
     assert component.outputs["examples"].type == standard_artifacts.Examples
+
+
+def test_component_refuses_an_output_folder():
+    with pytest.raises(UsageError, match="data.output"):
+        DetectionExampleGen(IngestOptions(format="voc", input="/d", output="/elsewhere"))
 
 
 @pytest.mark.slow
@@ -100,7 +119,9 @@ def test_runs_in_a_local_tfx_pipeline(demo, tmp_path):
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     gen = DetectionExampleGen(
-        input=demo.images_dir, annotations=demo.annotations, split_ratios={"train": 1.0}
+        IngestOptions(
+            input=demo.images_dir, annotations=demo.annotations, split_ratios={"train": 1.0}
+        )
     )
     LocalDagRunner().run(
         pipeline.Pipeline(

@@ -74,3 +74,14 @@ def test_unblessed_model_is_refused_with_the_reason(inputs, caplog):
     assert not os.path.exists(dest)
     assert pushed.get_int_custom_property("pushed") == 0
     assert "not blessed" in caplog.text and "more than the allowed" in caplog.text
+
+
+def test_blessed_candidate_missing_from_the_manifest_is_a_data_error(inputs):
+    from model_maker.core.errors import DataError
+
+    tmp_path, tflite, evaluation, blessing = inputs
+    blessing.set_int_custom_property("blessed", 1)
+    blessing.set_string_custom_property("candidate", "ptq_int8")  # the set holds qat_int8 only
+    with pytest.raises(DataError, match="'ptq_int8' is not in"):
+        _push(tmp_path, tflite, evaluation, blessing, 1)
+    assert not os.path.exists(tmp_path / "serving")

@@ -30,6 +30,8 @@ def qat_trained(tmp_path_factory):
     from tfx.types import standard_artifacts
 
     from components.qat_trainer.executor import Executor
+    from model_maker.core.qat import QATHParams
+    from model_maker.core.settings import to_json
     from model_maker.object_detector.efficientdet_spec import EfficientDetSpec
     from model_maker.object_detector.model_io import KERAS_SUBDIR, save_trained_model
 
@@ -47,11 +49,11 @@ def qat_trained(tmp_path_factory):
         {"examples": [examples], "model": [float_model]},
         {"qat_model": [qat_model]},
         {
-            "learning_rate": 0.01,
-            "batch_size": 2,
-            "epochs": 1,
-            "decay_steps": 10,
-            "decay_rate": 0.9,
+            "options": to_json(
+                QATHParams(
+                    learning_rate=0.01, batch_size=2, epochs=1, decay_steps=10, decay_rate=0.9
+                )
+            ),
             "train_split": "train",
             "eval_split": "eval",
         },
@@ -90,19 +92,23 @@ def test_load_qat_model_rebuilds_the_fake_quant_model(qat_trained):
 
 def test_component_parameters_default_to_qathparams():
     from components.qat_trainer.component import QATTrainer
-    from components.qat_trainer.executor import hparams_from_properties
+    from components.qat_trainer.executor import OPTIONS_KEY
     from model_maker.core.qat import QATHParams
+    from model_maker.core.settings import from_json
     from pipeline.config import QATConfig
 
-    assert hparams_from_properties({}) == QATHParams()
-    assert hparams_from_properties({"epochs": 2, "batch_size": 4}) == QATHParams(
+    assert from_json(QATHParams, None) == QATHParams()
+    assert from_json(QATHParams, '{"epochs": 2, "batch_size": 4}') == QATHParams(
         epochs=2, batch_size=4
     )
     from tfx.types import channel, standard_artifacts
 
     examples = channel.Channel(type=standard_artifacts.Examples)
     model = channel.Channel(type=standard_artifacts.Model)
-    component = QATTrainer.from_config(examples, model, QATConfig(epochs=3))
-    params = component.exec_properties
+    default = QATTrainer(examples, model)
+    assert from_json(QATHParams, default.exec_properties[OPTIONS_KEY]) == QATHParams()
+    component = QATTrainer(examples, model, QATConfig(epochs=3).hparams())
+    params = json.loads(component.exec_properties[OPTIONS_KEY])
     assert (params["epochs"], params["learning_rate"], params["decay_steps"]) == (3, 0.03, 231)
+    assert "enabled" not in params
     assert component.outputs["qat_model"].type == standard_artifacts.Model

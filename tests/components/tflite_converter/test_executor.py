@@ -70,14 +70,23 @@ def _run(root, properties, qat_uri=None, with_examples=True):
     return tflite
 
 
-PROPERTIES = {
-    "int8_input_type": "uint8",
-    "representative_samples": 4,
-    "max_detections": 7,
-    "score_threshold": 0.0,
-    "iou_threshold": 0.6,
-    "with_nms": 1,
-}
+def _properties(variants, with_nms=True):
+    """The executor's ``options`` property: TFLiteSetOptions as JSON."""
+    from model_maker.core.detection_postprocess import NMSOptions
+    from model_maker.core.quantization import ConvertOptions
+    from model_maker.core.settings import to_json
+    from model_maker.object_detector.tflite_set import TFLiteSetOptions
+
+    options = TFLiteSetOptions(
+        convert=ConvertOptions(
+            variants=tuple(variants),
+            int8_input_type="uint8",
+            representative_samples=4,
+            with_nms=with_nms,
+        ),
+        postprocess=NMSOptions(max_detections=7, score_threshold=0.0, iou_threshold=0.6),
+    )
+    return {"options": to_json(options)}
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +94,7 @@ def converted(tmp_path_factory):
     root = tmp_path_factory.mktemp("converter")
     write_tiny_examples(root / "examples")
     _write_model_artifact(root)
-    tflite = _run(root, {**PROPERTIES, "variants": json.dumps(["ptq_int8"])})
+    tflite = _run(root, _properties(["ptq_int8"]))
     return root, tflite
 
 
@@ -119,7 +128,10 @@ def test_ptq_variant_labels_and_manifest_are_written(converted):
     assert entry["quantization"]["quantization_steps"] == 4
     assert entry["quantization"]["supported_ops"] == ["TFLITE_BUILTINS_INT8"]
     assert manifest["num_classes"] == 2 and manifest["labels_file"] == "labels.txt"
-    assert "no TFLite metadata" in manifest["metadata"]
+    # TFLite metadata (labels packed inside) in the file, and said so in the manifest
+    assert entry["metadata"]["present"] and entry["metadata"]["version"] == "1"
+    assert "TFLite metadata v1" in manifest["metadata"] and "ptq_int8" in manifest["metadata"]
+    assert entry["bytes"] == (root / "tflite" / "ptq_int8.tflite").stat().st_size
     assert tflite.get_string_custom_property("variants") == "ptq_int8"
 
 
@@ -149,9 +161,9 @@ def test_int8_without_examples_or_qat_model_is_a_usage_error(converted, tmp_path
 
     root, _ = converted
     with pytest.raises(UsageError, match="Examples"):
-        _run(root, {**PROPERTIES, "variants": '["ptq_int8"]'}, with_examples=False)
+        _run(root, _properties(["ptq_int8"]), with_examples=False)
     with pytest.raises(UsageError, match="QAT model"):
-        _run(root, {**PROPERTIES, "variants": '["float32", "qat_int8"]'})
+        _run(root, _properties(["float32", "qat_int8"]))
 
 
 def test_component_wires_channels_and_parameters():
@@ -159,18 +171,26 @@ def test_component_wires_channels_and_parameters():
 
     from components.artifacts import TFLiteModel
     from components.tflite_converter.component import TFLiteConverter
+    from model_maker.core.detection_postprocess import NMSOptions
+    from model_maker.core.quantization import ConvertOptions
+    from model_maker.core.settings import from_json
+    from model_maker.object_detector.tflite_set import TFLiteSetOptions
 
+    options = TFLiteSetOptions(
+        convert=ConvertOptions(variants=("float32", "ptq_int8"), with_nms=False),
+        postprocess=NMSOptions(max_detections=10),
+    )
     component = TFLiteConverter(
         model=channel_utils.as_channel([standard_artifacts.Model()]),
         examples=channel_utils.as_channel([standard_artifacts.Examples()]),
-        variants=["float32", "ptq_int8"],
-        with_nms=False,
-        max_detections=10,
+        options=options,
     )
     assert component.outputs["tflite"].type is TFLiteModel
-    assert json.loads(component.exec_properties["variants"]) == ["float32", "ptq_int8"]
-    assert component.exec_properties["with_nms"] == 0
-    assert component.exec_properties["max_detections"] == 10
+    props = json.loads(component.exec_properties["options"])
+    assert props["convert"]["variants"] == ["float32", "ptq_int8"]
+    assert props["convert"]["with_nms"] is False
+    assert props["postprocess"]["max_detections"] == 10
+    assert from_json(TFLiteSetOptions, component.exec_properties["options"]) == options
     assert "qat_model" not in component.inputs or component.inputs.get("qat_model") is None
 
 
@@ -189,7 +209,7 @@ def test_full_set_with_qat_model_and_raw_variant(tmp_path):
     qat(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32), training=True)
     save_qat_model(QATResult(qat, QATHParams(), 0, 0.0), trained, str(tmp_path / "qat"))
     variants = ["float32", "ptq_int8", "qat_int8"]
-    _run(tmp_path, {**PROPERTIES, "variants": json.dumps(variants)}, qat_uri=tmp_path / "qat")
+    _run(tmp_path, _properties(variants), qat_uri=tmp_path / "qat")
     manifest = json.loads((tmp_path / "tflite" / "manifest.json").read_text())
     assert [e["variant"] for e in manifest["variants"]] == variants
     sizes = {e["variant"]: e["bytes"] for e in manifest["variants"]}
@@ -206,7 +226,7 @@ def test_full_set_with_qat_model_and_raw_variant(tmp_path):
     raw_root = tmp_path / "raw"
     raw_root.mkdir()
     (raw_root / "model").symlink_to(tmp_path / "model")
-    _run(raw_root, {**PROPERTIES, "variants": '["float32"]', "with_nms": 0}, with_examples=False)
+    _run(raw_root, _properties(["float32"], with_nms=False), with_examples=False)
     (entry,) = json.loads((raw_root / "tflite" / "manifest.json").read_text())["variants"]
     assert entry["with_nms"] is False and entry["anchors_file"] == "float32.anchors.npy"
     assert entry["outputs"] == ["box_encodings", "class_scores"]

@@ -27,6 +27,10 @@ def trained(tmp_path_factory):
     from tfx.types import standard_artifacts
 
     from components.trainer.executor import Executor
+    from model_maker.core.detection_postprocess import NMSOptions
+    from model_maker.core.options import ModelOptions, TrainOptions
+    from model_maker.core.settings import to_json
+    from model_maker.object_detector.trainer import TrainerOptions
 
     root = tmp_path_factory.mktemp("trainer")
     examples = _artifact(standard_artifacts.Examples, write_tiny_examples(root / "examples"))
@@ -37,21 +41,26 @@ def trained(tmp_path_factory):
         {"examples": [examples]},
         {"model": [model], "model_run": [model_run]},
         {
-            "model_name": "efficientdet_lite0",
-            "uri": "",
-            "hparams": json.dumps(HPARAMS),
-            "image_size": 128,
-            "epochs": 1,
-            "batch_size": 2,
-            "learning_rate": 0.1,
-            "warmup_epochs": 0.5,
-            "moving_average_decay": 0.9,
-            "var_freeze_expr": "efficientnet",
-            "steps_per_execution": 1,
-            "seed": 3,
-            "tflite_max_detections": 10,
-            "train_split": "train",
-            "eval_split": "eval",
+            "options": to_json(
+                TrainerOptions(
+                    model=ModelOptions(
+                        name="efficientdet_lite0", uri="", hparams=HPARAMS, image_size=128
+                    ),
+                    train=TrainOptions(
+                        epochs=1,
+                        batch_size=2,
+                        learning_rate=0.1,
+                        warmup_epochs=0.5,
+                        moving_average_decay=0.9,
+                        var_freeze_expr="efficientnet",
+                        steps_per_execution=1,
+                        seed=3,
+                    ),
+                    postprocess=NMSOptions(max_detections=10),
+                    train_split="train",
+                    eval_split="eval",
+                )
+            ),
         },
     )
     return root, model, model_run
@@ -64,8 +73,8 @@ def test_model_artifact_holds_serving_keras_and_metrics(trained):
     config = json.loads((root / "model" / "keras" / "config.json").read_text())
     assert config["num_classes"] == 2 and config["image_size"] == 128
     assert config["label_map"] == {"1": "square", "2": "bar"}
-    # TrainConfig.learning_rate is the peak at batch_size; the spec's is per 64 images
-    assert config["hparams"]["learning_rate"] == pytest.approx(0.1 * 64 / 2)
+    # train.learning_rate is the peak at batch_size, in the config and in the spec alike
+    assert config["hparams"]["learning_rate"] == pytest.approx(0.1)
     assert config["hparams"]["fpn_cell_repeats"] == 1
     metrics = json.loads((root / "model" / "metrics.json").read_text())
     assert {"AP", "AP50", "ARmax100", "AP_/square", "AP_/bar"} <= set(metrics)
@@ -97,30 +106,37 @@ def test_model_run_holds_tensorboard_logs_and_checkpoints(trained):
     assert list((run / "validation").glob("events.out.*"))
     assert (run / "ckpt-1.index").is_file()
     options = json.loads((run / "trainer_options.json").read_text())
-    assert options["epochs"] == 1 and options["moving_average_decay"] == 0.9
+    assert options["train"]["epochs"] == 1 and options["train"]["moving_average_decay"] == 0.9
+    assert options["postprocess"]["max_detections"] == 10
 
 
 def test_component_wires_channels_and_parameters():
     from tfx.types import channel_utils, standard_artifacts
 
     from components.trainer.component import Trainer
+    from model_maker.core.settings import from_json
+    from model_maker.object_detector.trainer import TrainerOptions
     from pipeline.config import load_config
 
     config = load_config(overrides=["train.epochs=3", "model.hparams.gamma=2.0"])
     examples = channel_utils.as_channel([standard_artifacts.Examples()])
-    trainer = Trainer.from_config(examples, config.model, config.train)
-    params = trainer.exec_properties
-    assert params["epochs"] == 3 and params["model_name"] == "efficientdet_lite0"
-    assert json.loads(params["hparams"]) == {"gamma": 2.0}
-    assert params["var_freeze_expr"] == "(efficientnet|fpn_cells|resample_p6)"
+    trainer = Trainer(examples, config.stages().trainer)
+    params = json.loads(trainer.exec_properties["options"])
+    assert params["train"]["epochs"] == 3 and params["model"]["name"] == "efficientdet_lite0"
+    assert params["model"]["hparams"] == {"gamma": 2.0}
+    assert params["train"]["var_freeze_expr"] == "(efficientnet|fpn_cells|resample_p6)"
+    assert from_json(TrainerOptions, trainer.exec_properties["options"]) == config.stages().trainer
     assert set(trainer.outputs) == {"model", "model_run"}
     assert trainer.outputs["model"].type is standard_artifacts.Model
 
 
-def test_options_from_properties_defaults_and_text_hparams():
-    from components.trainer.executor import options_from_properties
+def test_options_from_json_defaults_and_text_hparams():
+    from model_maker.core.settings import from_json
+    from model_maker.object_detector.trainer import TrainerOptions
 
-    options = options_from_properties({"model_name": "efficientdet_lite1", "hparams": "gamma=2"})
-    assert options.model_name == "efficientdet_lite1"
-    assert options.hparams == "gamma=2"
-    assert (options.epochs, options.batch_size, options.seed) == (50, 64, 111111)
+    text = json.dumps({"model": {"name": "efficientdet_lite1", "hparams": "gamma=2"}})
+    options = from_json(TrainerOptions, text)
+    assert options.model.name == "efficientdet_lite1"
+    assert options.model.hparams == {"gamma": 2}  # the "k=v" form, held parsed
+    assert (options.train.epochs, options.train.batch_size, options.train.seed) == (50, 64, 111111)
+    assert from_json(TrainerOptions, None) == TrainerOptions()

@@ -21,7 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from model_maker.core.detection_postprocess import convert_to_tflite, tflite_detection_postprocess
+from model_maker.core.detection_postprocess import (
+    NMSOptions,
+    convert_to_tflite,
+    tflite_detection_postprocess,
+)
 
 COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
 
@@ -60,6 +64,11 @@ class GridDetectorSpec:
     iou_threshold: float = 0.5
     extra_conv_layers: int = 0
 
+    @property
+    def nms(self) -> NMSOptions:
+        """The op's N and thresholds."""
+        return NMSOptions(self.max_detections, self.score_threshold, self.iou_threshold)
+
 
 def _serving_function(spec: GridDetectorSpec, encodings: np.ndarray | None, with_nms: bool):
     import tensorflow as tf
@@ -96,9 +105,7 @@ def _serving_function(spec: GridDetectorSpec, encodings: np.ndarray | None, with
             scores,
             tf.constant(anchors),
             num_classes=spec.num_classes,
-            max_detections=spec.max_detections,
-            score_threshold=spec.score_threshold,
-            iou_threshold=spec.iou_threshold,
+            nms=spec.nms,
         )
 
     return serve.get_concrete_function()

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from model_maker.core.detection_postprocess import PostProcessParams
+from model_maker.core.detection_postprocess import NMSOptions, PostProcessParams
+from model_maker.core.errors import SettingsError
 from tests.model_maker.core.detector_fixtures import (
     GridDetectorSpec,
     build_grid_detector,
@@ -44,7 +45,7 @@ def outputs():
 
 def test_nodedef_keeps_small_thresholds_and_fixed_attributes():
     text = PostProcessParams(
-        num_classes=3, max_detections=7, score_threshold=1e-8
+        num_classes=3, nms=NMSOptions(max_detections=7, score_threshold=1e-8)
     ).implements_signature()
     assert text.startswith('name: "TFLite_Detection_PostProcess"')
     assert 'key: "nms_score_threshold" value { f: 1e-08 }' in text
@@ -57,10 +58,10 @@ def test_nodedef_keeps_small_thresholds_and_fixed_attributes():
 
 
 def test_invalid_params_are_rejected():
-    with pytest.raises(ValueError, match="num_classes"):
+    with pytest.raises(SettingsError, match="num_classes"):
         PostProcessParams(num_classes=0)
-    with pytest.raises(ValueError, match="iou_threshold"):
-        PostProcessParams(num_classes=1, iou_threshold=1.5)
+    with pytest.raises(SettingsError, match="iou_threshold"):
+        PostProcessParams(num_classes=1, nms=NMSOptions(iou_threshold=1.5))
 
 
 def test_op_is_fused_with_named_outputs(outputs):

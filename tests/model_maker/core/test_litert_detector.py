@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from model_maker.core.detection_postprocess import NMSOptions
 from model_maker.core.errors import DataError
 from model_maker.core.litert_detector import (
     Detections,
@@ -80,8 +81,7 @@ def test_raw_model_with_anchors_matches_the_op(models):
     raw = TFLiteDetector(
         models["raw"],
         anchors=models["anchors"],
-        max_detections=10,
-        score_threshold=SPEC.score_threshold,
+        nms=NMSOptions(max_detections=10, score_threshold=SPEC.score_threshold),
     )
     assert not raw.with_nms
     found = raw.detect(_wide_image())
@@ -176,8 +176,7 @@ def test_model_and_anchors_read_from_a_beam_filesystem_uri(models, mem):
     raw = TFLiteDetector(
         remote["raw"],
         anchors=remote["anchors"],
-        max_detections=10,
-        score_threshold=SPEC.score_threshold,
+        nms=NMSOptions(max_detections=10, score_threshold=SPEC.score_threshold),
     )
     np.testing.assert_allclose(raw.detect(_wide_image()).boxes_yxyx, local.boxes_yxyx, atol=1e-4)
     assert raw.path == remote["raw"]

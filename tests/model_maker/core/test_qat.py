@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import model_maker  # noqa: F401  (Keras 2 before TensorFlow loads)
+from model_maker.core.errors import SettingsError
 from model_maker.core.qat import (
     DepthwiseKernelQuantizer,
     QATError,
@@ -32,9 +33,9 @@ def test_qathparams_value_equality():
 
 
 def test_qathparams_rejects_bad_values():
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(SettingsError, match="batch_size"):
         QATHParams(batch_size=0)
-    with pytest.raises(ValueError, match="decay_rate"):
+    with pytest.raises(SettingsError, match="decay_rate"):
         QATHParams(decay_rate=1.5)
 
 

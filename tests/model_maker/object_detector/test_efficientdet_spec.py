@@ -29,7 +29,8 @@ HPARAMS = {
     "fpn_num_filters": 32,
     "fpn_cell_repeats": 1,
     "box_class_repeats": 1,
-    "learning_rate": 4.0,  # x 2/64 -> peak 0.125 at batch 2
+    "learning_rate": 0.125,  # the peak at batch 2 (no per-64 scaling)
+    "lr_warmup_init": 0.00025,  # the old default 0.008 per 64 images, at batch 2
     "lr_warmup_epoch": 0.5,
     "max_instances_per_image": 8,
     "map_freq": 1,
@@ -271,8 +272,8 @@ def test_unknown_strategy_is_usage_error_before_anything_else():
 
 
 def test_create_model_with_imagenet_uri_loads_the_backbone(caplog):
-    from model_maker.object_detector.pretrained_backbone import read_state
-    from model_maker.object_detector.pretrained_cache import weights_file
+    from model_maker.core.pretrained_backbone import read_state
+    from model_maker.core.pretrained_cache import weights_file
 
     spec = EfficientDetLite0Spec(uri="imagenet", hparams={"num_classes": 2, "image_size": 128})
     with caplog.at_level(logging.WARNING, logger="qatflow"):

@@ -5,6 +5,7 @@ TF post-processing. EfficientDet-Lite0 itself is in test_export_lite0.py."""
 import numpy as np
 import pytest
 
+from model_maker.core.detection_postprocess import NMSOptions
 from model_maker.core.quantization import QuantizationConfig, get_default_quantization_config
 from model_maker.core.tflite_convert import describe_tflite, list_ops
 from model_maker.object_detector.export import export_tflite, pin_pixel_range
@@ -20,6 +21,7 @@ from tests.model_maker.object_detector.tiny_detector import (
 MAX_DET = 10
 SCORE_THRESHOLD = 0.05
 IOU_THRESHOLD = 0.5
+NMS = NMSOptions(MAX_DET, SCORE_THRESHOLD, IOU_THRESHOLD)
 # Ops an int8 model may hold besides int8 kernels: the float detection op and the
 # DEQUANTIZE feeding it (the input QUANTIZE converts uint8 -> int8).
 NON_INT8_ALLOWED = {"TFLite_Detection_PostProcess", "DEQUANTIZE"}
@@ -56,9 +58,7 @@ def exported(tiny, tmp_path_factory):
             config,
             anchors=anchors,
             num_classes=NUM_CLASSES,
-            max_detections=MAX_DET,
-            score_threshold=SCORE_THRESHOLD,
-            iou_threshold=IOU_THRESHOLD,
+            nms=NMS,
         )
         out[name] = (result, (root / f"{name}.tflite").read_bytes())
     out["qat_keras_model"] = configs["qat_int8"][0]
@@ -79,12 +79,12 @@ def _run(path_or_bytes, image):
 
 
 def _reference(model, anchors, image):
-    from model_maker.object_detector.postprocess import postprocess_global
+    from model_maker.core.postprocess import postprocess_global
 
     class_logits, box_encodings = model(image, training=False)
     boxes, classes, scores, num = postprocess_global(
         class_logits, box_encodings, anchors.boxes_yxyx, IMAGE_SIZE,
-        MAX_DET, SCORE_THRESHOLD, IOU_THRESHOLD,
+        NMS,
     )  # fmt: skip
     n = int(num[0])
     return boxes.numpy()[0, :n], classes.numpy()[0, :n], scores.numpy()[0, :n]
@@ -184,7 +184,7 @@ def test_float_input_int8_variant(tiny, tmp_path, image):
     config = get_default_quantization_config(calibration_images(8), 8)
     result = export_tflite(
         model, str(tmp_path / "f.tflite"), config, anchors=anchors, num_classes=NUM_CLASSES,
-        max_detections=MAX_DET, score_threshold=SCORE_THRESHOLD, input_type="float32",
+        nms=NMSOptions(MAX_DET, SCORE_THRESHOLD), input_type="float32",
     )  # fmt: skip
     assert result.description.inputs[0].dtype == "float32"
     assert result.quantization["inference_input_type"] == "float32"
@@ -210,9 +210,10 @@ def test_raw_export_writes_encodings_scores_and_anchors(tiny, tmp_path, image, e
     np.testing.assert_allclose(out["box_encodings"], box_encodings.numpy(), atol=1e-4)
     np.testing.assert_allclose(out["class_scores"], 1 / (1 + np.exp(-class_logits)), atol=1e-5)
     # The Evaluator's detector scores the raw file (Python NMS) like the NMS file.
-    kwargs = dict(max_detections=MAX_DET, score_threshold=SCORE_THRESHOLD)
-    raw = TFLiteDetector(path, anchors=result.anchors_path, iou_threshold=IOU_THRESHOLD, **kwargs)
-    nms = TFLiteDetector(model_content=exported["float32"][1], **kwargs)
+    raw = TFLiteDetector(path, anchors=result.anchors_path, nms=NMS)
+    nms = TFLiteDetector(
+        model_content=exported["float32"][1], nms=NMSOptions(MAX_DET, SCORE_THRESHOLD)
+    )
     pixels = image[0].astype(np.uint8)
     a, b = raw.detect(pixels), nms.detect(pixels)
     np.testing.assert_allclose(a.boxes_yxyx, b.boxes_yxyx, atol=1e-2)

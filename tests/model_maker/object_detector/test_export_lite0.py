@@ -9,6 +9,8 @@ order among near-ties is arbitrary).
 import numpy as np
 import pytest
 
+from model_maker.core.detection_postprocess import NMSOptions
+
 pytestmark = pytest.mark.slow
 
 SIZE = 128
@@ -81,7 +83,7 @@ def exported(lite0, raccoon, tmp_path_factory):
                 config,
                 anchors=anchors,
                 num_classes=NUM_CLASSES,
-                score_threshold=SCORE_THRESHOLD,
+                nms=NMSOptions(score_threshold=SCORE_THRESHOLD),
             )
             return self[variant]
 
@@ -111,7 +113,7 @@ def test_each_variant_returns_the_four_outputs_on_a_real_image(exported, raccoon
 
 
 def test_float32_detections_equal_keras_plus_postprocess(exported, lite0, raccoon):
-    from model_maker.object_detector.postprocess import postprocess_global
+    from model_maker.core.postprocess import postprocess_global
 
     model, anchors = lite0
     from ai_edge_litert.interpreter import Interpreter
@@ -124,7 +126,7 @@ def test_float32_detections_equal_keras_plus_postprocess(exported, lite0, raccoo
     out = runner(images=image[None])
     class_logits, box_encodings = model(image[None], training=False)
     boxes, classes, scores, num = postprocess_global(
-        class_logits, box_encodings, anchors.boxes_yxyx, SIZE, 25, SCORE_THRESHOLD, 0.5
+        class_logits, box_encodings, anchors.boxes_yxyx, SIZE, NMSOptions(25, SCORE_THRESHOLD, 0.5)
     )
     n = int(num[0])
     assert int(out["num_detections"][0]) == n

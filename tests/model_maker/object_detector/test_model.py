@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+from model_maker.core.efficientnet_lite import block_specs
 from model_maker.object_detector.anchors import Anchors
-from model_maker.object_detector.efficientnet_lite import block_specs
 from model_maker.object_detector.model import (
     BOX_OUTPUT,
     CLASS_OUTPUT,

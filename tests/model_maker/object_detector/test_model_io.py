@@ -119,8 +119,8 @@ def test_hub_route_calls_tensorflow_hub_load(saved, tmp_path, monkeypatch):
 
 
 def test_imagenet_uri_loads_only_the_backbone():
-    from model_maker.object_detector.pretrained_backbone import read_state
-    from model_maker.object_detector.pretrained_cache import weights_file
+    from model_maker.core.pretrained_backbone import read_state
+    from model_maker.core.pretrained_cache import weights_file
 
     model = _model(2, seed=3)
     fpn_before = model.get_layer("resample_p6_conv").kernel.numpy().copy()
@@ -151,7 +151,7 @@ def test_imagenet_uri_for_lite3_is_a_clear_error():
 
 
 def test_imagenet_uri_without_cache_names_the_make_target(tmp_path, monkeypatch):
-    from model_maker.object_detector.pretrained_cache import ENV_VAR, PretrainedWeightsMissing
+    from model_maker.core.pretrained_cache import ENV_VAR, PretrainedWeightsMissing
 
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
     with pytest.raises(PretrainedWeightsMissing, match="make pretrained"):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from model_maker.core.errors import UsageError
+from model_maker.core.quantization import ConvertOptions
 from model_maker.object_detector.tflite_set import (
     TFLiteSetOptions,
     export_tflite_set,
@@ -23,27 +24,28 @@ def test_labels_text_has_one_line_per_model_class():
     "kwargs, message",
     [
         ({"variants": ()}, "at least one"),
-        ({"variants": ("float32", "int4")}, "unknown TFLite variant 'int4'"),
+        ({"variants": ("float32", "int4")}, r"variants\[1\]: 'int4' is not allowed"),
         ({"variants": ("float32", "float32")}, "repeat"),
-        ({"int8_input_type": "int16"}, "float32 or uint8"),
+        ({"int8_input_type": "int16"}, r"int8_input_type: 'int16' .*allowed: float32, uint8"),
         ({"representative_samples": 0}, "at least 1"),
     ],
 )
 def test_invalid_options_are_usage_errors(kwargs, message):
     with pytest.raises(UsageError, match=message):
-        TFLiteSetOptions(**kwargs)
+        TFLiteSetOptions(convert=ConvertOptions(**kwargs))
 
 
 def test_missing_inputs_are_refused_before_any_conversion(tmp_path):
     with pytest.raises(UsageError, match="QAT model"):
         export_tflite_set(
             str(tmp_path), object(), anchors=np.zeros((1, 4)), num_classes=1, label_map={},
-            options=TFLiteSetOptions(variants=("qat_int8",)), representative_data=[1],
+            options=TFLiteSetOptions(convert=ConvertOptions(variants=("qat_int8",))),
+            representative_data=[1],
         )  # fmt: skip
     with pytest.raises(UsageError, match="representative data"):
         export_tflite_set(
             str(tmp_path), object(), anchors=np.zeros((1, 4)), num_classes=1, label_map={},
-            options=TFLiteSetOptions(variants=("float32", "ptq_int8")),
+            options=TFLiteSetOptions(convert=ConvertOptions(variants=("float32", "ptq_int8"))),
         )  # fmt: skip
     assert list(tmp_path.iterdir()) == []
 

@@ -28,7 +28,7 @@ def test_flags_override_the_config(tmp_path, capsys):
     main(["-q", "demo-data", "--output", str(tmp_path / "d"), "--images", "4"])
     config = tmp_path / "c.yaml"
     config.write_text(
-        "data:\n  format: voc\n  input: /nowhere\n  split:\n    ratios: {a: 1.0}\nrunner:\n"
+        "data:\n  format: voc\n  input: /nowhere\n  split_ratios: {a: 1.0}\nrunner:\n"
         "  direct_num_workers: 1\n"
     )
     argv = ["-q", "ingest", "--config", str(config), "--format", "coco"]

@@ -65,3 +65,13 @@ def test_raw_model_without_anchors_and_missing_files_fail_in_one_line(data, caps
                  str(annotations), "--images", str(images_dir)])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "--model" in err and "not found" in err and err.count("\n") == 1
+
+
+def test_bad_post_processing_flag_exits_2_naming_the_flag(tmp_path, capsys):
+    argv = ["evaluate-tflite", "--model", str(tmp_path / "m.tflite"), "--annotations",
+            str(tmp_path / "gt.json"), "--images", str(tmp_path)]  # fmt: skip
+    assert main([*argv, "--iou-threshold", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("qatflow: error: --iou-threshold 1.5: ")
+    assert main([*argv, "--max-detections", "0"]) == 2
+    assert "--max-detections 0: " in capsys.readouterr().err

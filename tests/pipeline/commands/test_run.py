@@ -1,4 +1,6 @@
-from pipeline.cli import main
+from pipeline.cli import build_parser, main
+from pipeline.commands.common import config_from_args
+from pipeline.runners import preflight
 
 
 def _run_args(tmp_path, uri):
@@ -26,15 +28,12 @@ def test_run_without_cached_imagenet_weights_fails_before_the_pipeline(
 
 
 def test_run_preflight_passes_with_the_weights_cached(tmp_path, monkeypatch):
-    from pipeline.cli import build_parser, config_from_args
-    from pipeline.commands.run import check_local_weights
-
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "efficientnet-lite0.npz").write_bytes(b"")
     monkeypatch.setenv("QATFLOW_PRETRAINED_DIR", str(cache))
     args = build_parser().parse_args(_run_args(tmp_path, "imagenet"))
-    check_local_weights(config_from_args(args))  # no error
+    preflight(config_from_args(args))  # no error
     args = build_parser().parse_args(_run_args(tmp_path, ""))
     monkeypatch.setenv("QATFLOW_PRETRAINED_DIR", str(tmp_path / "empty-cache"))
-    check_local_weights(config_from_args(args))  # random init needs no cache
+    preflight(config_from_args(args))  # random init needs no cache

@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from model_maker.object_detector.box_coder import decode_boxes, encode_boxes
+from model_maker.core.box_coder import decode_boxes, encode_boxes
 
 
 def test_encode_by_hand():

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from model_maker.object_detector.efficientnet_lite import build_efficientnet_lite_classifier
-from model_maker.object_detector.pretrained_backbone import (
+from model_maker.core.efficientnet_lite import build_efficientnet_lite_classifier
+from model_maker.core.pretrained_backbone import (
     assign_torch_state,
     load_imagenet_backbone,
     read_reference,
     torch_source,
 )
-from model_maker.object_detector.pretrained_cache import (
+from model_maker.core.pretrained_cache import (
     ENV_VAR,
     OFFLINE_BACKBONES,
     PretrainedWeightsMissing,

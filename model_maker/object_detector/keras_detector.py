@@ -3,7 +3,7 @@
 :class:`KerasDetector` rebuilds the model saved by the Trainer
 (:func:`model_maker.object_detector.model_io.load_trained_model`), runs it on
 the same resize-and-pad input as :class:`~model_maker.core.litert_detector.TFLiteDetector`,
-and post-processes with :func:`~model_maker.object_detector.postprocess.postprocess_global`
+and post-processes with :func:`~model_maker.core.postprocess.postprocess_global`
 (the TF mirror of the TFLite op), with the converter's defaults (25 detections,
 score threshold 1e-8, IoU 0.5). So the Evaluator compares the float model and
 its TFLite variants on identical terms.
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from model_maker.core.detection_postprocess import NMSOptions
 from model_maker.core.litert_detector import (
     Detections,
     Latency,
@@ -23,6 +24,8 @@ from model_maker.core.litert_detector import (
     resize_and_pad,
     to_original_pixels,
 )
+from model_maker.object_detector.anchors import Anchors
+from model_maker.object_detector.model_config import get_model_config
 
 
 class KerasDetector:
@@ -30,25 +33,14 @@ class KerasDetector:
 
     Args:
       model_dir: folder written by ``save_trained_model`` or a Trainer Model artifact.
-      max_detections: detections kept after NMS.
-      score_threshold: minimum best-class score.
-      iou_threshold: NMS IoU threshold.
+      nms: detections kept after NMS and the thresholds (those of the TFLite op).
     """
 
-    def __init__(
-        self,
-        model_dir: str,
-        *,
-        max_detections: int = 25,
-        score_threshold: float = 1e-8,
-        iou_threshold: float = 0.5,
-    ) -> None:
-        import tensorflow as tf
+    def __init__(self, model_dir: str, *, nms: NMSOptions = NMSOptions()) -> None:
+        import tensorflow as tf  # deferred: Beam pickles the factory, workers load TF
 
-        from model_maker.object_detector.anchors import Anchors
-        from model_maker.object_detector.model_config import get_model_config
-        from model_maker.object_detector.model_io import load_trained_model
-        from model_maker.object_detector.postprocess import postprocess_global
+        from model_maker.core.postprocess import postprocess_global  # deferred: imports TF
+        from model_maker.object_detector.model_io import load_trained_model  # deferred: TF
 
         model, config = load_trained_model(model_dir)
         arch = dict(config.model_config)
@@ -68,9 +60,7 @@ class KerasDetector:
                 box_encodings,
                 anchors,
                 size,
-                max_detections=max_detections,
-                score_threshold=score_threshold,
-                iou_threshold=iou_threshold,
+                nms,
             )
 
         self._run = run
@@ -106,20 +96,11 @@ class KerasDetectorFactory:
 
     Attributes:
       model_dir: the trained model folder.
-      max_detections: detections kept.
-      score_threshold: minimum score.
-      iou_threshold: NMS IoU threshold.
+      nms: detections kept and the thresholds.
     """
 
     model_dir: str
-    max_detections: int = 25
-    score_threshold: float = 1e-8
-    iou_threshold: float = 0.5
+    nms: NMSOptions = NMSOptions()
 
     def __call__(self) -> KerasDetector:
-        return KerasDetector(
-            self.model_dir,
-            max_detections=self.max_detections,
-            score_threshold=self.score_threshold,
-            iou_threshold=self.iou_threshold,
-        )
+        return KerasDetector(self.model_dir, nms=self.nms)

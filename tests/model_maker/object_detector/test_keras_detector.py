@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from model_maker.core.keras_detector import KerasDetector
+from model_maker.core.detection_postprocess import NMSOptions
 from model_maker.core.litert_detector import TFLiteDetector
+from model_maker.object_detector.keras_detector import KerasDetector
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def saved(tmp_path_factory):
         str(root / "float32.tflite"),
         anchors=Anchors.from_config(config),
         num_classes=2,
-        score_threshold=1e-8,
+        nms=NMSOptions(score_threshold=1e-8),
     )
     return root
 

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from model_maker.object_detector.box_coder import decode_boxes
+from model_maker.core.box_coder import decode_boxes
+from model_maker.core.detection_postprocess import NMSOptions
 
 
 def _normalized_boxes(
@@ -39,9 +40,7 @@ def postprocess_global(
     box_encodings: tf.Tensor,
     anchors_yxyx: tf.Tensor,
     image_size: int | Sequence[int],
-    max_detections: int = 25,
-    score_threshold: float = 1e-8,
-    iou_threshold: float = 0.5,
+    nms: NMSOptions = NMSOptions(),
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Class-agnostic NMS over each anchor's best class (the TFLite op's fast NMS).
 
@@ -51,13 +50,18 @@ def postprocess_global(
       anchors_yxyx: [A, 4] anchors in pixels of an ``image_size`` input
         (pass normalised anchors with ``image_size=1``).
       image_size: model input size (int or (height, width)), to normalise boxes.
-      max_detections: N.
-      score_threshold: anchors whose best score is below it are dropped.
-      iou_threshold: a box overlapping a kept box by IoU > this is suppressed.
+      nms: N (``max_detections``); anchors whose best score is below
+        ``score_threshold`` are dropped; a box overlapping a kept box by IoU >
+        ``iou_threshold`` is suppressed.
 
     Returns:
       (boxes [B, N, 4], classes [B, N] float32, scores [B, N], num_detections [B] int32).
     """
+    max_detections, score_threshold, iou_threshold = (
+        nms.max_detections,
+        nms.score_threshold,
+        nms.iou_threshold,
+    )
     boxes = _normalized_boxes(box_encodings, anchors_yxyx, image_size)  # [B, A, 4]
     scores_all = tf.sigmoid(tf.cast(class_logits, tf.float32))
     best_scores = tf.reduce_max(scores_all, axis=-1)
@@ -97,15 +101,14 @@ def postprocess_per_class(
     box_encodings: tf.Tensor,
     anchors_yxyx: tf.Tensor,
     image_size: int | Sequence[int],
-    max_detections: int = 25,
-    score_threshold: float = 1e-8,
-    iou_threshold: float = 0.5,
+    nms: NMSOptions = NMSOptions(),
     max_detections_per_class: int | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Per-class NMS: an anchor may yield one detection per class; same outputs as the global one.
 
-    ``max_detections_per_class`` defaults to ``max_detections``.
+    ``max_detections_per_class`` defaults to ``nms.max_detections``.
     """
+    max_detections = nms.max_detections
     boxes = _normalized_boxes(box_encodings, anchors_yxyx, image_size)
     scores = tf.sigmoid(tf.cast(class_logits, tf.float32))
     nms_boxes, nms_scores, nms_classes, valid = tf.image.combined_non_max_suppression(
@@ -113,8 +116,8 @@ def postprocess_per_class(
         scores,
         max_output_size_per_class=max_detections_per_class or max_detections,
         max_total_size=max_detections,
-        iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
+        iou_threshold=nms.iou_threshold,
+        score_threshold=nms.score_threshold,
         pad_per_class=False,
         clip_boxes=False,
     )

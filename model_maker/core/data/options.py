@@ -1,0 +1,87 @@
+"""``IngestOptions``: what ExampleGen ingests and how (the pipeline config's ``data`` section).
+
+Beam-free, so the config loads and validates without importing Apache Beam;
+:mod:`model_maker.core.data.ingest` runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from model_maker.core.errors import SettingsError
+from model_maker.core.settings import Settings, check_choice, check_name, check_range
+
+FORMATS = ("coco", "voc", "tfrecord", "folder")
+
+
+@dataclass(frozen=True)
+class IngestOptions(Settings):
+    """What to ingest and how.
+
+    Attributes:
+      format: coco, voc, tfrecord or folder.
+      input: image folder (coco), dataset folder with annotations/ and images/ (voc),
+        TFRecord folder (tfrecord) or class-per-folder root (folder).
+      output: folder of the Examples artifact; the pipeline sets it (leave it
+        empty in a config), ``qatflow ingest --output`` too.
+      annotations: COCO instances JSON (coco without split files).
+      split_ratios: split -> fraction for the hash split (by image file name);
+        used when no split files are given. The assignment hashes each image's
+        file name, so it is the same on every machine and for any number of workers.
+      split_files: split -> file (COCO JSON per split, VOC id list, TFRecord
+        glob); when set, ``split_ratios`` is ignored.
+      split_image_dirs: split -> image folder for COCO split files whose images
+        live in one folder per split (COCO 2017's train2017/ and val2017/); a
+        split not listed reads its images from ``input``.
+      strict: turn every repair (clipped box, converted image) or skip into an error.
+      keep_negatives: keep images without boxes as negative examples.
+      num_shards: TFRecord shards per split (0 lets Beam decide and keeps memory flat).
+      rewrite_tfrecords: re-encode TFRecord input through the image and box checks
+        instead of writing validated records unchanged.
+    """
+
+    format: str = "coco"
+    input: str = ""
+    output: str = ""
+    annotations: str = ""
+    split_ratios: Mapping[str, float] = field(default_factory=lambda: {"train": 0.8, "eval": 0.2})
+    split_files: Mapping[str, str] = field(default_factory=dict)
+    split_image_dirs: Mapping[str, str] = field(default_factory=dict)
+    strict: bool = False
+    keep_negatives: bool = True
+    num_shards: int = 0
+    rewrite_tfrecords: bool = False
+
+    def validate(self) -> None:
+        check_choice("format", self.format, FORMATS)
+        check_range("num_shards", self.num_shards, 0)
+        for name in self.split_ratios:
+            check_name(f"split_ratios.{name}", name)
+        for name in self.split_files:
+            check_name(f"split_files.{name}", name)
+        if self.split_files:
+            if self.format == "folder":
+                raise SettingsError(
+                    "split_files", "the folder format takes split_ratios only (no split files)"
+                )
+        else:
+            if not self.split_ratios:
+                raise SettingsError("split_ratios", "give at least one split")
+            for name, ratio in self.split_ratios.items():
+                check_range(f"split_ratios.{name}", ratio, 0.0, 1.0)
+            total = sum(self.split_ratios.values())
+            if abs(total - 1.0) > 1e-6:
+                raise SettingsError("split_ratios", f"fractions must sum to 1, got {total:g}")
+            if self.format == "coco" and self.input and not self.annotations:
+                raise SettingsError("annotations", "the coco format needs a COCO JSON file")
+        if self.split_image_dirs:
+            if self.format != "coco":
+                raise SettingsError("split_image_dirs", "only the coco format takes image folders")
+            unknown = sorted(set(self.split_image_dirs) - set(self.split_files))
+            if unknown:
+                raise SettingsError(
+                    "split_image_dirs",
+                    f"{unknown} have no COCO JSON in split_files "
+                    f"(splits there: {sorted(self.split_files) or 'none'})",
+                )
