@@ -1,0 +1,225 @@
+"""Quantization-aware image classifiers: the float model with TFMOT fake quant, and its coverage.
+
+:func:`quantize_classifier` passes the whole functional float model through
+:func:`model_maker.core.qat.quantize_functional_model` (the detector's
+scheme: TFMOT's 8-bit default with conv + BN + ReLU fused, kernels per
+channel, depthwise kernels per channel too). Every builder in ``models/``
+uses only layers that scheme knows, so no extra configs are needed.
+
+The fixed input normalisation (``Rescaling``) becomes, as in the detector, a
+1x1 depthwise conv ``input_normalization`` (kernel ``1/std``, bias
+``-mean/std``) so the int8 graph starts with one int8 op instead of float
+MUL + ADD. It must not train: it sees raw 0..255 pixels, and training it
+wrecked the detector (commit "QAT: do not train the fixed input
+normalisation"). TFMOT's wrapper lists a fake-quantized kernel among its
+trainable weights even when the wrapper is ``trainable = False`` (which
+:func:`quantize_classifier` sets, and which freezes the bias), so a training
+loop must leave the variables matching :data:`QAT_FROZEN_EXPR` alone:
+:func:`train_qat` does it with :class:`KeepFrozen`; the detector's trainer
+takes the same expression as ``var_freeze_expr``.
+
+:func:`quantization_coverage` lists every Conv2D / DepthwiseConv2D / Dense of
+the float model (and the normalisation) with its fake-quant points, or the
+reason it stayed float.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+from model_maker.core.errors import UsageError
+from model_maker.core.qat import QATHParams, calibrate_fake_quant, quantize_functional_model
+from model_maker.image_classifier.models.head import NORMALIZATION_NAME
+from model_maker.image_classifier.train_lib import MOMENTUM, compile_and_fit, steps_in
+
+tfq = tfmot.quantization.keras
+
+#: Layer types whose weights int8 inference multiplies (what "coverage" is about).
+WEIGHTED_TYPES: tuple[type, ...] = (
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,  # not a Conv2D subclass in tf_keras
+    keras.layers.Dense,
+)
+#: Name the QAT model gives the wrapper of the normalisation layer.
+QAT_NORMALIZATION_NAME = f"quant_{NORMALIZATION_NAME}"
+#: Variables QAT must not train (``re.match`` on the variable name): the fixed normalisation.
+QAT_FROZEN_EXPR = rf"({QAT_NORMALIZATION_NAME}|{NORMALIZATION_NAME})/"
+
+
+def quantize_classifier(float_model: keras.Model) -> keras.Model:
+    """Fake-quant copy of a classifier from ``models/`` (weights copied; ``float_model`` untouched).
+
+    Returns:
+      A functional model with the same input and logits output; its
+      ``quant_input_normalization`` wrapper does not train.
+
+    Raises:
+      model_maker.core.qat.QATError: a layer without QuantizeConfig, or a shared layer.
+    """
+    qat_model = quantize_functional_model(float_model)
+    names = {layer.name for layer in qat_model.layers}
+    if QAT_NORMALIZATION_NAME in names:
+        qat_model.get_layer(QAT_NORMALIZATION_NAME).trainable = False
+    return qat_model
+
+
+def frozen_variables(qat_model: keras.Model) -> list[tf.Variable]:
+    """The trainable variables of ``qat_model`` that QAT must keep (:data:`QAT_FROZEN_EXPR`)."""
+    pattern = re.compile(QAT_FROZEN_EXPR)
+    return [v for v in qat_model.trainable_variables if pattern.match(v.name)]
+
+
+class KeepFrozen(keras.callbacks.Callback):
+    """Puts ``variables`` back to their values at the start of training after every step.
+
+    For ``Model.fit``, which trains every trainable variable: the optimizer's
+    update is undone before the next step runs, so the forward passes see the
+    original values exactly.
+
+    Args:
+      variables: the variables to keep.
+    """
+
+    def __init__(self, variables: Sequence[tf.Variable]) -> None:
+        super().__init__()
+        self.variables = list(variables)
+        self._values: list[tf.Tensor] = []
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self._values = [tf.identity(v) for v in self.variables]
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        for variable, value in zip(self.variables, self._values, strict=True):
+            variable.assign(value)
+
+
+def fake_quant_points(layer: keras.layers.Layer) -> tuple[str, ...]:
+    """What a TFMOT wrapper fake-quantizes (``kernel``, ``depthwise_kernel``,
+    ``post_activation``, ``output``...), read from its ``<point>_min`` range variables."""
+    points = set()
+    for weight in layer.weights:
+        leaf = weight.name.split("/")[-1].split(":")[0]
+        if leaf.endswith("_min"):
+            points.add(leaf[: -len("_min")])
+    return tuple(sorted(points))
+
+
+@dataclass(frozen=True)
+class LayerCoverage:
+    """How one weighted layer of the float model appears in the QAT model.
+
+    Attributes:
+      name: float layer name.
+      kind: float layer type (``Conv2D``, ``DepthwiseConv2D``, ``Dense``, or
+        ``Rescaling`` for the normalisation, which the QAT graph holds as a
+        1x1 ``DepthwiseConv2D``).
+      quantized: its kernel is fake-quantized.
+      points: fake-quant points of its QAT wrapper.
+      reason: why it stays float ("" when quantized).
+    """
+
+    name: str
+    kind: str
+    quantized: bool
+    points: tuple[str, ...]
+    reason: str = ""
+
+
+def _wrappers(qat_model: keras.Model) -> dict[str, keras.layers.Layer]:
+    out = {}
+    for module in qat_model.submodules:
+        inner = getattr(module, "layer", None)
+        if isinstance(module, tfq.QuantizeWrapper) and inner is not None:
+            out[inner.name] = module
+    return out
+
+
+def quantization_coverage(float_model: keras.Model, qat_model: keras.Model) -> list[LayerCoverage]:
+    """Every Conv2D / DepthwiseConv2D / Dense of ``float_model`` (and its normalisation)
+    with the fake quant it has in ``qat_model``, in the float model's layer order."""
+    wrappers = _wrappers(qat_model)
+    rows = []
+    for layer in float_model.layers:
+        is_normalization = layer.name == NORMALIZATION_NAME
+        if not (isinstance(layer, WEIGHTED_TYPES) or is_normalization):
+            continue
+        kind = type(layer).__name__
+        wrapper = wrappers.get(layer.name)
+        if wrapper is None:
+            reason = "no QuantizeWrapper in the QAT model"
+            rows.append(LayerCoverage(layer.name, kind, False, (), reason))
+            continue
+        points = fake_quant_points(wrapper)
+        weight_points = {"kernel", "depthwise_kernel"} & set(points)
+        if weight_points:
+            rows.append(LayerCoverage(layer.name, kind, True, points))
+        else:
+            rows.append(
+                LayerCoverage(
+                    layer.name, kind, False, points, "wrapped, but its kernel has no fake quant"
+                )
+            )
+    return rows
+
+
+def float_layers(coverage: Sequence[LayerCoverage]) -> dict[str, str]:
+    """``name -> reason`` of the weighted layers that stay float."""
+    return {row.name: row.reason for row in coverage if not row.quantized}
+
+
+def train_qat(
+    qat_model: keras.Model,
+    train_data: tf.data.Dataset,
+    validation_data: tf.data.Dataset | None,
+    hparams: QATHParams,
+    *,
+    label_smoothing: float = 0.0,
+    calibration_batches: int = 8,
+    steps_per_epoch: int | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> keras.callbacks.History:
+    """Fine-tune ``qat_model`` with the detector's :class:`~model_maker.core.qat.QATHParams`.
+
+    First the fake-quant ranges are set from ``calibration_batches`` training
+    batches (:func:`~model_maker.core.qat.calibrate_fake_quant`: TFMOT's
+    moving-average ranges would need ~1,000 steps otherwise), then SGD with
+    momentum 0.9 and ``ExponentialDecay(learning_rate, decay_steps, decay_rate)``
+    runs the float trainer's loop (:func:`~model_maker.image_classifier.train_lib.compile_and_fit`)
+    for ``hparams.epochs``, with the fixed normalisation kept (:class:`KeepFrozen`).
+    ``train_data`` should be batched with ``hparams.batch_size`` images.
+    """
+    if not (steps_per_epoch or steps_in(train_data)):
+        raise UsageError(
+            "train_qat: the training dataset has no known length; give steps_per_epoch"
+        )
+    if calibration_batches > 0:
+        calibrate_fake_quant(
+            qat_model, (images for images, _ in train_data.take(calibration_batches))
+        )
+    return compile_and_fit(
+        qat_model,
+        train_data,
+        validation_data,
+        optimizer=keras.optimizers.SGD(hparams.learning_rate_schedule(), momentum=MOMENTUM),
+        epochs=hparams.epochs,
+        label_smoothing=label_smoothing,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=[KeepFrozen(frozen_variables(qat_model)), *callbacks],
+    )
+
+
+def coverage_table(coverage: Sequence[LayerCoverage]) -> str:
+    """A plain-text table of :func:`quantization_coverage` (one line per layer)."""
+    width = max((len(row.name) for row in coverage), default=4)
+    lines = []
+    for row in coverage:
+        status = ", ".join(row.points) if row.quantized else f"FLOAT: {row.reason}"
+        lines.append(f"{row.name:<{width}}  {row.kind:<16}  {status}")
+    return "\n".join(lines)
