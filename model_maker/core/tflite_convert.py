@@ -214,3 +214,15 @@ def list_ops(model_content: bytes) -> list[OpInfo]:
 
         ops.append(OpInfo(name, types(op.inputs), types(op.outputs), custom))
     return ops
+
+
+def pin_pixel_range(image: np.ndarray) -> np.ndarray:
+    """Copy of a ``[1, H, W, 3]`` calibration image with one pixel 0 and one 255.
+
+    Calibration then sees the full pixel range at the input, so a uint8 input
+    gets scale 1.0 and zero point 0 (int8: zero point -128).
+    """
+    out = np.array(image, np.float32, copy=True)
+    out[0, 0, 0, :] = 0.0
+    out[0, 0, -1, :] = 255.0
+    return out

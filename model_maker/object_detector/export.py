@@ -40,6 +40,7 @@ from model_maker.core.tflite_convert import (
     TFLiteDescription,
     convert_concrete_function,
     describe_tflite,
+    pin_pixel_range,  # noqa: F401 - API
 )
 
 LOG = logging.getLogger("qatflow")
@@ -149,18 +150,6 @@ def build_serving_function(
         )
 
     return serve.get_concrete_function()
-
-
-def pin_pixel_range(image: np.ndarray) -> np.ndarray:
-    """Copy of a ``[1, H, W, 3]`` calibration image with one pixel 0 and one 255.
-
-    Calibration then sees the full pixel range at the input, so a uint8 input
-    gets scale 1.0 and zero point 0 (int8: zero point -128).
-    """
-    out = np.array(image, np.float32, copy=True)
-    out[0, 0, 0, :] = 0.0
-    out[0, 0, -1, :] = 255.0
-    return out
 
 
 def _resolve_quantization(

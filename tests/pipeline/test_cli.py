@@ -141,3 +141,29 @@ def test_help_imports_nothing_heavy():
     code = f"import sys, pipeline.cli\nprint(' '.join(m for m in {heavy!r} if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "", f"imported by `import pipeline.cli`: {proc.stdout}"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["qat.learning_rate=0"],
+        ["qat.decay_rate=0"],
+        ["train.moving_average_decay=1.0"],
+        ["train.learning_rate=.nan"],
+        ["postprocess.iou_threshold=.inf"],
+        ["data.format=folder", "data.split_files={train: t.json}"],
+        ["data.split_ratios={my split: 1.0}"],
+        ["model.hparams=bogus_key=1"],
+    ],
+    ids=lambda o: " ".join(o),
+)
+def test_issue_14_cases_are_refused_by_qatflow_config(overrides, capsys):
+    """Each value that a stage used to reject only after ExampleGen and training ran."""
+    args = ["config"]
+    for item in overrides:
+        args += ["--set", item]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    key = overrides[-1].split("=", 1)[0]
+    assert err[0].startswith(f"qatflow: error: {key}"), err[0]
