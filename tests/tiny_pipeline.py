@@ -16,6 +16,7 @@ import dataclasses
 import glob
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -74,9 +75,22 @@ class TinyPipeline:
 
 
 def qat_checkpoints(root: pathlib.Path) -> list[str]:
-    """Names of the QAT epoch checkpoints under ``root`` (``ckpt-N.index`` files)."""
-    pattern = os.path.join(root, "checkpoints", "qat-*", "*", "ckpt-*.index")
-    return sorted(os.path.basename(p) for p in glob.glob(pattern))
+    """Names of the finished QAT epoch checkpoints under ``root`` (``ckpt-N``).
+
+    A checkpoint is finished once the manager's ``checkpoint`` state file lists
+    it: that file is written after the ``ckpt-N.*`` files, and it is what a
+    resumed run reads. Waiting for ``ckpt-N.index`` alone raced the state file
+    on an idle machine: the run was killed between the two writes, and the
+    rerun rightly started QAT over.
+    """
+    finished = []
+    for state in glob.glob(os.path.join(root, "checkpoints", "qat-*", "*", "checkpoint")):
+        try:
+            text = pathlib.Path(state).read_text()
+        except OSError:
+            continue
+        finished += re.findall(r'^all_model_checkpoint_paths: "(?:.*/)?([^/"]+)"$', text, re.M)
+    return sorted(finished)
 
 
 def run_killed_during_qat(config: pathlib.Path, root: pathlib.Path, log: pathlib.Path) -> str:
