@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from model_maker.core.data.options import FORMATS
 from model_maker.core.errors import UsageError
 from pipeline.commands.common import add_config_args, config_from_args
 from pipeline.config import PipelineConfig, load_config, to_dict
@@ -29,6 +30,13 @@ def _split_arg(text: str) -> list[tuple[str, str]]:
             )
         pairs.append((name.strip(), value.strip()))
     return pairs
+
+
+def _split_dir_arg(text: str) -> tuple[str, str]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name.strip() or not folder.strip():
+        raise UsageError(f"--split-dir {text!r}: expected NAME=DIR, e.g. eval=val")
+    return name.strip(), folder.strip()
 
 
 def parse_splits(values: list[list[tuple[str, str]]]) -> tuple[dict[str, float], dict[str, str]]:
@@ -77,6 +85,8 @@ def _apply_flags(args: argparse.Namespace) -> PipelineConfig:
             data["split_files"] = files
         else:
             data["split_ratios"], data["split_files"] = ratios, {}
+    if args.split_dirs:
+        data["split_image_dirs"] = dict(args.split_dirs)
     if args.strict:
         data["strict"] = True
     if args.drop_negatives:
@@ -156,18 +166,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ingest = sub.add_parser(
         "ingest",
-        help="turn COCO, Pascal VOC, TFRecord or class folders into an Examples folder (Beam)",
+        help="turn COCO, Pascal VOC, TFRecord, class folders or a path,label CSV into an "
+        "Examples folder (Beam)",
         description="Run the ExampleGen Beam pipeline: gzip TFRecords per split in "
         "DIR/Split-<name>/, label_map.json, <split>_annotations.json (COCO ground truth) and "
-        "stats.json. Flags override the data and runner sections of the config.",
+        "stats.json. Detection data: coco, voc, tfrecord. Classification data (one class per "
+        "image): folder (ROOT/<class>/<image>, hash split; or one such folder per split with "
+        "--split-dir train=train --split-dir eval=val), csv (rows path,label[,split], header "
+        "optional, paths relative to the CSV) or tfrecord. Flags override the data and runner "
+        "sections of the config.",
     )
     add_config_args(ingest)
-    ingest.add_argument("--format", choices=("coco", "voc", "tfrecord", "folder"))
+    ingest.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="detection: coco, voc, tfrecord; classification: folder, csv, tfrecord",
+    )
     ingest.add_argument(
         "--input",
         metavar="PATH",
         help="image folder (coco), dataset folder with annotations/ and images/ (voc), "
-        "TFRecord folder (tfrecord), class-per-folder root (folder)",
+        "TFRecord folder (tfrecord), class-per-folder root or the folder holding the split "
+        "folders (folder), CSV file of path,label[,split] rows (csv)",
     )
     ingest.add_argument("--annotations", metavar="COCO.json", help="COCO instances JSON")
     ingest.add_argument("--output", required=True, metavar="DIR", help="Examples folder to write")
@@ -177,8 +197,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_split_arg,
         default=[],
         metavar="NAME=FRACTION|NAME=FILE",
-        help="hash split ratios (train=0.8,eval=0.2) or one split file per split "
-        "(COCO JSON, VOC id list, TFRecord glob); repeatable",
+        help="hash split ratios (train=0.8,eval=0.2; folder without --split-dir, csv rows "
+        "without a split) or one split file per split (COCO JSON, VOC id list, TFRecord glob); "
+        "repeatable",
+    )
+    ingest.add_argument(
+        "--split-dir",
+        dest="split_dirs",
+        action="append",
+        type=_split_dir_arg,
+        default=[],
+        metavar="NAME=DIR",
+        help="data.split_image_dirs: folder: the folder of one split's class folders, relative "
+        "to --input or absolute (--split-dir train=train --split-dir eval=val; the splits are "
+        "then these, not --split fractions); coco: the image folder of a split file; "
+        "repeatable",
     )
     ingest.add_argument("--strict", action="store_true", help="every repair or skip is an error")
     ingest.add_argument(

@@ -3,6 +3,7 @@ import sys
 
 import pytest
 import yaml
+from PIL import Image
 
 from model_maker.core.errors import DataError, QatflowError, SettingsError, UsageError
 from model_maker.core.hparams import HParamsError
@@ -167,3 +168,72 @@ def test_issue_14_cases_are_refused_by_qatflow_config(overrides, capsys):
     assert len(err) == 1, err
     key = overrides[-1].split("=", 1)[0]
     assert err[0].startswith(f"qatflow: error: {key}"), err[0]
+
+
+# --- qatflow ingest: classification inputs (folder with split folders, csv) ---------------
+
+
+def _class_images(root, counts):
+    """``root/<class>/<i>.png`` (8x6 grey PNGs) for each class and count."""
+    for level, (name, count) in enumerate(sorted(counts.items())):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.new("RGB", (8, 6), (30 + 60 * level,) * 3).save(root / name / f"{i}.png")
+
+
+def test_ingest_help_names_the_classification_inputs(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["ingest", "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--format {coco,voc,tfrecord,folder,csv}" in out
+    assert "--split-dir NAME=DIR" in out and "--split-dir train=train --split-dir eval=val" in out
+    assert "CSV file of path,label[,split] rows (csv)" in out
+
+
+def test_ingest_split_folders_from_the_command_line(tmp_path, capsys):
+    _class_images(tmp_path / "data" / "train", {"ants": 3, "bees": 2})
+    _class_images(tmp_path / "data" / "val", {"ants": 1, "bees": 1})
+    argv = ["-q", "ingest", "--format", "folder", "--input", str(tmp_path / "data")]
+    argv += ["--workers", "1", "--output", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train, val hold class folders with images" in err[0]
+    assert "--split-dir train=train --split-dir eval=val" in err[0]
+
+    assert main([*argv, "--split-dir", "train=train", "--split-dir", "eval=val"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines[1:4]] == [
+        ["train", "5", "0"],
+        ["eval", "2", "0"],
+        ["total", "7", "0"],
+    ]
+    assert lines[4] == "classes: 1=ants, 2=bees"
+
+    # --set is validated before the flags apply, so the config names the format too
+    config = [
+        "--set",
+        "data.format=folder",
+        "--set",
+        "data.split_image_dirs={train: train, test: val}",
+    ]
+    assert main([*argv, *config]) == 0
+    assert ["test", "2", "0"] in [line.split() for line in capsys.readouterr().out.splitlines()]
+
+    assert main([*argv, "--split-dir", "train"]) == 2
+    assert "--split-dir 'train': expected NAME=DIR" in capsys.readouterr().err
+
+
+def test_ingest_csv_from_the_command_line(tmp_path, capsys):
+    _class_images(tmp_path / "img", {"ants": 2, "bees": 1})
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text(
+        "path,label,split\nimg/ants/0.png,ants,train\nimg/ants/1.png,ants,eval\n"
+        "img/bees/0.png,bees,train\nimg/bees/9.png,bees,train\nimg/ants/0.png,bees,eval\n"
+    )
+    argv = ["-q", "ingest", "--format", "csv", "--input", str(csv_file), "--workers", "1"]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[3].split() == ["total", "3", "0"]
+    assert "classes: 1=ants, 2=bees" in out
+    assert "repaired/skipped: invalid_row 1, missing_image 1" in out

@@ -128,6 +128,7 @@ def load_image(
         image = Image.open(io.BytesIO(data))
         source_format = (image.format or "").lower()
         image.load()
+        frames = getattr(image, "n_frames", 1)
     except UnidentifiedImageError:
         raise ImageReadError("unreadable_image", "not an image file") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -152,7 +153,10 @@ def load_image(
         # Pillow reads 48/64-bit PNGs as 8-bit RGB(A); the file itself stays 16-bit.
         repairs.append(("converted_16bit", "16-bit PNG"))
     if source_format not in ("jpeg", "png"):
-        repairs.append(("converted_format", f"{source_format or 'unknown'} re-encoded as PNG"))
+        first = f", first of {frames} frames" if frames > 1 else ""  # animations: one image
+        repairs.append(
+            ("converted_format", f"{source_format or 'unknown'} re-encoded as PNG{first}")
+        )
 
     fmt = "jpeg" if source_format == "jpeg" else "png"
     encoded = data if not repairs else _encode(image, fmt)

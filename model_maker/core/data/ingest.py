@@ -19,7 +19,9 @@ one's message (stats.json lists all of them).
 
 Outputs in ``output``: ``Split-<name>/data_tfrecord-*.gz``, ``label_map.json``,
 ``<split>_annotations.json`` (COCO ground truth with the records' ids) and
-``stats.json`` (counts per split and class, every repair and skip).
+``stats.json`` (counts per split and class, every repair and skip; for
+classification data also the imbalanced splits and the classes a split lacks,
+which are logged as warnings too).
 
 Inputs and output may be local paths or any URI an installed Beam filesystem
 handles (``gs://``, ``s3://`` ...): the driver and the transforms read and write
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from model_maker.core.data import coco, fileio, folder, summary, tfrecord, voc
+from model_maker.core.data import coco, csv_format, fileio, folder, summary, tfrecord, voc
 from model_maker.core.data.labels import LabelMap
 from model_maker.core.data.options import FORMATS, IngestOptions  # noqa: F401 - API
 from model_maker.core.data.process import (
@@ -102,6 +104,8 @@ class _Plan:
     label_map: LabelMap | None = None
     record_files: Mapping[str, Sequence[str]] = field(default_factory=dict)
     issues: tuple[Issue, ...] = ()
+    absent: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    folders: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,12 +137,33 @@ def _plan(options: IngestOptions) -> _Plan:
     if options.format == "voc":
         items = voc.list_voc(options.input, options.split_files)
         return _Plan(fixed or ratio_splits, tuple(items))
+    if options.format == "folder" and options.split_image_dirs:
+        index = folder.read_split_folders(options.input, options.split_image_dirs)
+        issues = tuple(
+            Issue("unreadable_image", path, "not an image file name", split)
+            for path, split in index.ignored
+        )
+        return _Plan(
+            tuple(options.split_image_dirs),
+            index.images,
+            index.label_map,
+            issues=issues,
+            absent=index.absent,
+            folders=index.folders,
+        )
     if options.format == "folder":
         label_map, images, ignored = folder.read_folders(options.input)
         issues = tuple(
             Issue("unreadable_image", path, "not an image file name") for path in ignored
         )
         return _Plan(ratio_splits, tuple(images), label_map, issues=issues)
+    if options.format == "csv":
+        rows = csv_format.read_csv(options.input)
+        # The hash split's splits when some row leaves the split to it, then those the
+        # split column names, the config's order first.
+        used = [s for s in ratio_splits if rows.hashed or s in rows.splits]
+        splits = tuple(used + [s for s in rows.splits if s not in used])
+        return _Plan(splits, rows.images, rows.label_map, issues=rows.issues)
     files = tfrecord.list_record_files(options.input, options.split_files)
     splits = tuple(s for s in files if s) or ratio_splits
     label_map = tfrecord.find_label_map(options.input) if fileio.isdir(options.input) else None
@@ -396,6 +421,32 @@ def _result(options: IngestOptions, splits: tuple[str, ...]) -> IngestResult:
     )
 
 
+def class_warnings(
+    stats: Mapping,
+    absent: Mapping[str, Sequence[str]] | None = None,
+    folders: Mapping[str, str] | None = None,
+) -> list[str]:
+    """One line per imbalanced split and one per split with classes without images
+    (stats.json's ``imbalance`` and ``empty_classes``). ``absent`` (split -> classes
+    without image files in the split's folder) and ``folders`` (split -> that folder)
+    say which classes were missing from the input itself."""
+    absent, folders = absent or {}, folders or {}
+    lines = []
+    for split, entry in stats.get("imbalance", {}).items():
+        lines.append(
+            f"split {split}: class imbalance: {entry['max_class']} has {entry['max']} images, "
+            f"{entry['min_class']} {entry['min']} ({entry['ratio']:g}x, more than "
+            f"{summary.IMBALANCE_RATIO:g}x)"
+        )
+    for split, names in stats.get("empty_classes", {}).items():
+        line = f"split {split}: no images of class(es) {', '.join(names)}"
+        missing = [n for n in names if n in absent.get(split, ())]
+        if missing:
+            line += f" ({', '.join(missing)}: no image files in {folders.get(split, 'its folder')})"
+        lines.append(line)
+    return lines
+
+
 def ingest(options: IngestOptions, beam_pipeline_args: Sequence[str] = ()) -> IngestResult:
     """Run the ingestion pipeline and return what it wrote.
 
@@ -442,4 +493,6 @@ def ingest(options: IngestOptions, beam_pipeline_args: Sequence[str] = ()) -> In
             LOG.warning("split %s is empty (its shard holds no records)", split)
     for kind, count in result.stats["issue_counts"].items():
         LOG.warning("%d x %s (details in %s)", count, kind, result.stats_path)
+    for line in class_warnings(result.stats, plan.absent, plan.folders):
+        LOG.warning("%s", line)
     return result

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from model_maker.core.errors import SettingsError
 from model_maker.core.settings import Settings, check_choice, check_name, check_range
 
-FORMATS = ("coco", "voc", "tfrecord", "folder")
+FORMATS = ("coco", "voc", "tfrecord", "folder", "csv")
 
 
 @dataclass(frozen=True)
@@ -20,20 +20,32 @@ class IngestOptions(Settings):
     """What to ingest and how.
 
     Attributes:
-      format: coco, voc, tfrecord or folder.
+      format: coco, voc, tfrecord, folder or csv (the last two are classification data:
+        one class per image, records with ``image/class/label`` and ``image/class/text``).
       input: image folder (coco), dataset folder with annotations/ and images/ (voc),
-        TFRecord folder (tfrecord) or class-per-folder root (folder).
+        TFRecord folder (tfrecord), class-per-folder root (folder; with
+        ``split_image_dirs``, the folder the split folders are relative to) or a CSV
+        file of ``path,label[,split]`` rows, paths relative to the CSV's folder or
+        absolute, header row optional (csv).
       output: folder of the Examples artifact; the pipeline sets it (leave it
         empty in a config), ``qatflow ingest --output`` too.
       annotations: COCO instances JSON (coco without split files).
       split_ratios: split -> fraction for the hash split (by image file name);
-        used when no split files are given. The assignment hashes each image's
-        file name, so it is the same on every machine and for any number of workers.
+        used when no split files are given, by the folder format without
+        ``split_image_dirs``, and by csv rows without a split column. The
+        assignment hashes each image's file name, so it is the same on every
+        machine and for any number of workers.
       split_files: split -> file (COCO JSON per split, VOC id list, TFRecord
-        glob); when set, ``split_ratios`` is ignored.
-      split_image_dirs: split -> image folder for COCO split files whose images
-        live in one folder per split (COCO 2017's train2017/ and val2017/); a
-        split not listed reads its images from ``input``.
+        glob); when set, ``split_ratios`` is ignored. Not for folder and csv.
+      split_image_dirs: split -> folder. coco: the image folder of a split file
+        whose images live in one folder per split (COCO 2017's train2017/ and
+        val2017/; a split not listed reads its images from ``input``). folder:
+        the folder holding that split's class folders, relative to ``input`` or
+        absolute (e.g. ``{train: train, eval: val}``); the splits are exactly
+        these and ``split_ratios`` is not used. The class list is the union over
+        the splits (sorted names, ids 1..K, the same in every split); a class
+        without images in a split is allowed, logged and listed in stats.json
+        (``empty_classes``).
       strict: turn every repair (clipped box, converted image) or skip into an error.
       keep_negatives: keep images without boxes as negative examples.
       num_shards: TFRecord shards per split (0 lets Beam decide and keeps memory flat).
@@ -60,12 +72,20 @@ class IngestOptions(Settings):
             check_name(f"split_ratios.{name}", name)
         for name in self.split_files:
             check_name(f"split_files.{name}", name)
-        if self.split_files:
-            if self.format == "folder":
-                raise SettingsError(
-                    "split_files", "the folder format takes split_ratios only (no split files)"
-                )
-        else:
+        for name, folder in self.split_image_dirs.items():
+            check_name(f"split_image_dirs.{name}", name)
+            if not folder.strip():
+                raise SettingsError(f"split_image_dirs.{name}", "give a folder")
+        if self.split_files and self.format in ("folder", "csv"):
+            takes = (
+                "split_image_dirs (split -> folder of class folders) or split_ratios"
+                if self.format == "folder"
+                else "a split column in the CSV or split_ratios"
+            )
+            raise SettingsError(
+                "split_files", f"the {self.format} format takes {takes}, no split files"
+            )
+        if not self.split_files:
             if not self.split_ratios:
                 raise SettingsError("split_ratios", "give at least one split")
             for name, ratio in self.split_ratios.items():
@@ -76,10 +96,14 @@ class IngestOptions(Settings):
             if self.format == "coco" and self.input and not self.annotations:
                 raise SettingsError("annotations", "the coco format needs a COCO JSON file")
         if self.split_image_dirs:
-            if self.format != "coco":
-                raise SettingsError("split_image_dirs", "only the coco format takes image folders")
+            if self.format not in ("coco", "folder"):
+                raise SettingsError(
+                    "split_image_dirs",
+                    f"the {self.format} format takes no image folders (only the coco format, "
+                    "with split files, and the folder format do)",
+                )
             unknown = sorted(set(self.split_image_dirs) - set(self.split_files))
-            if unknown:
+            if self.format == "coco" and unknown:
                 raise SettingsError(
                     "split_image_dirs",
                     f"{unknown} have no COCO JSON in split_files "

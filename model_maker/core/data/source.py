@@ -44,7 +44,7 @@ class SourceImage:
       width: width declared by the annotation (0 when unknown).
       height: height declared by the annotation (0 when unknown).
       split: split fixed by a split file ("" lets the hash decide).
-      class_label: image-level class (folder format), "" for detection.
+      class_label: image-level class (folder and csv formats), "" for detection.
       encoded: image bytes when they come from a record instead of a file.
     """
 
@@ -77,6 +77,7 @@ ISSUE_KINDS = {
     "box_dropped": "box with zero or negative area dropped",
     "negative_dropped": "image without boxes dropped (keep_negatives is off)",
     "invalid_record": "record that breaks the contract; record skipped",
+    "invalid_row": "CSV row that cannot be used; row skipped",
     "error": "input that cannot be ingested",
 }
 NOT_STRICT = frozenset({"negative_dropped"})

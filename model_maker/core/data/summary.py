@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from model_maker.core.data import fileio
 from model_maker.core.data.labels import LabelClass, LabelMap
@@ -14,6 +14,9 @@ from model_maker.core.data.source import Issue
 LABEL_MAP_FILE = "label_map.json"
 STATS_FILE = "stats.json"
 ANNOTATIONS_SUFFIX = "_annotations.json"
+#: A split is imbalanced when its largest class has more than this many times the
+#: images of its smallest (classification data; classes with no image aside).
+IMBALANCE_RATIO = 3.0
 
 
 def annotations_file(split: str) -> str:
@@ -35,6 +38,43 @@ def label_map_from_pairs(
     return LabelMap(tuple(LabelClass(i, sorted(n)[0]) for i, n in sorted(names.items()))), issues
 
 
+def class_balance(
+    per_split: Mapping[str, Mapping], class_names: Sequence[str]
+) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """Imbalance and empty classes of classification splits, from stats.json's ``splits``.
+
+    Returns ``(imbalance, empty_classes)``: ``imbalance[split]`` is
+    ``{"max_class", "max", "min_class", "min", "ratio"}`` for each split whose
+    largest class has more than ``IMBALANCE_RATIO`` times the images of its
+    smallest non-empty one (ties go to the first name in sorted order);
+    ``empty_classes[split]`` lists, sorted, the classes of ``class_names`` with no
+    image in the split. Splits without either are left out.
+    """
+    imbalance: dict[str, dict] = {}
+    empty: dict[str, list[str]] = {}
+    for split, entry in per_split.items():
+        counts = {
+            name: entry["classes"].get(name, {}).get("images", 0) for name in sorted(class_names)
+        }
+        missing = [name for name, n in counts.items() if n == 0]
+        if missing:
+            empty[split] = missing
+        present = {name: n for name, n in counts.items() if n > 0}
+        if len(present) < 2:
+            continue
+        top = max(present, key=present.__getitem__)
+        low = min(present, key=present.__getitem__)
+        if present[top] > IMBALANCE_RATIO * present[low]:
+            imbalance[split] = {
+                "max_class": top,
+                "max": present[top],
+                "min_class": low,
+                "min": present[low],
+                "ratio": round(present[top] / present[low], 2),
+            }
+    return imbalance, empty
+
+
 def write_outputs(
     output: str,
     summaries: Sequence[ImageSummary],
@@ -46,7 +86,10 @@ def write_outputs(
     """Write ``<split>_annotations.json`` per split, ``label_map.json`` and ``stats.json``.
 
     Duplicate image ids become error issues. Annotation ids are numbered 1..N
-    over all splits in image id order. Returns the stats dict.
+    over all splits in image id order. For classification data (records with
+    an image-level class) stats.json's ``imbalance`` and ``empty_classes`` hold
+    :func:`class_balance`'s result; for detection data both are empty.
+    Returns the stats dict.
     """
     summaries = sorted(summaries, key=lambda s: (s.image_id, s.split))
     issues = list(extra_issues)
@@ -107,6 +150,8 @@ def write_outputs(
         fileio.write_text(fileio.join(output, annotations_file(split)), json.dumps(gt))
     label_map.save(fileio.join(output, LABEL_MAP_FILE))
     issues.sort(key=lambda i: (i.kind != "error", i.where, i.kind, i.detail))
+    classification = any(s.class_id for s in summaries if s.image is not None)
+    imbalance, empty = class_balance(per_split, label_map.names) if classification else ({}, {})
     stats = {
         **(info or {}),
         "splits": per_split,
@@ -118,6 +163,8 @@ def write_outputs(
         "issues": [
             {"kind": i.kind, "where": i.where, "detail": i.detail, "split": i.split} for i in issues
         ],
+        "imbalance": imbalance,
+        "empty_classes": empty,
     }
     fileio.write_text(fileio.join(output, STATS_FILE), json.dumps(stats, indent=1) + "\n")
     return stats

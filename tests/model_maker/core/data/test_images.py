@@ -122,3 +122,16 @@ def test_sixteen_bit_rgb_png_is_re_encoded_as_eight_bit():
     assert _kinds(loaded) == ["converted_16bit"]
     assert loaded.encoded[24] == 8
     assert _decode(loaded)[0, 1].tolist() == (array[0, 1] >> 8).tolist()
+
+
+def test_animated_gif_keeps_its_first_frame_and_says_so():
+    frames = [Image.new("RGB", (8, 6), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    loaded = load_image(data=buffer.getvalue())
+    assert loaded.repairs == (
+        ("converted_palette", "mode P"),
+        ("converted_format", "gif re-encoded as PNG, first of 3 frames"),
+    )
+    decoded = Image.open(io.BytesIO(loaded.encoded))
+    assert decoded.format == "PNG" and decoded.getpixel((0, 0)) == (255, 0, 0)

@@ -15,6 +15,7 @@ from pycocotools.coco import COCO
 from model_maker.core.data.demo_data import generate_demo_data
 from model_maker.core.data.ingest import IngestOptions, ingest
 from model_maker.core.data.records import decode_example, encode_example
+from model_maker.core.data.split import hash_split
 from model_maker.core.errors import DataError
 
 
@@ -358,3 +359,40 @@ def test_make_pipeline_never_tries_to_download_prism():
     assert threads._options.view_as(DirectOptions).direct_running_mode == "multi_threading"
     other = make_pipeline(["--runner=PrismRunner"])
     assert type(other.runner).__name__ == "PrismRunner"
+
+
+def test_class_imbalance_is_logged_and_in_stats(tmp_path, class_folders, caplog):
+    class_folders(tmp_path / "in", {"cats": 7, "dogs": 2, "fish": 3})
+    options = IngestOptions(
+        "folder", str(tmp_path / "in"), str(tmp_path / "out"), split_ratios={"all": 1.0}
+    )
+    with caplog.at_level("WARNING", logger="qatflow.ingest"):
+        result = ingest(options)
+    assert result.images == {"all": 12}
+    stats = json.loads(open(result.stats_path).read())
+    assert stats["imbalance"] == {
+        "all": {"max_class": "cats", "max": 7, "min_class": "dogs", "min": 2, "ratio": 3.5}
+    }
+    assert stats["empty_classes"] == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "split all: class imbalance: cats has 7 images, dogs 2 (3.5x, more than 3x)"
+    ]
+
+
+def test_a_class_the_hash_split_left_out_is_reported(tmp_path, class_folders, caplog):
+    class_folders(tmp_path / "in", {"cats": 4, "dogs": 1})
+    # the hash puts cats/0, cats/1 in a and cats/2, cats/3, dogs/0 in b: no dog in a
+    ratios = {"a": 0.5, "b": 0.5}
+    assert [hash_split(f"cats/{i}.png", ratios) for i in range(4)] == list("aabb")
+    assert hash_split("dogs/0.png", ratios) == "b"
+    options = IngestOptions(
+        "folder", str(tmp_path / "in"), str(tmp_path / "out"), split_ratios=ratios
+    )
+    with caplog.at_level("WARNING", logger="qatflow.ingest"):
+        result = ingest(options)
+    assert result.images == {"a": 2, "b": 3}
+    assert result.stats["empty_classes"] == {"a": ["dogs"]}
+    assert result.stats["imbalance"] == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["split a: no images of class(es) dogs"]
