@@ -1,8 +1,11 @@
 """The dashboard's Flask app: ``create_app(root)`` serves read-only pages over the runs under root.
 
-Pages: the runs list (``/``), a run (``/run``: DAG, executions, lineage,
-settings), its evaluation (``/evaluation``: float/PTQ/QAT table, AP vs size
-and latency, per-class AP, blessing), its training curves (``/training``, data
+Pages: the runs list (``/``: task and the candidate's headline metric, AP or
+top-1), a run (``/run``: DAG, executions, lineage, settings), its evaluation
+(``/evaluation``; detection: float/PTQ/QAT table, AP vs size and latency,
+per-class AP; classification: the table with top-1/top-5/macro-F1, top-1 per
+variant and vs size and latency, per-class accuracy, the confusion matrix of a
+variant picked with ``matrix=``; both: the blessing), its training curves (``/training``, data
 from ``/api/training``), two runs side by side (``/compare``) and the files of
 the pipeline root (``/files/...``, nothing outside root). Runs are named by
 their store (folder of the pipeline root, relative to root) and run id.
@@ -26,12 +29,14 @@ import plotly
 from flask import Flask, abort, jsonify, render_template, request, send_file, url_for
 from werkzeug.exceptions import HTTPException
 
-from dashboard import charts, files, store, tensorboard
+from dashboard import charts, classification, files, store, tensorboard
 from model_maker.core.metrics_document import SUMMARY_KEYS
 from pipeline.run_summary import read_latest_run
 
 EXTENSION = "qatflow_dashboard"
 _CACHE_SIZE = 2048
+TASK_LABELS = {store.DETECTION: "detection", store.CLASSIFICATION: "classification"}
+METRIC_LABELS = dict(classification.SUMMARY)
 
 
 class DashboardState:
@@ -151,6 +156,14 @@ def _kb(value: Any) -> str:
     return "n/a" if not isinstance(value, int | float) else f"{value / 1024:.1f}"
 
 
+def _task_label(task: Any) -> str:
+    return TASK_LABELS.get(task, str(task or ""))
+
+
+def _metric_label(metric: Any) -> str:
+    return METRIC_LABELS.get(metric, str(metric or ""))
+
+
 def _short(value: Any, limit: int = 120) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -186,8 +199,15 @@ def _variant_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _metric_keys(metrics: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
+    """(summary metric keys, per-class key prefix) of a metrics.json's task."""
+    if store.task_of(metrics) == store.CLASSIFICATION:
+        return classification.SUMMARY_KEYS, classification.PER_CLASS_PREFIX
+    return SUMMARY_KEYS, charts.PER_CLASS_PREFIX
+
+
 def _metric_table(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """variant -> name -> value (metrics, per-class AP, size, latency) for the comparison."""
+    """variant -> name -> value (metrics, per-class metric, size, latency) for the comparison."""
     out: dict[str, dict[str, Any]] = {}
     for entry in metrics.get("variants") or []:
         if not isinstance(entry, Mapping) or "variant" not in entry:
@@ -203,17 +223,12 @@ def _metrics_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     """One row per metric, and per variant the values of A and B."""
     ta, tb = _metric_table(a), _metric_table(b)
     variants = list(dict.fromkeys([*ta, *tb]))
+    (keys_a, prefix_a), (keys_b, prefix_b) = _metric_keys(a), _metric_keys(b)
     classes = sorted(
-        {
-            k
-            for t in (ta, tb)
-            for v in t.values()
-            for k in v
-            if k.startswith(charts.PER_CLASS_PREFIX)
-        }
+        {k for t in (ta, tb) for v in t.values() for k in v if k.startswith((prefix_a, prefix_b))}
     )
     rows = []
-    for name in [*SUMMARY_KEYS, *classes, "size KB", "latency ms"]:
+    for name in [*dict.fromkeys([*keys_a, *keys_b]), *classes, "size KB", "latency ms"]:
         cells = [
             {"variant": v, "a": ta.get(v, {}).get(name), "b": tb.get(v, {}).get(name)}
             for v in variants
@@ -221,6 +236,45 @@ def _metrics_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         if any(c["a"] is not None or c["b"] is not None for c in cells):
             rows.append({"name": name, "cells": cells})
     return {"variants": variants, "rows": rows}
+
+
+def evaluation_context(detail: store.RunDetail, matrix: str = "") -> dict[str, Any]:
+    """What ``evaluation.html`` renders for a run, by the task of its metrics.json.
+
+    ``matrix`` names the variant whose confusion matrix a classification page
+    shows (default: the candidate).
+    """
+    metrics = detail.metrics
+    failed = [e for e in detail.executions if e.state == "FAILED"]
+    if store.task_of(metrics) == store.CLASSIFICATION:
+        view = classification.view(metrics, matrix)
+        figures = {}
+        if view.rows:
+            metric, label = classification.HEADLINE, _metric_label(classification.HEADLINE)
+            figures = {
+                "variants": charts.per_variant(metrics, metric, label),
+                "size": charts.tradeoff(metrics, "size", metric, label),
+                "latency": charts.tradeoff(metrics, "latency", metric, label),
+                "classes": charts.per_class(
+                    metrics, classification.PER_CLASS_PREFIX, "accuracy", view.classes
+                ),
+            }
+        return {"d": detail, "rows": view.rows, "c": view, "figures": figures, "failed": failed}
+    figures = {}
+    if metrics.get("variants"):
+        figures = {
+            "size": charts.tradeoff(metrics, "size"),
+            "latency": charts.tradeoff(metrics, "latency"),
+            "classes": charts.per_class(metrics),
+        }
+    return {
+        "d": detail,
+        "rows": _variant_rows(metrics),
+        "c": None,
+        "figures": figures,
+        "failed": failed,
+        "summary_keys": SUMMARY_KEYS,
+    }
 
 
 def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -248,7 +302,14 @@ def create_app(root: str, *, per_page: int = 50) -> Flask:
     state = DashboardState(root)
     app.extensions[EXTENSION] = state
     app.jinja_env.filters.update(
-        points=_points, delta=_delta, duration=_duration, when=_when, kb=_kb, short=_short
+        points=_points,
+        delta=_delta,
+        duration=_duration,
+        when=_when,
+        kb=_kb,
+        short=_short,
+        task_label=_task_label,
+        metric_label=_metric_label,
     )
 
     def link(path: str) -> str | None:
@@ -348,23 +409,8 @@ def create_app(root: str, *, per_page: int = 50) -> Flask:
     @app.get("/evaluation")
     def evaluation():
         detail = state.detail(request.args.get("store", ""), request.args.get("run", ""))
-        metrics = detail.metrics
-        figures = {}
-        if metrics.get("variants"):
-            figures = {
-                "size": charts.tradeoff(metrics, "size"),
-                "latency": charts.tradeoff(metrics, "latency"),
-                "classes": charts.per_class(metrics),
-            }
-        failed = [e for e in detail.executions if e.state == "FAILED"]
-        return render_template(
-            "evaluation.html",
-            d=detail,
-            rows=_variant_rows(metrics),
-            figures=figures,
-            failed=failed,
-            summary_keys=SUMMARY_KEYS,
-        )
+        context = evaluation_context(detail, request.args.get("matrix", ""))
+        return render_template("evaluation.html", **context)
 
     @app.get("/training")
     def training():
@@ -392,6 +438,7 @@ def create_app(root: str, *, per_page: int = 50) -> Flask:
         b_key, b_run = _run_ref(request.args.get("b", ""))
         a, b = state.detail(a_key, a_run), state.detail(b_key, b_run)
         config = _config_diff(a.config, b.config)
+        metric = store.headline_metric(store.task_of(a.metrics or b.metrics))
         return render_template(
             "compare.html",
             a=a,
@@ -399,7 +446,9 @@ def create_app(root: str, *, per_page: int = 50) -> Flask:
             config=config,
             changed=sum(not r["same"] for r in config),
             metrics=_metrics_diff(a.metrics, b.metrics),
-            figure=charts.compare_ap("A", a.metrics, "B", b.metrics)
+            figure=charts.compare_metric(
+                "A", a.metrics, "B", b.metrics, metric, _metric_label(metric)
+            )
             if a.metrics or b.metrics
             else None,
         )

@@ -3,12 +3,14 @@
 Every function returns ``{"data": [...], "layout": {...}}`` (plotly's figure
 JSON) built with ``plotly.graph_objects``; the templates hand it to plotly.js,
 which the app serves from the plotly package. Metric values arrive as
-pycocotools fractions (0..1) and are shown as AP points (x100); -1 (undefined)
-is left out.
+fractions (0..1: pycocotools AP, top-1...) and are shown as points (x100); -1
+(undefined) is left out. Class names are user data: plotly.js reads a few HTML
+tags in labels, so they go in HTML-escaped (plotly shows the entities as text).
 """
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,6 +36,11 @@ _LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b"
 def _figure(fig: Any) -> dict[str, Any]:
     # plotly's encoder turns numpy values and the like into JSON; the dict goes to |tojson.
     return json.loads(fig.to_json())
+
+
+def _label(text: str) -> str:
+    """A user-supplied label (class name) as plotly shows it literally."""
+    return html.escape(str(text), quote=False)
 
 
 def _points(value: Any) -> float | None:
@@ -115,11 +122,14 @@ def _variants(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [v for v in metrics.get("variants") or [] if isinstance(v, Mapping) and "variant" in v]
 
 
-def tradeoff(metrics: Mapping[str, Any], x: str) -> dict[str, Any]:
-    """AP (points) against model size (``x="size"``, MB) or median latency (``x="latency"``, ms)."""
+def tradeoff(
+    metrics: Mapping[str, Any], x: str, metric: str = "AP", label: str = "AP"
+) -> dict[str, Any]:
+    """``metric`` (points) against model size (``x="size"``, MB) or median latency
+    (``x="latency"``, ms); ``label`` names the metric in the title, axis and hover text."""
     xs, ys, names = [], [], []
     for entry in _variants(metrics):
-        ap = _points((entry.get("metrics") or {}).get("AP"))
+        ap = _points((entry.get("metrics") or {}).get(metric))
         if x == "size":
             value = entry.get("bytes")
             value = None if value is None else value / 1e6
@@ -142,38 +152,88 @@ def tradeoff(metrics: Mapping[str, Any], x: str) -> dict[str, Any]:
                 "size": [18 if n == candidate else 12 for n in names],
                 "color": ["#c62828" if n == candidate else "#1565c0" for n in names],
             },
-            hovertemplate="%{text}: AP %{y:.2f}, %{x}<extra></extra>",
+            hovertemplate=f"%{{text}}: {label} %{{y:.2f}}, %{{x}}<extra></extra>",
         )  # fmt: skip
     )
-    label = "model size (MB)" if x == "size" else "median latency (ms, 1 thread)"
+    axis = "model size (MB)" if x == "size" else "median latency (ms, 1 thread)"
     fig.update_layout(
         **_LAYOUT,
-        title=f"AP vs {'model size' if x == 'size' else 'latency'}",
-        xaxis_title=label,
-        yaxis_title="AP (points)",
+        title=f"{label} vs {'model size' if x == 'size' else 'latency'}",
+        xaxis_title=axis,
+        yaxis_title=f"{label} (points)",
         height=360,
     )
     return _figure(fig)
 
 
-def per_class(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """AP per class, one bar group per class and one bar per variant."""
+def per_class(
+    metrics: Mapping[str, Any],
+    prefix: str = PER_CLASS_PREFIX,
+    label: str = "AP",
+    classes: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """``prefix + class`` metrics (AP, accuracy), one bar group per class and one bar per variant.
+
+    ``classes`` gives the order (metrics.json's ``classes``); by default the
+    classes found in the metrics, sorted.
+    """
     variants = _variants(metrics)
-    classes = sorted(
-        {k for v in variants for k in (v.get("metrics") or {}) if k.startswith(PER_CLASS_PREFIX)}
-    )
+    if classes is None:
+        found = {k for v in variants for k in (v.get("metrics") or {}) if k.startswith(prefix)}
+        classes = sorted(k[len(prefix) :] for k in found)
     fig = go.Figure(
         [
             go.Bar(
                 name=v["variant"],
-                x=[c[len(PER_CLASS_PREFIX) :] for c in classes],
-                y=[_points((v.get("metrics") or {}).get(c)) for c in classes],
+                x=[_label(c) for c in classes],
+                y=[_points((v.get("metrics") or {}).get(prefix + c)) for c in classes],
             )
             for v in variants
         ]
     )
     fig.update_layout(
-        **_LAYOUT, title="AP per class", barmode="group", yaxis_title="AP (points)", height=360
+        **_LAYOUT,
+        title=f"{label} per class",
+        barmode="group",
+        yaxis_title=f"{label} (points)",
+        height=360,
+    )
+    return _figure(fig)
+
+
+def per_variant(metrics: Mapping[str, Any], metric: str, label: str) -> dict[str, Any]:
+    """``metric`` (points) of every variant as bars; the candidate in red, the
+    blessing threshold (when the blessing compares ``metric``) as a dashed line."""
+    names, ys = [], []
+    for entry in _variants(metrics):
+        value = _points((entry.get("metrics") or {}).get(metric))
+        if value is not None:
+            names.append(entry["variant"])
+            ys.append(value)
+    candidate = metrics.get("candidate")
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=ys,
+            text=[f"{y:.2f}" for y in ys],
+            textposition="outside",
+            marker={"color": ["#c62828" if n == candidate else "#1565c0" for n in names]},
+            hovertemplate=f"%{{x}}: {label} %{{y:.2f}}<extra></extra>",
+        )
+    )
+    blessing = metrics.get("blessing") or {}
+    threshold = _points(blessing.get("threshold")) if blessing.get("metric") == metric else None
+    title = f"{label} per variant"
+    if threshold is not None:
+        fig.add_hline(y=threshold, line={"dash": "dash", "color": "#ef6c00"})
+        title += f" (dashed: blessing threshold {threshold:.2f})"
+    low = min([*ys, threshold] if threshold is not None else ys, default=0.0)
+    fig.update_layout(
+        **_LAYOUT,
+        title=title,
+        yaxis_title=f"{label} (points)",
+        yaxis_range=[max(0.0, low - 10.0), 100.0 + 5.0],
+        height=360,
     )
     return _figure(fig)
 
@@ -230,18 +290,29 @@ def _spans_decades(members: Sequence[tuple[str, Series]]) -> bool:
     return bool(values) and max(values) / min(values) > 100
 
 
-def compare_ap(a_label: str, a: Mapping[str, Any], b_label: str, b: Mapping[str, Any]) -> dict:
-    """AP of every variant of two runs, side by side."""
+def compare_metric(
+    a_label: str,
+    a: Mapping[str, Any],
+    b_label: str,
+    b: Mapping[str, Any],
+    metric: str = "AP",
+    label: str = "AP",
+) -> dict:
+    """``metric`` of every variant of two runs, side by side."""
     names = list(dict.fromkeys(v["variant"] for m in (a, b) for v in _variants(m)))
 
     def values(metrics: Mapping[str, Any]) -> list[float | None]:
         by = {v["variant"]: v for v in _variants(metrics)}
-        return [_points((by.get(n, {}).get("metrics") or {}).get("AP")) for n in names]
+        return [_points((by.get(n, {}).get("metrics") or {}).get(metric)) for n in names]
 
     fig = go.Figure(
         [go.Bar(name=a_label, x=names, y=values(a)), go.Bar(name=b_label, x=names, y=values(b))]
     )
     fig.update_layout(
-        **_LAYOUT, title="AP per variant", barmode="group", yaxis_title="AP (points)", height=340
+        **_LAYOUT,
+        title=f"{label} per variant",
+        barmode="group",
+        yaxis_title=f"{label} (points)",
+        height=340,
     )
     return _figure(fig)

@@ -42,6 +42,12 @@ BLESSING_TYPE = "ModelBlessing"
 MODEL_RUN_TYPE = "ModelRun"
 PUSHED_TYPE = "PushedModel"
 _SEARCH_DEPTH = 2
+#: The ``task`` of metrics.json (a document without one is a detection evaluation),
+#: also the Trainer's ``options.model.task``.
+DETECTION = "object_detection"
+CLASSIFICATION = "image_classification"
+#: The metric the runs list shows per task (fractions 0..1); AP for any other task.
+HEADLINE_METRICS = {DETECTION: "AP", CLASSIFICATION: "top1"}
 
 # States of metadata_store_pb2.Execution.State, by number, so this module does
 # not import ml_metadata at import time.
@@ -166,8 +172,11 @@ class RunRow:
       duration_s: from the run start to the last execution update, seconds.
       executions: number of component executions.
       cached: how many of them were cache hits.
+      task: object_detection, image_classification (from metrics.json, else from the
+        Trainer's options) or "" when neither says.
       candidate: the evaluated candidate variant ("" without an evaluation).
-      candidate_ap: the candidate's AP (0..1), None when unknown.
+      metric: the headline metric of the task (AP, top1).
+      candidate_value: the candidate's headline metric (0..1), None when unknown.
       blessed: the blessing decision, None without a ModelBlessing.
     """
 
@@ -180,8 +189,10 @@ class RunRow:
     duration_s: float | None
     executions: int = 0
     cached: int = 0
+    task: str = ""
     candidate: str = ""
-    candidate_ap: float | None = None
+    metric: str = "AP"
+    candidate_value: float | None = None
     blessed: bool | None = None
 
     @property
@@ -341,9 +352,39 @@ def _config_value(value: Any) -> Any:
     return value
 
 
-def candidate_ap(metrics: Mapping[str, Any]) -> tuple[str, float | None]:
-    """(candidate variant, its AP) from a metrics.json document."""
-    return candidate_metric(metrics, "AP")
+def task_of(metrics: Mapping[str, Any]) -> str:
+    """The task of a metrics.json document (no ``task`` key: object detection)."""
+    task = metrics.get("task")
+    return task if isinstance(task, str) and task else DETECTION
+
+
+def headline_metric(task: str) -> str:
+    """The metric the runs list shows for ``task`` (AP for detection, top1 for classification)."""
+    return HEADLINE_METRICS.get(task, HEADLINE_METRICS[DETECTION])
+
+
+def headline(metrics: Mapping[str, Any]) -> tuple[str, str, str, float | None]:
+    """(task, headline metric, candidate variant, its value) from a metrics.json document."""
+    task = task_of(metrics)
+    metric = headline_metric(task)
+    candidate, value = candidate_metric(metrics, metric)
+    return task, metric, candidate, value
+
+
+def _recorded_task(executions: Iterable[Any]) -> str:
+    """``model.task`` of the first execution whose JSON ``options`` names one ("" if none)."""
+    for execution in executions:
+        value = execution.custom_properties.get("options")
+        if value is None or not value.string_value.startswith("{"):
+            continue
+        try:
+            model = json.loads(value.string_value).get("model")
+        except ValueError:
+            continue
+        task = model.get("task") if isinstance(model, dict) else None
+        if isinstance(task, str) and task:
+            return task
+    return ""
 
 
 # --- the reader ----------------------------------------------------------------------------
@@ -435,10 +476,15 @@ class MetadataReader:
         states = [_execution_state(e) for e in executions]
         last = max((e.last_update_time_since_epoch for e in executions), default=0)
         duration = (last - ctx.create_time_since_epoch) / 1000.0 if last else None
-        candidate, ap, blessed = "", None, None
+        candidate, value, blessed = "", None, None
+        task = ""
         evaluation = self._newest_output(executions, by_execution, artifacts, EVALUATION_TYPE)
-        if evaluation is not None:
-            candidate, ap = candidate_ap(read_metrics(evaluation.uri))
+        document = read_metrics(evaluation.uri) if evaluation is not None else {}
+        if document:
+            task, _, candidate, value = headline(document)
+        else:
+            # No readable evaluation (failed or still running): the Trainer's options say.
+            task = _recorded_task(executions)
         blessing = self._newest_output(executions, by_execution, artifacts, BLESSING_TYPE)
         if blessing is not None and "blessed" in blessing.custom_properties:
             blessed = blessing.custom_properties["blessed"].int_value == 1
@@ -454,8 +500,10 @@ class MetadataReader:
             duration_s=duration,
             executions=len(executions),
             cached=states.count("CACHED"),
+            task=task,
             candidate=candidate,
-            candidate_ap=ap,
+            metric=headline_metric(task),
+            candidate_value=value,
             blessed=blessed,
         )
         return row, executions, by_execution, artifacts

@@ -1,5 +1,6 @@
 // Renders every <script type="application/json" data-plot="ID"> figure into the element ID,
 // and the training curves fetched from data-training-url. Sets data-rendered when done.
+// Submits the confusion matrix form when another variant is picked.
 (function () {
   "use strict";
   const config = { responsive: true, displaylogo: false };
@@ -45,5 +46,17 @@
       });
   }
 
-  document.addEventListener("DOMContentLoaded", function () { drawEmbedded(); drawTraining(); });
+  // The confusion matrix's variant picker reloads the page with the variant picked.
+  function confusionPicker() {
+    const select = document.getElementById("confusion-variant");
+    if (select) {
+      select.addEventListener("change", function () { select.form.submit(); });
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    drawEmbedded();
+    drawTraining();
+    confusionPicker();
+  });
 })();

@@ -20,6 +20,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from store_builder import RunSpec, build_runs, many_specs  # noqa: E402
 
+from model_maker.core.options import IMAGE_CLASSIFICATION  # noqa: E402
+
 #: The small store's runs, oldest first: a fresh run, a run whose ExampleGen
 #: was a cache hit with other settings and a QAT drop over the limit, and a run
 #: whose Evaluator failed.
@@ -37,12 +39,36 @@ SMALL_SPECS = (
     RunSpec(float_ap=0.40, fail_at="Evaluator", epochs=2),
 )
 
+#: Class names that try to break out of every place a class name is written:
+#: HTML text, attributes (title, option), and the JSON of a plotly figure in <script>.
+XSS_CLASSES = (
+    '</script><script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">',
+    '"><img src=x onerror=window.__xss=3> & <b>bold</b>',
+)
+#: The mixed store's runs, oldest first: a detection run, a classification run
+#: (fixtures/classification_metrics.json), the same with hostile class names, and
+#: a classification run whose Evaluator failed.
+MIXED_SPECS = (
+    RunSpec(),
+    RunSpec(task=IMAGE_CLASSIFICATION),
+    RunSpec(task=IMAGE_CLASSIFICATION, class_names=XSS_CLASSES),
+    RunSpec(task=IMAGE_CLASSIFICATION, fail_at="Evaluator"),
+)
+
 
 @pytest.fixture(scope="session")
 def small_root(tmp_path_factory) -> tuple[pathlib.Path, list]:
     """A dashboard root holding ``demo/metadata.sqlite`` with the three SMALL_SPECS runs."""
     root = tmp_path_factory.mktemp("dash-small")
     runs = build_runs(str(root / "demo"), SMALL_SPECS)
+    return root, runs
+
+
+@pytest.fixture(scope="session")
+def mixed_root(tmp_path_factory) -> tuple[pathlib.Path, list]:
+    """A dashboard root holding ``mixed/metadata.sqlite`` with the four MIXED_SPECS runs."""
+    root = tmp_path_factory.mktemp("dash-mixed")
+    runs = build_runs(str(root / "mixed"), MIXED_SPECS)
     return root, runs
 
 
@@ -79,5 +105,14 @@ def small_server(small_root):
     from dashboard.app import create_app
 
     server = LiveServer(create_app(str(small_root[0])))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def mixed_server(mixed_root):
+    from dashboard.app import create_app  # deferred: Flask loads only when a server is needed
+
+    server = LiveServer(create_app(str(mixed_root[0])))
     yield server
     server.close()

@@ -10,7 +10,9 @@ hits as CACHED executions whose OUTPUT events point at the earlier run's
 artifacts; a failure as a FAILED execution with ``__execution_result__``.
 
 Files: the Evaluator's metrics.json, report.md, report.html and blessing.json
-are written by ``model_maker.core.evaluation.write_reports`` itself; the
+are written by ``model_maker.core.evaluation.write_reports`` itself for
+detection runs; a classification run's metrics.json is the hand-checked
+``fixtures/classification_metrics.json`` (class names optionally replaced); the
 Trainer's ModelRun gets TensorBoard event files written with ``tf.summary``
 (``train/`` and ``validation/``, ``epoch_<name>`` tags, as ScalarLogger does).
 """
@@ -26,8 +28,19 @@ from typing import Any
 
 from model_maker.core.data.options import IngestOptions
 from model_maker.core.detection_postprocess import NMSOptions
-from model_maker.core.evaluation import EvaluateOptions
-from model_maker.core.options import ModelOptions, TrainOptions
+from model_maker.core.evaluation import (
+    BLESSING_FILE,
+    METRICS_FILE,
+    BlessingRule,
+    EvaluateOptions,
+    decide_blessing,
+)
+from model_maker.core.options import (
+    IMAGE_CLASSIFICATION,
+    OBJECT_DETECTION,
+    ModelOptions,
+    TrainOptions,
+)
 from model_maker.core.qat_hparams import QATHParams
 from model_maker.core.quantization import ConvertOptions
 from model_maker.core.settings import to_json
@@ -43,6 +56,10 @@ COMPONENTS = (
     ("Pusher", "components.pusher.component.Pusher"),
 )
 CLASSES = ("circle", "square", "triangle")
+#: metrics.json of a classification run (ants/bees, 153 images, four variants).
+CLASSIFICATION_METRICS = os.path.join(
+    os.path.dirname(__file__), "fixtures", "classification_metrics.json"
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,9 @@ class RunSpec:
       cache_example_gen: ExampleGen is a cache hit (reuses the previous run's Examples).
       fail_at: component id whose execution fails ("" for none); later ones do not run.
       logs: write TensorBoard logs into the Trainer's ModelRun.
+      task: object_detection, or image_classification (metrics.json is then
+        CLASSIFICATION_METRICS; the AP settings above are not used).
+      class_names: classification only: replace the fixture's class names, in order.
     """
 
     float_ap: float = 0.42
@@ -68,6 +88,8 @@ class RunSpec:
     cache_example_gen: bool = False
     fail_at: str = ""
     logs: bool = False
+    task: str = OBJECT_DETECTION
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -269,16 +291,24 @@ class StoreBuilder:
             outputs=[("tflite", self._artifact("qatflow.TFLiteModel",
                                                uri("TFLiteConverter", "tflite")))],
         )  # fmt: skip
-        eval_props = {"options": to_json(EvaluateOptions(candidate="qat_int8", metric="AP",
-                                                         max_drop=1.0, latency_runs=20,
-                                                         split="eval"))}  # fmt: skip
+        classifier = spec.task == IMAGE_CLASSIFICATION
+        evaluate = EvaluateOptions(
+            candidate="qat_int8",
+            metric="top1" if classifier else "AP",
+            max_drop=1.0,
+            baseline="keras_float" if classifier else "",
+            latency_runs=20,
+            split="eval",
+        )
+        eval_props = {"options": to_json(evaluate)}
         if spec.fail_at == "Evaluator":
             self._execute(run_context, "Evaluator", failed, eval_props,
                           inputs=[("examples", examples), ("tflite", tflite), ("model", model)],
                           message="DataError: no eval_annotations.json")  # fmt: skip
             return built
         evaluation_uri = uri("Evaluator", "evaluation")
-        decision = write_evaluation(evaluation_uri, spec)
+        write = write_classification_evaluation if classifier else write_evaluation
+        decision = write(evaluation_uri, spec)
         built.evaluation_uri = evaluation_uri
         with open(os.path.join(evaluation_uri, "metrics.json"), encoding="utf-8") as fh:
             built.metrics = json.load(fh)
@@ -310,6 +340,14 @@ class StoreBuilder:
 
     @staticmethod
     def _trainer_props(spec: RunSpec) -> dict[str, Any]:
+        if spec.task == IMAGE_CLASSIFICATION:
+            # The classifier Trainer's options: the same model/train sections, task set.
+            model = ModelOptions(task=IMAGE_CLASSIFICATION, name="mobilenet_v2")
+            train = TrainOptions(epochs=spec.epochs, batch_size=32,
+                                 learning_rate=spec.learning_rate, var_freeze_expr="")  # fmt: skip
+            options = {"model": json.loads(to_json(model)), "train": json.loads(to_json(train)),
+                       "train_split": "train", "eval_split": "eval"}  # fmt: skip
+            return {"options": json.dumps(options), "checkpoint_dir": ""}
         options = TrainerOptions(
             model=ModelOptions(name="efficientdet_lite0", hparams={"map_freq": 1}),
             train=TrainOptions(
@@ -383,6 +421,37 @@ def write_evaluation(folder: str, spec: RunSpec):
     for name, text in contents.items():
         with open(os.path.join(folder, name), "w", encoding="utf-8") as fh:
             fh.write(text)
+    return decision
+
+
+def classification_document(class_names: Sequence[str] = ()) -> dict[str, Any]:
+    """CLASSIFICATION_METRICS, its class names replaced by ``class_names`` (in order) if given."""
+    with open(CLASSIFICATION_METRICS, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    if not class_names:
+        return doc
+    rename = dict(zip(doc["classes"], class_names, strict=True))
+    doc["classes"] = list(class_names)
+    for entry in doc["variants"]:
+        for section in ("metrics", "delta_to_float"):
+            entry[section] = {
+                f"acc_/{rename[k[len('acc_/') :]]}" if k.startswith("acc_/") else k: v
+                for k, v in entry[section].items()
+            }
+    return doc
+
+
+def write_classification_evaluation(folder: str, spec: RunSpec):
+    """metrics.json and blessing.json of a classification run; its blessing decision."""
+    doc = classification_document(spec.class_names)
+    by_variant = {e["variant"]: e["metrics"] for e in doc["variants"]}
+    rule = BlessingRule(candidate="qat_int8", metric="top1", max_drop=1.0, baseline="keras_float")
+    decision = decide_blessing(by_variant, rule)
+    assert decision.to_dict() == doc["blessing"], "the fixture's blessing is out of date"
+    files = ((METRICS_FILE, doc), (BLESSING_FILE, decision.to_dict()))
+    for name, content in files:
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as fh:
+            json.dump(content, fh, indent=2)
     return decision
 
 

@@ -42,10 +42,12 @@ def test_runs_list(client, small_root):
         b.run_id for b in reversed(built)
     ]
     failed, cached, fresh = rows
-    assert '<td class="num ap">41.60</td>' in fresh and ">blessed<" in fresh
-    assert '<td class="num ap">43.00</td>' in cached and "not blessed" in cached
+    ap = '<td class="metric">AP</td>\n  <td class="num headline" data-metric="AP">{}</td>'
+    assert ap.format("41.60") in fresh and ">blessed<" in fresh
+    assert ap.format("43.00") in cached and "not blessed" in cached
     assert "(1/6 cached)" in cached
-    assert "status-failed" in failed and '<td class="num ap">n/a</td>' in failed
+    assert "status-failed" in failed and ap.format("n/a") in failed
+    assert all('<td class="task" data-task="object_detection">detection</td>' in r for r in rows)
     assert "3 run(s) in 1 store(s)" in html
 
 

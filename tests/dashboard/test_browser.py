@@ -1,7 +1,8 @@
 """The dashboard in real headless Chromium (Debian's package, driven by Playwright).
 
 Opens the runs list, a run, its evaluation charts, its training curves and a
-comparison; checks what plotly.js drew; saves screenshots under
+comparison, then a classification run's evaluation (its confusion matrix, a
+variant picked, hostile class names); checks what plotly.js drew; saves screenshots under
 ``test-output/dashboard/`` (QATFLOW_TEST_OUTPUT overrides the folder).
 """
 
@@ -13,6 +14,7 @@ import re
 from urllib.parse import urlparse
 
 import pytest
+from conftest import XSS_CLASSES
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 OUTPUT = pathlib.Path(os.environ.get("QATFLOW_TEST_OUTPUT", REPO / "test-output")) / "dashboard"
@@ -73,7 +75,7 @@ def test_runs_list_run_evaluation_training_and_compare(browser_page, small_serve
     page.goto(small_server.url + "/")
     rows = page.locator("#runs tbody tr")
     assert rows.count() == 3
-    assert rows.nth(1).locator("td.ap").inner_text() == "43.00"
+    assert rows.nth(1).locator("td.headline").inner_text() == "43.00"
     assert rows.nth(1).locator("td.blessing").inner_text().strip() == "not blessed"
     page.screenshot(path=str(OUTPUT / "runs.png"), full_page=True)
 
@@ -127,3 +129,58 @@ def test_runs_list_run_evaluation_training_and_compare(browser_page, small_serve
     assert problems == []
     for name in ("runs", "run", "evaluation", "training", "compare"):
         assert (OUTPUT / f"{name}.png").stat().st_size > 10_000
+
+
+def test_classification_confusion_matrix(browser_page, mixed_server, mixed_root):
+    page, problems = browser_page
+    _, built = mixed_root
+    start = len(problems)
+
+    # The runs list names the task and the headline metric.
+    page.goto(mixed_server.url + "/")
+    row = page.locator(f"#runs tr[data-run='{built[1].run_id}']")
+    assert row.locator("td.task").inner_text() == "classification"
+    assert row.locator("td.metric").inner_text() == "top-1"
+    assert row.locator("td.headline").inner_text() == "92.81"
+
+    page.goto(f"{mixed_server.url}/evaluation?store=mixed&run={built[1].run_id}")
+    for chart in ("#chart-variants", "#chart-size", "#chart-latency", "#chart-classes"):
+        _rendered(page, chart)
+    assert page.locator("#chart-variants .barlayer .point").count() == 4
+    assert page.locator("#chart-classes .barlayer .point").count() == 8
+
+    def matrix() -> tuple[str, list[list[str]]]:
+        table = page.locator("#confusion-matrix")
+        rows = table.locator("tbody tr")
+        cells = [rows.nth(i).locator("td.cell").all_inner_texts() for i in range(rows.count())]
+        return table.get_attribute("data-variant"), cells
+
+    assert matrix() == ("qat_int8", [["63", "7"], ["4", "79"]])
+    assert page.locator("#confusion-matrix thead th.pred").all_inner_texts() == ["ants", "bees"]
+    colours = page.locator("#confusion-matrix td.cell").evaluate_all(
+        "els => els.map(e => getComputedStyle(e).backgroundColor)"
+    )
+    assert colours[0] == "rgba(21, 101, 192, 0.81)" and colours[1] == "rgba(21, 101, 192, 0.09)"
+    page.locator("#confusion-matrix").scroll_into_view_if_needed()
+    page.screenshot(path=str(OUTPUT / "classification.png"), full_page=True)
+
+    # Picking another variant reloads the page with its matrix.
+    with page.expect_navigation():
+        page.select_option("#confusion-variant", "ptq_int8")
+    assert "matrix=ptq_int8" in page.url
+    assert matrix() == ("ptq_int8", [["60", "10"], ["8", "75"]])
+    assert page.locator("#confusion-variant").input_value() == "ptq_int8"
+
+    # Hostile class names are shown as text, in the table and in plotly's labels.
+    page.goto(f"{mixed_server.url}/evaluation?store=mixed&run={built[2].run_id}")
+    _rendered(page, "#chart-classes")
+    assert matrix() == ("qat_int8", [["63", "7"], ["4", "79"]])
+    assert page.locator("#confusion-matrix th.true").all_inner_texts() == list(XSS_CLASSES)
+    ticks = page.locator("#chart-classes .xtick text").all_text_contents()
+    assert ticks == list(XSS_CLASSES)
+    page.locator("#confusion-matrix td.cell").first.hover()
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert page.locator("#confusion-matrix img, #per-class img, #per-class b").count() == 0
+
+    assert problems[start:] == []
+    assert (OUTPUT / "classification.png").stat().st_size > 10_000

@@ -29,7 +29,7 @@ def test_find_stores_two_levels_deep(tmp_path):
     assert store.find_stores(str(tmp_path / "nowhere")) == []
 
 
-def test_runs_newest_first_with_status_blessing_and_candidate_ap(small_root):
+def test_runs_newest_first_with_status_blessing_task_and_candidate_ap(small_root):
     root, built = small_root
     rows = _reader(root).runs()
     assert [r.run_id for r in rows] == [b.run_id for b in reversed(built)]
@@ -37,13 +37,16 @@ def test_runs_newest_first_with_status_blessing_and_candidate_ap(small_root):
     assert (fresh.status, fresh.executions, fresh.cached) == ("complete", 6, 0)
     assert fresh.pipeline == "qatflow" and fresh.store == "demo"
     assert fresh.candidate == "qat_int8"
-    assert fresh.candidate_ap == pytest.approx(0.42 - 0.004)
+    assert (fresh.task, fresh.metric) == ("object_detection", "AP")
+    # The failed run's task comes from the Trainer's options (no metrics.json).
+    assert (failed.task, failed.metric) == ("object_detection", "AP")
+    assert fresh.candidate_value == pytest.approx(0.42 - 0.004)
     assert fresh.blessed is True  # 0.4 points drop, 1 allowed
     assert (cached.status, cached.cached) == ("complete", 1)
-    assert cached.candidate_ap == pytest.approx(0.45 - 0.02)
+    assert cached.candidate_value == pytest.approx(0.45 - 0.02)
     assert cached.blessed is False  # 2 points drop
     assert (failed.status, failed.executions) == ("failed", 5)
-    assert failed.candidate_ap is None and failed.blessed is None
+    assert failed.candidate_value is None and failed.blessed is None
     assert all(r.duration_s is not None and r.duration_s >= 0 for r in rows)
     assert fresh.started <= cached.started <= failed.started
 
