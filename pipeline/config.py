@@ -2,10 +2,11 @@
 
 Each section is the library's own settings class (``data`` is
 ``IngestOptions``, ``train`` is ``TrainOptions``, ...): a setting, its default,
-its unit and its rule are written once, there. Defaults <- a YAML file <-
-``--set key.sub=value``; building the config validates every section and
-every stage's options (:meth:`PipelineConfig.stages`), so ``qatflow config``,
-``run`` and ``compile`` reject, before any work and naming the key, anything a
+its unit and its rule are written once, there. Defaults (the task's:
+:func:`task_defaults`) <- a YAML file <- ``--set key.sub=value``; building
+the config validates every section and every stage's options
+(:meth:`PipelineConfig.stages`), so ``qatflow config``, ``run`` and
+``compile`` reject, before any work and naming the key, anything a
 stage would reject. Unknown keys are errors that suggest the nearest valid
 key. The resolved config is written beside the run's outputs (``config.yaml``).
 """
@@ -35,6 +36,7 @@ from model_maker.core.options import (
 from model_maker.core.qat_hparams import QATHParams
 from model_maker.core.settings import Settings, build, check_choice, check_name, check_range
 from model_maker.core.settings import to_dict as settings_to_dict
+from model_maker.image_classifier.options import ClassifierTrainerOptions
 from model_maker.object_detector.options import TFLiteSetOptions, TrainerOptions
 
 
@@ -186,12 +188,6 @@ class PipelineConfig(Settings):
             raise SettingsError(
                 "data.output", "the pipeline writes the Examples artifact; leave it empty"
             )
-        if self.model.task == IMAGE_CLASSIFICATION:
-            raise SettingsError(
-                "model.task",
-                "image_classification does not train yet (only object_detection runs end "
-                "to end; see the README)",
-            )
         if "qat_int8" in self.convert.variants and not self.qat.enabled:
             raise SettingsError("convert.variants", "qat_int8 needs qat.enabled: true")
         check_choice("evaluate.candidate", self.evaluate.candidate, self.convert.variants)
@@ -206,11 +202,16 @@ class PipelineConfig(Settings):
 
     def stages(self) -> StageOptions:
         """The options each component receives (validated)."""
+        trainer: TrainerOptions | ClassifierTrainerOptions
+        if self.model.task == IMAGE_CLASSIFICATION:
+            trainer = ClassifierTrainerOptions(model=self.model, train=self.train)
+        else:
+            trainer = TrainerOptions(
+                model=self.model, train=self.train, postprocess=self.postprocess
+            )
         return StageOptions(
             ingest=self.data,
-            trainer=TrainerOptions(
-                model=self.model, train=self.train, postprocess=self.postprocess
-            ),
+            trainer=trainer,
             qat=self.qat.hparams(),
             converter=TFLiteSetOptions(convert=self.convert, postprocess=self.postprocess),
             evaluator=self.evaluate,
@@ -223,14 +224,14 @@ class StageOptions:
 
     Attributes:
       ingest: ExampleGen's.
-      trainer: the Trainer's.
+      trainer: the Trainer's (the task's options class).
       qat: the QATTrainer's.
       converter: the TFLiteConverter's.
       evaluator: the Evaluator's.
     """
 
     ingest: IngestOptions
-    trainer: TrainerOptions
+    trainer: TrainerOptions | ClassifierTrainerOptions
     qat: QATHParams
     converter: TFLiteSetOptions
     evaluator: EvaluateOptions
@@ -303,7 +304,29 @@ def load_config(
         values = _merge(values, _load_yaml(path))
     for text in overrides:
         values = _merge(values, parse_override(text))
-    return build(PipelineConfig, values)
+    return build(PipelineConfig, _merge(task_defaults(values), values))
+
+
+def task_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults that differ by task, for the ``model.task`` named in ``values``.
+
+    The section classes hold the detector's defaults; an image classifier
+    starts from the classifier's own (``ClassifierTrainerOptions``: EfficientNet-Lite0,
+    the Model Maker ``HParams`` training defaults, no backbone-freeze regex, no
+    EMA), class folders as data and a blessing on top-1. Anything the config
+    sets wins.
+    """
+    model = values.get("model")
+    task = model.get("task") if isinstance(model, Mapping) else None
+    if task != IMAGE_CLASSIFICATION:
+        return {}
+    defaults = ClassifierTrainerOptions()
+    return {
+        "data": {"format": "folder"},
+        "model": {"name": defaults.model.name},
+        "train": settings_to_dict(defaults.train),
+        "evaluate": {"metric": "top1"},
+    }
 
 
 def dump_yaml(config: PipelineConfig) -> str:

@@ -29,3 +29,11 @@ def tiny_pipeline(tmp_path_factory):
     from tests.tiny_pipeline import make_tiny_pipeline
 
     return make_tiny_pipeline(tmp_path_factory.mktemp("e2e"))
+
+
+@pytest.fixture(scope="session")
+def tiny_classification(tmp_path_factory):
+    """The tiny image-classification run (see tests/tiny_classification.py)."""
+    from tests.tiny_classification import make_tiny_classification
+
+    return make_tiny_classification(tmp_path_factory.mktemp("e2e-cls"))

@@ -11,6 +11,7 @@ The layers, bottom to top::
 
     model_maker.core                      shared pieces; imports no task package
     model_maker.<task>                    object_detector, image_classifier: core + itself
+    model_maker.tasks                     the task switch of the components: both tasks
     components                            model_maker; never pipeline or dashboard
     pipeline (config, runners, ...)       model_maker, components
     dashboard                             reads runs; never the CLI that launches it
@@ -39,6 +40,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("model_maker", "components", "pipeline", "dashboard")
 TASK_PACKAGES = ("model_maker.object_detector", "model_maker.image_classifier")
+TASK_SWITCH = "model_maker.tasks"
 UPPER_LAYERS = ("components", "pipeline", "dashboard")
 CLI = ("pipeline.cli", "pipeline.commands")
 
@@ -83,14 +85,14 @@ RULES = (
         "a-core-imports-no-task-package",
         "model_maker.core imports no task package and no upper layer",
         sources=("model_maker.core",),
-        forbidden=(*TASK_PACKAGES, *UPPER_LAYERS),
+        forbidden=(*TASK_PACKAGES, TASK_SWITCH, *UPPER_LAYERS),
     ),
     *(
         Rule(
             f"b-{task.rsplit('.', 1)[1]}-imports-only-core-and-itself",
             f"{task} imports only model_maker.core and itself",
             sources=(task,),
-            forbidden=(*(t for t in TASK_PACKAGES if t != task), *UPPER_LAYERS),
+            forbidden=(*(t for t in TASK_PACKAGES if t != task), TASK_SWITCH, *UPPER_LAYERS),
         )
         for task in TASK_PACKAGES
     ),

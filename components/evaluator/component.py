@@ -37,6 +37,9 @@ class EvaluatorSpec(component_spec.ComponentSpec):
 class Evaluator(base_beam_component.BaseBeamComponent):
     """Evaluates every TFLite variant on the eval split and blesses the candidate.
 
+    Detectors: COCO AP with Beam + pycocotools; classifiers (the manifest's
+    ``task``): top-1/top-5, per-class accuracy, confusion matrix, macro-F1.
+
     ``options`` is a :class:`~model_maker.core.evaluation.EvaluateOptions` (the
     config's ``evaluate`` section), carried as JSON.
 

@@ -1,5 +1,5 @@
-"""Evaluator executor: one call into
-:func:`model_maker.object_detector.evaluator.evaluate_artifacts`."""
+"""Evaluator executor: one call into :func:`model_maker.tasks.evaluate_artifacts`
+(the detector's or the classifier's evaluation, as the TFLite manifest says)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tfx.types import artifact_utils
 from components.local_beam import LocalBeamExecutor
 from model_maker.core.evaluate_options import EvaluateOptions
 from model_maker.core.settings import from_json
-from model_maker.object_detector.evaluator import evaluate_artifacts
+from model_maker.tasks import evaluate_artifacts
 
 LOG = logging.getLogger("qatflow")
 

@@ -3,7 +3,8 @@
 Its settings travel as one JSON execution property, ``options``: a
 :class:`~model_maker.core.qat_hparams.QATHParams` (the config's ``qat``
 section less ``enabled``). The output Model has the Trainer's layout plus the
-QAT graph (see :mod:`model_maker.object_detector.qat_trainer`).
+QAT graph (see :mod:`model_maker.object_detector.qat_trainer` and
+:mod:`model_maker.image_classifier.qat_trainer`; the float Model says which).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """QATTrainer executor: the ``options`` JSON -> ``QATHParams`` -> one ``qat_from_examples`` call.
 
-See :mod:`model_maker.object_detector.qat_trainer` for the Model artifact
-layout (``keras/config.json`` as the Trainer's, ``keras/qat_model.json`` +
-``keras/qat_weights.h5`` rebuilt by ``load_qat_model``, ``serving/``,
-``qat.json`` with the fake-quant model's COCO AP on the eval split).
+The float Model says its task (:func:`model_maker.tasks.model_task`). See
+:mod:`model_maker.object_detector.qat_trainer` and
+:mod:`model_maker.image_classifier.qat_trainer` for the Model artifact layout
+(``keras/config.json`` as the Trainer's, the QAT weights rebuilt by
+``load_qat_model``, ``serving/``, ``qat.json`` with the fake-quant model's
+COCO AP or top-1 on the eval split).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from tfx.types import artifact_utils
 
 from model_maker.core.qat_hparams import QATHParams
 from model_maker.core.settings import from_json
-from model_maker.object_detector.qat_trainer import qat_from_examples
+from model_maker.tasks import qat_from_examples
 
 LOG = logging.getLogger("qatflow")
 
@@ -45,7 +47,7 @@ class Executor(base_executor.BaseExecutor):
             eval_split=exec_properties.get("eval_split") or "",
             checkpoint_root=exec_properties.get("checkpoint_dir") or None,
         )
-        for key in ("AP", "AP50"):
+        for key in ("AP", "AP50", "top1", "top5"):
             if key in result.metrics:
                 qat_model.set_float_custom_property(f"fake_quant_{key}", result.metrics[key])
         LOG.info("QATTrainer: %d steps in %.1f s", result.steps, result.seconds)

@@ -1,5 +1,5 @@
-"""TFLiteConverter executor: one call into
-:func:`model_maker.object_detector.tflite_set.convert_trained_model`."""
+"""TFLiteConverter executor: one call into :func:`model_maker.tasks.convert_trained_model`
+(the detector's or the classifier's converter, as the Model says)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from model_maker.core.settings import from_json
-from model_maker.object_detector.tflite_set import TFLiteSetOptions, convert_trained_model
+from model_maker.object_detector.options import TFLiteSetOptions
+from model_maker.tasks import convert_trained_model
 
 LOG = logging.getLogger("qatflow")
 

@@ -2,9 +2,11 @@
 and ModelRun (TensorBoard logs, checkpoints) out.
 
 Its settings travel as one JSON execution property, ``options``: a
-:class:`~model_maker.object_detector.trainer.TrainerOptions` (the config's
-``model``, ``train`` and ``postprocess`` sections), as TFX's own Trainer
-carries ``train_args``.
+:class:`~model_maker.object_detector.options.TrainerOptions` (detectors: the
+config's ``model``, ``train`` and ``postprocess`` sections) or a
+:class:`~model_maker.image_classifier.options.ClassifierTrainerOptions`
+(classifiers: ``model`` and ``train``), as TFX's own Trainer carries
+``train_args``; ``model.task`` says which.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from tfx.types import channel, component_spec, standard_artifacts
 
 from components.trainer import executor
 from model_maker.core.settings import to_json
+from model_maker.image_classifier.options import ClassifierTrainerOptions
 from model_maker.object_detector.options import TrainerOptions
 
 
@@ -34,7 +37,8 @@ class TrainerSpec(component_spec.ComponentSpec):
 
 
 class Trainer(base_component.BaseComponent):
-    """Trains EfficientDet-Lite (float) on the Examples' train split, evaluates on eval.
+    """Trains the float model (EfficientDet-Lite or a classifier) on the Examples' train
+    split and evaluates it on the eval split.
 
     ``checkpoint_dir`` (optional, a stable folder) lets a rerun after a crash
     resume from the last finished epoch; by default checkpoints live in the
@@ -47,7 +51,7 @@ class Trainer(base_component.BaseComponent):
     def __init__(
         self,
         examples: channel.BaseChannel,
-        options: TrainerOptions = TrainerOptions(),
+        options: TrainerOptions | ClassifierTrainerOptions = TrainerOptions(),
         *,
         checkpoint_dir: str = "",
     ) -> None:

@@ -1,6 +1,8 @@
-"""Trainer executor: the ``options`` JSON -> ``TrainerOptions`` -> one ``train_from_examples`` call.
+"""Trainer executor: the ``options`` JSON -> the task's options -> one ``train_from_examples`` call.
 
-See :mod:`model_maker.object_detector.trainer` for the Model artifact layout
+:mod:`model_maker.tasks` picks the task from ``model.task``. See
+:mod:`model_maker.object_detector.trainer` and
+:mod:`model_maker.image_classifier.trainer` for the Model artifact layouts
 (``serving/``, ``keras/config.json``, ``keras/weights.h5``, ``metrics.json``)
 and what goes into the ModelRun artifact (TensorBoard logs, checkpoints).
 """
@@ -13,8 +15,7 @@ from typing import Any
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from model_maker.core.settings import from_json
-from model_maker.object_detector.trainer import TrainerOptions, train_from_examples
+from model_maker.tasks import train_from_examples, trainer_options
 
 LOG = logging.getLogger("qatflow")
 
@@ -25,7 +26,7 @@ MODEL_RUN_KEY = "model_run"
 
 
 class Executor(base_executor.BaseExecutor):
-    """Trains the float detector and writes the Model and ModelRun artifacts."""
+    """Trains the float model (detector or classifier); writes the Model and ModelRun artifacts."""
 
     def Do(  # noqa: N802 - the TFX executor interface
         self,
@@ -39,10 +40,10 @@ class Executor(base_executor.BaseExecutor):
             artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY]),
             model.uri,
             model_run.uri,
-            from_json(TrainerOptions, exec_properties.get(OPTIONS_KEY)),
+            trainer_options(exec_properties.get(OPTIONS_KEY) or "{}"),
             checkpoint_dir=exec_properties.get("checkpoint_dir") or None,
         )
-        for key in ("AP", "AP50"):
+        for key in ("AP", "AP50", "top1", "top5"):
             if key in metrics:
                 model.set_float_custom_property(key, float(metrics[key]))
         LOG.info("Trainer wrote %s (run files in %s)", model.uri, model_run.uri)

@@ -372,7 +372,7 @@ class Variant:
     path: str = ""
 
 
-def _size_bytes(path: str) -> int | None:
+def size_bytes(path: str) -> int | None:
     if not path:
         return None
     # deferred: TensorFlow takes seconds to import; only this path needs it
@@ -387,7 +387,7 @@ def _size_bytes(path: str) -> int | None:
     return total
 
 
-def _deltas(metrics: Mapping[str, float], baseline: Mapping[str, float] | None) -> dict:
+def deltas(metrics: Mapping[str, float], baseline: Mapping[str, float] | None) -> dict:
     if baseline is None:
         return {}
     out = {}
@@ -465,7 +465,7 @@ def evaluate_variants(
             {
                 "variant": variant.name,
                 "file": os.path.basename(variant.path.rstrip("/")) if variant.path else "",
-                "bytes": _size_bytes(variant.path),
+                "bytes": size_bytes(variant.path),
                 "latency": latency,
                 "num_images": count,
                 "num_detections": len(detections),
@@ -475,7 +475,7 @@ def evaluate_variants(
     by_name = {e["variant"]: e["metrics"] for e in entries}
     baseline = pick_baseline(by_name, rule.baseline)
     for entry in entries:
-        entry["delta_to_float"] = _deltas(entry["metrics"], by_name.get(baseline))
+        entry["delta_to_float"] = deltas(entry["metrics"], by_name.get(baseline))
     decision = decide_blessing(by_name, rule)
     files = write_reports(entries, baseline, decision, output_dir)
     return EvaluationResult(entries, baseline, decision, files)
@@ -520,7 +520,7 @@ def _class_rows(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[l
     return header, rows
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -537,11 +537,11 @@ def render_markdown(
         f"COCO metrics in AP points (x100), pycocotools; float baseline: {baseline or 'none'}; "
         "latency: interpreter invoke, 1 thread.",
         "",
-        _markdown_table(*_table_rows(entries)),
+        markdown_table(*_table_rows(entries)),
         "",
         "## AP per class",
         "",
-        _markdown_table(*_class_rows(entries)),
+        markdown_table(*_class_rows(entries)),
         "",
         f"## Blessing: {verdict} ({decision.candidate})",
         "",
@@ -554,7 +554,7 @@ def render_markdown(
     return "\n".join(parts)
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
@@ -594,8 +594,8 @@ def render_html(
     )
     return _HTML.format(
         baseline=html.escape(baseline or "none"),
-        table=_html_table(*_table_rows(entries)),
-        classes=_html_table(*_class_rows(entries)),
+        table=html_table(*_table_rows(entries)),
+        classes=html_table(*_class_rows(entries)),
         css="blessed" if decision.blessed else "not-blessed",
         verdict="BLESSED" if decision.blessed else "NOT BLESSED",
         candidate=html.escape(decision.candidate),
@@ -611,11 +611,6 @@ def write_reports(
     output_dir: str,
 ) -> dict[str, str]:
     """Write metrics.json, report.md, report.html and blessing.json; return their paths."""
-    # deferred: TensorFlow takes seconds to import; only this path needs it
-    import tensorflow as tf
-
-    gfile = tf.io.gfile
-    gfile.makedirs(output_dir)
     contents = {
         METRICS_FILE: json.dumps(
             metrics_document(entries, baseline, decision.candidate, decision.to_dict()), indent=2
@@ -624,6 +619,16 @@ def write_reports(
         REPORT_HTML: render_html(entries, baseline, decision),
         BLESSING_FILE: json.dumps(decision.to_dict(), indent=2),
     }
+    return write_files(output_dir, contents)
+
+
+def write_files(output_dir: str, contents: Mapping[str, str]) -> dict[str, str]:
+    """Write ``name -> text`` into ``output_dir`` (created); return ``name -> path``."""
+    # deferred: TensorFlow takes seconds to import; only this path needs it
+    import tensorflow as tf
+
+    gfile = tf.io.gfile
+    gfile.makedirs(output_dir)
     paths = {}
     for name, text in contents.items():
         path = os.path.join(output_dir, name)

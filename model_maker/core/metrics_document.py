@@ -4,14 +4,22 @@ The Evaluator writes it into its ``ModelEvaluation`` folder; the Pusher ships
 it beside the model; the run summary, ``qatflow evaluate-tflite`` and the
 dashboard read it. Content::
 
-    {"units": "...", "baseline": "keras_float", "candidate": "qat_int8",
+    {"units": "...", "task": "object_detection", "baseline": "keras_float",
+     "candidate": "qat_int8",
      "variants": [{"variant", "file", "bytes", "latency", "num_images",
                    "num_detections", "metrics": {AP, AP50, ..., "AP_/<class>"},
                    "delta_to_float": {...}}, ...],
      "blessing": {"blessed", "candidate", "baseline", "metric", ...}}
 
-Metrics are pycocotools fractions 0..1 (-1: undefined). No numpy here, so the
-dashboard and the CLI read it without the evaluation machinery.
+Detection metrics are pycocotools fractions 0..1 (-1: undefined). A
+document without ``task`` is a detector's. Image classification
+(``"task": "image_classification"``) adds ``"classes": [names in model
+order]``; each variant's ``metrics`` hold ``top1``, ``top5`` (5 classes or
+more), ``macro_f1`` and ``acc_/<class>`` (accuracy = recall of the class,
+absent for a class without eval images), fractions 0..1, and the variant
+carries ``confusion_matrix`` (rows = true class, columns = predicted, in
+``classes`` order) and ``num_images``. No numpy here, so the dashboard and
+the CLI read it without the evaluation machinery.
 """
 
 from __future__ import annotations
@@ -27,9 +35,20 @@ METRICS_FILE = "metrics.json"
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100")
 #: Prefix of the per-class AP keys (``"AP_/" + class name``), as in tflite-model-maker.
 PER_CLASS_PREFIX = "AP_/"
+#: The classification summary metrics, in report order.
+CLASSIFICATION_KEYS = ("top1", "top5", "macro_f1")
+#: Prefix of the per-class accuracy keys of classification (``"acc_/" + class name``).
+PER_CLASS_ACCURACY_PREFIX = "acc_/"
+OBJECT_DETECTION = "object_detection"
+IMAGE_CLASSIFICATION = "image_classification"
 UNITS = (
     "metrics and deltas are pycocotools fractions 0..1 (-1: undefined); "
     "bytes are file sizes; latency in milliseconds"
+)
+CLASSIFICATION_UNITS = (
+    "metrics and deltas are fractions 0..1 (top1, top5, macro_f1, per-class accuracy); "
+    "confusion_matrix rows = true class, columns = predicted; bytes are file sizes; "
+    "latency in milliseconds"
 )
 
 
@@ -38,10 +57,18 @@ def metrics_document(
     baseline: str,
     candidate: str,
     blessing: Mapping[str, Any],
+    *,
+    task: str = OBJECT_DETECTION,
+    classes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The content of metrics.json."""
+    """The content of metrics.json (``classes``: classification only, model order)."""
+    extra: dict[str, Any] = {}
+    if task == IMAGE_CLASSIFICATION:
+        extra["classes"] = list(classes)
     return {
-        "units": UNITS,
+        "units": CLASSIFICATION_UNITS if task == IMAGE_CLASSIFICATION else UNITS,
+        "task": task,
+        **extra,
         "baseline": baseline,
         "candidate": candidate,
         "variants": [dict(e) for e in entries],
@@ -72,3 +99,13 @@ def candidate_metric(document: Mapping[str, Any], metric: str = "AP") -> tuple[s
     candidate = str(document.get("candidate") or "")
     value = variant_metrics(document, candidate).get(metric)
     return candidate, float(value) if isinstance(value, int | float) else None
+
+
+def document_task(document: Mapping[str, Any]) -> str:
+    """The task of a metrics document (``object_detection`` when it has no ``task``)."""
+    return str(document.get("task") or OBJECT_DETECTION)
+
+
+def headline_metric(document: Mapping[str, Any]) -> str:
+    """The metric a run is summed up by: ``top1`` for classification, ``AP`` for detection."""
+    return "top1" if document_task(document) == IMAGE_CLASSIFICATION else "AP"

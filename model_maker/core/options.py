@@ -95,8 +95,9 @@ class ModelOptions(Settings):
         Raises:
           ValueError: the uri asks for ImageNet weights the model's backbone has none of.
         """
-        if self.task != OBJECT_DETECTION or not is_imagenet_uri(self.uri):
+        if not is_imagenet_uri(self.uri):
             return ""
+        # Detectors: the backbone of efficientdet_liteN; classifiers: the model itself.
         backbone = self.name.replace("efficientdet", "efficientnet")
         return check_offline(imagenet_backbone_name(self.uri, backbone))
 

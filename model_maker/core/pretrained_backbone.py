@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,10 +128,13 @@ def assign_torch_state(
     state: Mapping[str, np.ndarray],
     prefix: str,
     source: str = "state dict",
+    skip: Collection[str] = (),
 ) -> BackboneLoad:
     """Assign the PyTorch ``state`` arrays to ``model``'s layers named ``<prefix>_*``.
 
-    All-or-nothing: every check runs before the first assignment.
+    All-or-nothing: every check runs before the first assignment. Layers named
+    in ``skip`` keep their weights (a classifier's ``<prefix>_logits`` for
+    another number of classes than ImageNet's 1000); their arrays may stay unused.
 
     Raises:
       ValueError: no layer with the prefix; a weighted layer without a PyTorch
@@ -139,7 +142,9 @@ def assign_torch_state(
         arrays left unused (other than the classifier head's for a detector).
     """
     layers = [
-        layer for layer in model.layers if layer.name.startswith(prefix + "_") and layer.weights
+        layer
+        for layer in model.layers
+        if layer.name.startswith(prefix + "_") and layer.weights and layer.name not in skip
     ]
     if not layers:
         raise ValueError(f"{model.name} has no weighted layers named {prefix}_*")
@@ -169,7 +174,10 @@ def assign_torch_state(
     unused = sorted(set(state) - used)
     head_unused = [k for k in unused if k.startswith(HEAD_KEY_PREFIXES)]
     has_head = any(layer.name == f"{prefix}_logits" for layer in layers)
-    other = [k for k in unused if has_head or k not in head_unused]
+    if f"{prefix}_logits" in skip:
+        other = [k for k in unused if not k.startswith("_fc.")]
+    else:
+        other = [k for k in unused if has_head or k not in head_unused]
     if other:
         raise ValueError(
             f"{len(other)} arrays of the {source} match no layer of {model.name} "
@@ -184,6 +192,10 @@ def assign_torch_state(
         arrays_used=len(used),
         head_arrays_unused=0 if has_head else len(head_unused),
     )
+
+
+def _layer(model: keras.Model, name: str) -> keras.layers.Layer | None:
+    return next((layer for layer in model.layers if layer.name == name), None)
 
 
 def read_state(path: str) -> dict[str, np.ndarray]:
@@ -207,6 +219,9 @@ def load_imagenet_backbone(
 
     ``model`` is a detector or a classifier built with our EfficientNet-Lite
     (layer prefix ``efficientnet_liteN``); ``directory`` defaults to the cache.
+    A classifier of 1000 classes takes the ImageNet head too (its logits then
+    match the PyTorch reference); one of any other size keeps its own
+    randomly initialised logits layer (fine-tuning).
 
     Raises:
       ValueError: no offline weights for this backbone (Lite3/4), or a mismatch.
@@ -214,7 +229,14 @@ def load_imagenet_backbone(
     """
     name = check_offline(backbone_name)
     path = weights_file(name, directory)
-    result = assign_torch_state(model, read_state(path), name.replace("-", "_"), source=path)
+    prefix = name.replace("-", "_")
+    state = read_state(path)
+    skip: tuple[str, ...] = ()
+    head = _layer(model, f"{prefix}_logits")
+    if head is not None and "_fc.weight" in state:
+        if tuple(head.weights[0].shape) != state["_fc.weight"].T.shape:
+            skip = (head.name,)
+    result = assign_torch_state(model, state, prefix, source=path, skip=skip)
     LOG.info(
         "loaded ImageNet %s into %s: %d layers, %d variables from %s",
         name,

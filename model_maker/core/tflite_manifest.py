@@ -7,7 +7,8 @@ evaluate-tflite`` and the dashboard read it. Layout::
     <dir>/<variant>.tflite       one per variant
     <dir>/<variant>.anchors.npy  raw (no-NMS) detector variants only
     <dir>/labels.txt             line k = name of model class k-1 (label_map id k)
-    <dir>/manifest.json          {"variants": [entry, ...], "labels_file": "labels.txt",
+    <dir>/manifest.json          {"task": "object_detection" | "image_classification",
+                                  "variants": [entry, ...], "labels_file": "labels.txt",
                                   "num_classes": C, "metadata": ...}
 
 Each entry holds at least ``variant`` and ``file``; the converter adds
@@ -45,10 +46,18 @@ def write_tflite_set_files(
     label_map: Mapping[int, str],
     num_classes: int,
     metadata: Any,
+    task: str = "object_detection",
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write ``labels.txt`` and ``manifest.json`` into ``output_dir``; return the manifest."""
+    """Write ``labels.txt`` and ``manifest.json`` into ``output_dir``; return the manifest.
+
+    ``task`` tells readers which evaluation applies (a manifest without it is a
+    detector's); ``extra`` adds top-level keys.
+    """
     fileio.write_text(fileio.join(output_dir, LABELS_FILE), labels_text(label_map, num_classes))
     manifest = {
+        "task": task,
+        **dict(extra or {}),
         "variants": [dict(e) for e in entries],
         "labels_file": LABELS_FILE,
         "num_classes": num_classes,
@@ -78,6 +87,11 @@ def read_manifest_document(tflite_dir: str) -> dict[str, Any]:
         if not isinstance(entry, dict) or not entry.get("variant") or not entry.get("file"):
             raise DataError(f"{path}: every variant needs 'variant' and 'file', got {entry}")
     return manifest
+
+
+def manifest_task(tflite_dir: str) -> str:
+    """The task of a TFLite set (``object_detection`` when its manifest predates the key)."""
+    return str(read_manifest_document(tflite_dir).get("task") or "object_detection")
 
 
 def read_manifest(tflite_dir: str) -> list[dict[str, Any]]:

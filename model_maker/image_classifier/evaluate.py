@@ -35,6 +35,7 @@ import numpy as np
 
 from model_maker.core.data import fileio
 from model_maker.core.errors import UsageError
+from model_maker.core.litert_detector import Latency, measure_latency
 
 #: Output the exported classifiers carry (softmax probabilities).
 OUTPUT_NAME = "probabilities"
@@ -170,11 +171,11 @@ def quantize_input(image: np.ndarray, dtype: str, scale: float, zero_point: int)
 class _Runner:
     """A LiteRT signature runner of a classifier: one image in, its probabilities out."""
 
-    def __init__(self, model_content: bytes) -> None:
+    def __init__(self, model_content: bytes, num_threads: int | None = None) -> None:
         # deferred: LiteRT loads only where a model is run
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_content=model_content)
+        interpreter = Interpreter(model_content=model_content, num_threads=num_threads)
         signatures = interpreter.get_signature_list()
         if not signatures:
             raise UsageError("the TFLite model has no signature (export it with export_tflite)")
@@ -202,12 +203,19 @@ class _Runner:
         self.output_dtype = np.dtype(out["dtype"]).name
         self.output_scale, self.output_zero_point = out.get("quantization", (0.0, 0))
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def feed(self, image: np.ndarray) -> np.ndarray:
+        """The ``[1, H, W, 3]`` input tensor for an image of pixels 0..255."""
         pixels = prepare_image(image, self.height, self.width)
-        feed = quantize_input(
+        return quantize_input(
             pixels, self.input_dtype, float(self.input_scale), int(self.input_zero_point)
-        )
-        result = self.runner(**{self.input_name: feed[None]})[self.output_name]
+        )[None]
+
+    def invoke(self, feed: np.ndarray) -> Any:
+        """The raw output tensor for a prepared input (:meth:`feed`)."""
+        return self.runner(**{self.input_name: feed})[self.output_name]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        result = self.invoke(self.feed(image))
         scores = np.asarray(result).reshape(-1)
         if self.output_dtype != "float32" and self.output_scale:
             scores = (scores.astype(np.float64) - self.output_zero_point) * self.output_scale
@@ -258,3 +266,12 @@ def evaluate_tflite(
     out = classification_metrics(np.asarray(true), np.stack(scores), num_classes, k)
     out["input_dtype"] = runner.input_dtype
     return out
+
+
+def tflite_latency(
+    tflite_path_or_bytes: Any, runs: int = 20, warmup: int = 2, num_threads: int = 1
+) -> Latency:
+    """Median and p90 milliseconds of one interpreter call (input prepared beforehand)."""
+    runner = _Runner(_model_bytes(tflite_path_or_bytes), num_threads=num_threads)
+    feed = runner.feed(np.zeros((runner.height, runner.width, 3), np.float32))
+    return measure_latency(lambda: runner.invoke(feed), runs, warmup, num_threads)

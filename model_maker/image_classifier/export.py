@@ -92,6 +92,31 @@ def build_serving_function(model: Any) -> Any:
     return serve.get_concrete_function()
 
 
+def export_saved_model(model: Any, saved_model_dir: str) -> str:
+    """Write a SavedModel for serving: ``images [B, H, W, 3]`` float32 pixels 0..255 ->
+    ``{"probabilities": [B, C]}`` (softmax inside), signature ``serving_default``."""
+    # deferred: TensorFlow takes seconds to import; only the export needs it
+    import tensorflow as tf
+
+    height, width = _input_size(model)
+    _num_classes(model)
+
+    class Serving(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)])
+        def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+            logits = self.model(images, training=False)
+            return {OUTPUT_NAME: tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
+
+    module = Serving()
+    tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": module.serve})
+    LOG.info("wrote the serving SavedModel %s", saved_model_dir)
+    return saved_model_dir
+
+
 def is_qat_model(model: Any) -> bool:
     """True when ``model`` holds TFMOT fake-quant wrappers (a QAT model)."""
     return any(type(layer).__name__ in _QAT_WRAPPERS for layer in model.layers)

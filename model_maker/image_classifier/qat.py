@@ -70,10 +70,55 @@ def quantize_classifier(float_model: keras.Model) -> keras.Model:
     return qat_model
 
 
+#: The range of the model input's fake quant: raw pixels. Pinned, so the int8
+#: file's uint8 input has scale 1 and zero point 0 and takes pixels as they are
+#: (MediaPipe feeds a uint8 input the image bytes without looking at its scale).
+PIXEL_RANGE = (0.0, 255.0)
+
+
+def input_range_variables(qat_model: keras.Model) -> list[tf.Variable]:
+    """The min/max variables of the fake quant on the model input (TFMOT's ``QuantizeLayer``)."""
+    found = []
+    for layer in qat_model.layers:
+        if type(layer).__name__ == "QuantizeLayer":  # TFMOT does not export the class
+            found += [
+                v
+                for v in layer.weights
+                if v.name.rsplit("/", 1)[-1].startswith((f"{layer.name}_min", f"{layer.name}_max"))
+            ]
+    return found
+
+
+def pin_input_range(qat_model: keras.Model) -> int:
+    """Set the input fake quant's range to :data:`PIXEL_RANGE`; return variables set."""
+    variables = input_range_variables(qat_model)
+    for variable in variables:
+        low = "_min" in variable.name.rsplit("/", 1)[-1]
+        variable.assign(PIXEL_RANGE[0] if low else PIXEL_RANGE[1])
+    return len(variables)
+
+
 def frozen_variables(qat_model: keras.Model) -> list[tf.Variable]:
-    """The trainable variables of ``qat_model`` that QAT must keep (:data:`QAT_FROZEN_EXPR`)."""
+    """The variables of ``qat_model`` that QAT must keep.
+
+    They are: the trainable ones matching :data:`QAT_FROZEN_EXPR` (the fixed
+    normalisation); the kernels TFMOT lists as trainable in layers that are
+    not (a float model trained with ``do_fine_tuning: false`` froze its
+    backbone, and QAT trains what the float training trained); and the
+    input range (:func:`input_range_variables`, which TFMOT's moving average
+    would otherwise move off 0..255).
+    """
     pattern = re.compile(QAT_FROZEN_EXPR)
-    return [v for v in qat_model.trainable_variables if pattern.match(v.name)]
+    frozen = [v for v in qat_model.trainable_variables if pattern.match(v.name)]
+    seen = {id(v) for v in frozen}
+    for layer in qat_model.layers:
+        if layer.trainable:
+            continue
+        for variable in layer.trainable_weights:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                frozen.append(variable)
+    return frozen + input_range_variables(qat_model)
 
 
 class KeepFrozen(keras.callbacks.Callback):
@@ -184,25 +229,33 @@ def train_qat(
     calibration_batches: int = 8,
     steps_per_epoch: int | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    checkpoint_dir: str | None = None,
 ) -> keras.callbacks.History:
     """Fine-tune ``qat_model`` with the detector's :class:`~model_maker.core.qat.QATHParams`.
 
     First the fake-quant ranges are set from ``calibration_batches`` training
     batches (:func:`~model_maker.core.qat.calibrate_fake_quant`: TFMOT's
-    moving-average ranges would need ~1,000 steps otherwise), then SGD with
+    moving-average ranges would need ~1,000 steps otherwise; the input range is
+    then pinned to 0..255, :func:`pin_input_range`), then SGD with
     momentum 0.9 and ``ExponentialDecay(learning_rate, decay_steps, decay_rate)``
     runs the float trainer's loop (:func:`~model_maker.image_classifier.train_lib.compile_and_fit`)
-    for ``hparams.epochs``, with the fixed normalisation kept (:class:`KeepFrozen`).
+    for ``hparams.epochs``, with the fixed normalisation and the input range
+    kept (:class:`KeepFrozen`).
     ``train_data`` should be batched with ``hparams.batch_size`` images.
+    ``checkpoint_dir`` makes it resumable: a call that finds a checkpoint there
+    skips the calibration (the checkpoint holds the ranges training moved on
+    to) and goes on after the last finished epoch.
     """
     if not (steps_per_epoch or steps_in(train_data)):
         raise UsageError(
             "train_qat: the training dataset has no known length; give steps_per_epoch"
         )
-    if calibration_batches > 0:
+    resuming = bool(checkpoint_dir) and bool(tf.train.latest_checkpoint(checkpoint_dir))
+    if calibration_batches > 0 and not resuming:
         calibrate_fake_quant(
             qat_model, (images for images, _ in train_data.take(calibration_batches))
         )
+        pin_input_range(qat_model)
     return compile_and_fit(
         qat_model,
         train_data,
@@ -212,6 +265,7 @@ def train_qat(
         label_smoothing=label_smoothing,
         steps_per_epoch=steps_per_epoch,
         callbacks=[KeepFrozen(frozen_variables(qat_model)), *callbacks],
+        checkpoint_dir=checkpoint_dir,
     )
 
 

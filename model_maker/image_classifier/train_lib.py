@@ -16,10 +16,14 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core.checkpoints import CheckpointState, EpochCheckpoint
+from model_maker.core.divergence import StopOnNonFinite
 from model_maker.core.errors import UsageError
 from model_maker.core.schedules import cosine_with_warmup
+from model_maker.image_classifier import model_io
 from model_maker.image_classifier.hparams import HParams
 from model_maker.image_classifier.image_classifier_spec import ModelSpec
+from model_maker.image_classifier.model_io import load_pretrained
 from model_maker.image_classifier.models.head import NORMALIZATION_NAME
 
 #: SGD momentum of float training (Model Maker's image classifier).
@@ -32,12 +36,7 @@ _KERNEL_ATTRS: dict[type, str] = {
 }
 
 
-def output_layer(model: keras.Model) -> keras.layers.Layer:
-    """The ``Dense`` layer that produces the model's logits."""
-    layer = model.get_layer(model.output_names[0]) if model.output_names else model.layers[-1]
-    if not isinstance(layer, keras.layers.Dense):
-        raise UsageError(f"{model.name}: the output layer {layer.name} is not a Dense logits layer")
-    return layer
+output_layer = model_io.output_layer
 
 
 def _regularizer_attr(layer: keras.layers.Layer) -> str | None:
@@ -61,12 +60,18 @@ def _with_kernel_regularizer(model: keras.Model, l1: float, l2: float) -> keras.
     return rebuilt
 
 
-def create_model(spec: ModelSpec, num_classes: int, hparams: HParams | None = None) -> keras.Model:
+def create_model(
+    spec: ModelSpec, num_classes: int, hparams: HParams | None = None, uri: str = ""
+) -> keras.Model:
     """Build the float classifier of ``spec`` for ``num_classes`` classes, ready to train.
 
     ``hparams`` sets the dropout, which layers train (``do_fine_tuning``: all,
     otherwise only the logits layer), the kernel regularizers of the layers
-    that train, and (``seed``) the weight initialisation.
+    that train, and (``seed``) the weight initialisation. ``uri`` names
+    pretrained weights loaded before anything is frozen
+    (:func:`model_maker.image_classifier.model_io.load_pretrained`: ``imagenet``
+    for EfficientNet-Lite0..2, a Keras ``.h5`` file, a TF Hub handle); "" keeps
+    the random initialisation.
 
     Returns:
       ``images [B, S, S, 3] float32 0..255 -> logits [B, num_classes]``.
@@ -77,10 +82,9 @@ def create_model(spec: ModelSpec, num_classes: int, hparams: HParams | None = No
     if hparams.seed is not None:
         keras.utils.set_random_seed(hparams.seed)
     model = spec.build(int(num_classes), dropout_rate=hparams.dropout_rate)
-    head = output_layer(model)
-    if not hparams.do_fine_tuning:
-        for layer in model.layers:
-            layer.trainable = layer is head
+    if uri:
+        load_pretrained(model, uri, spec.name)
+    model_io.set_trainable(model, hparams.do_fine_tuning)
     if hparams.l1_regularizer or hparams.l2_regularizer:
         model = _with_kernel_regularizer(model, hparams.l1_regularizer, hparams.l2_regularizer)
     return model
@@ -99,6 +103,16 @@ def _one_hot(num_classes: int):
     return convert
 
 
+def _peak_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The schedule's initial/peak learning rate, for messages (NaN when unknown)."""
+    rate = getattr(optimizer, "_learning_rate", None) or optimizer.learning_rate
+    peak = getattr(rate, "initial_learning_rate", None)
+    try:
+        return float(peak if peak is not None else keras.backend.get_value(rate))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def compile_and_fit(
     model: keras.Model,
     train_data: tf.data.Dataset,
@@ -109,13 +123,28 @@ def compile_and_fit(
     label_smoothing: float = 0.0,
     steps_per_epoch: int | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    checkpoint_dir: str | None = None,
 ) -> keras.callbacks.History:
     """Compile ``model`` with softmax cross-entropy (+ top-1/top-5) and fit it.
 
     The float and the QAT training share this loop. ``train_data`` is passed
     through once per epoch unless ``steps_per_epoch`` is given (then it may
-    repeat).
+    repeat). With ``checkpoint_dir``, model and optimizer are saved after every
+    epoch (:class:`~model_maker.core.checkpoints.CheckpointState`) and a call
+    that finds a checkpoint there resumes after its last finished epoch (the
+    history then holds only the epochs trained in this call).
     """
+    initial_epoch = 0
+    callbacks = list(callbacks)
+    if checkpoint_dir:
+        # Slots exist before the restore, so it fills them instead of deferring.
+        optimizer.build(model.trainable_variables)
+        state = CheckpointState(checkpoint_dir, model, optimizer)
+        initial_epoch = min(state.restore(), epochs)
+        # first, so that a callback failing at the end of an epoch cannot lose it
+        callbacks.insert(0, EpochCheckpoint(state))
+    # before the checkpoint saves a diverged epoch (batch end comes before epoch end)
+    callbacks.insert(0, StopOnNonFinite("training", _peak_rate(optimizer)))
     num_classes = int(model.output_shape[-1])
     metrics: list[Any] = [keras.metrics.CategoricalAccuracy(name="top1")]
     if num_classes >= 5:
@@ -132,8 +161,9 @@ def compile_and_fit(
         train_data.map(convert),
         validation_data=None if validation_data is None else validation_data.map(convert),
         epochs=epochs,
+        initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
         verbose=0,
     )
 
@@ -146,6 +176,7 @@ def train(
     *,
     steps_per_epoch: int | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    checkpoint_dir: str | None = None,
 ) -> keras.callbacks.History:
     """Train ``model`` (from :func:`create_model`) on batches of ``(images, labels)``.
 
@@ -161,7 +192,9 @@ def train(
       validation_data: evaluated at the end of every epoch, or None.
       hparams: training hyper-parameters.
       steps_per_epoch: needed when ``train_data`` has no known length (e.g. repeats).
-      callbacks: Keras callbacks (TensorBoard, checkpoints...).
+      callbacks: Keras callbacks (TensorBoard, ...).
+      checkpoint_dir: per-epoch checkpoints; a rerun resumes from the last one
+        (see :func:`compile_and_fit`).
 
     Returns:
       The Keras ``History`` (``loss``, ``top1``[, ``top5``], ``val_*``, ``lr`` per epoch).
@@ -184,6 +217,7 @@ def train(
         label_smoothing=hparams.label_smoothing,
         steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
+        checkpoint_dir=checkpoint_dir,
     )
 
 

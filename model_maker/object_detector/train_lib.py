@@ -28,6 +28,12 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core.checkpoints import (  # noqa: F401 - the trainers' checkpoints
+    CheckpointState,
+    EpochCheckpoint,
+)
+from model_maker.core.scalar_logs import ScalarLogger  # noqa: F401 - the trainers' logs
+
 LOG = logging.getLogger("qatflow")
 
 LossFn = Callable[[Mapping[str, tf.Tensor], tf.Tensor, tf.Tensor], Mapping[str, tf.Tensor]]
@@ -164,53 +170,6 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = current_learning_rate(self.model.optimizer)
 
 
-def _scalar_metadata():
-    # deferred: TensorFlow takes seconds to import; only this path needs it
-    from tensorflow.core.framework import summary_pb2
-
-    # What tensorboard's ``tf.summary.scalar`` writes: the "scalars" plugin marker.
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-    )
-
-
-class ScalarLogger(keras.callbacks.Callback):
-    """Writes every epoch log value as a TensorBoard scalar (``train/``, ``validation/``).
-
-    The ``tensorboard`` package (needed by ``tf.summary.scalar`` and Keras'
-    ``TensorBoard`` callback) is not a dependency of TensorFlow 2.21, so the
-    scalars are written with TensorFlow's own ``tf.summary.write`` and the
-    scalar plugin's metadata; TensorBoard reads them as usual. Keys starting
-    with ``val_`` go to ``validation/`` without the prefix.
-    """
-
-    def __init__(self, log_dir: str):
-        super().__init__()
-        self.log_dir = log_dir
-        self._writers: dict[str, Any] = {}
-
-    def _writer(self, name: str):
-        if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(f"{self.log_dir}/{name}")
-        return self._writers[name]
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        metadata = _scalar_metadata()
-        for key, value in (logs or {}).items():
-            split, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            with self._writer(split).as_default():
-                tf.summary.write(
-                    f"epoch_{tag}", tf.constant(float(value)), step=epoch + 1, metadata=metadata
-                )
-        for writer in self._writers.values():
-            writer.flush()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
-
-
 class Profiler(keras.callbacks.Callback):
     """Profiles training batches ``start``..``stop`` into ``log_dir`` (TF's profiler)."""
 
@@ -235,51 +194,6 @@ class Profiler(keras.callbacks.Callback):
         if self._running:
             tf.profiler.experimental.stop()
             self._running = False
-
-
-class CheckpointState:
-    """Per-epoch checkpoints of detector, optimizer (slots, EMA, step) and epoch counter.
-
-    ``restore()`` loads the latest checkpoint in ``directory`` and returns the
-    number of finished epochs, so a crashed run resumes where it stopped.
-    """
-
-    def __init__(
-        self,
-        directory: str,
-        detector: keras.Model,
-        optimizer: keras.optimizers.Optimizer,
-        max_to_keep: int = 3,
-    ):
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.checkpoint = tf.train.Checkpoint(model=detector, optimizer=optimizer, epoch=self.epoch)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt"
-        )
-
-    def restore(self) -> int:
-        latest = self.manager.latest_checkpoint
-        if not latest:
-            return 0
-        self.checkpoint.restore(latest).expect_partial()
-        LOG.info("resumed from %s (epoch %d)", latest, int(self.epoch.numpy()))
-        return int(self.epoch.numpy())
-
-    def save(self, epochs_done: int) -> str:
-        self.epoch.assign(epochs_done)
-        return self.manager.save(checkpoint_number=epochs_done)
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves a :class:`CheckpointState` after every epoch."""
-
-    def __init__(self, state: CheckpointState):
-        super().__init__()
-        self.state = state
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        path = self.state.save(epoch + 1)
-        LOG.debug("checkpoint %s", path)
 
 
 class ApplyEMA:

@@ -1,9 +1,15 @@
-"""``qatflow evaluate-tflite``: score any 4-output (or raw + anchors) detector TFLite file.
+"""``qatflow evaluate-tflite``: score any detector or classifier TFLite file.
 
-The same evaluator as the pipeline's Evaluator (LiteRT interpreter in a Beam
-pipeline, pycocotools COCOeval), so third-party models are scored exactly like
-qatflow's own variants. Images are matched to the COCO annotations by
-``file_name``; predicted class ``k`` (0-based) is category id ``k + 1``.
+Detectors (4 outputs, or raw + anchors): the same evaluator as the pipeline's
+Evaluator (LiteRT interpreter in a Beam pipeline, pycocotools COCOeval), so
+third-party models are scored exactly like qatflow's own variants. Images are
+matched to the COCO annotations by ``file_name``; predicted class ``k``
+(0-based) is category id ``k + 1``.
+
+Classifiers (one ``[1, C]`` output): ``--images`` is a folder of class
+folders (``DIR/<class name>/<image>``), matched to the model's classes by
+name (its TFLite metadata labels, ``--labels``, or the sorted folder names);
+top-1, top-5, per-class accuracy, confusion matrix, macro-F1, as the Evaluator.
 """
 
 from __future__ import annotations
@@ -20,15 +26,34 @@ from model_maker.core.errors import DataError, SettingsError, UsageError
 LOG = logging.getLogger("qatflow")
 
 
+def _variant_name(model: str) -> str:
+    # The variant's name becomes file names and the blessing's candidate.
+    return re.sub(r"[^\w.-]", "_", os.path.splitext(os.path.basename(model))[0])
+
+
 def _cmd_evaluate_tflite(args: argparse.Namespace) -> int:
     nms = _nms_options(args)
     for flag, path, kind in (
         ("--model", args.model, os.path.isfile),
-        ("--annotations", args.annotations, os.path.isfile),
         ("--images", args.images, os.path.isdir),
     ):
         if not kind(path):
             raise UsageError(f"{flag} {path}: not found")
+    if args.latency_runs < 0:
+        raise UsageError(f"--latency-runs must be 0 or more, got {args.latency_runs}")
+    # deferred: LiteRT is heavy; usage errors above come first
+    from model_maker.image_classifier.evaluator import is_classifier_file
+
+    if is_classifier_file(args.model):
+        return _evaluate_classifier(args)
+    if args.labels:
+        raise UsageError(
+            "--labels is for classifiers; a detector's classes come from --annotations"
+        )
+    if not args.annotations:
+        raise UsageError("--annotations GT.json is needed to score a detector")
+    if not os.path.isfile(args.annotations):
+        raise UsageError(f"--annotations {args.annotations}: not found")
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     # deferred: numpy, pycocotools, LiteRT and Beam are heavy; usage errors above come first
@@ -57,8 +82,7 @@ def _cmd_evaluate_tflite(args: argparse.Namespace) -> int:
     model_names = model_label_names(os.path.abspath(args.model))
     for line in check_label_names("model", model_names, data_names):
         LOG.warning("%s (metrics use the annotations' ids)", line)
-    # The variant's name becomes file names and the blessing's candidate.
-    name = re.sub(r"[^\w.-]", "_", os.path.splitext(os.path.basename(args.model))[0])
+    name = _variant_name(args.model)
     factory = TFLiteDetectorFactory(
         os.path.abspath(args.model),
         anchors_file=os.path.abspath(args.anchors) if args.anchors else None,
@@ -93,6 +117,56 @@ def _cmd_evaluate_tflite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_classifier(args: argparse.Namespace) -> int:
+    if args.annotations:
+        raise UsageError(
+            "--annotations: this model is a classifier (one [1, C] output); it is scored on "
+            "class folders: --images DIR with DIR/<class name>/<image>"
+        )
+    if args.anchors:
+        raise UsageError("--anchors is for raw detectors; this model is a classifier")
+    labels = None
+    if args.labels:
+        try:
+            with open(args.labels, encoding="utf-8") as fh:
+                labels = [line.strip() for line in fh if line.strip()]
+        except OSError as exc:
+            raise UsageError(f"--labels {args.labels}: {exc.strerror}") from None
+    # deferred: TensorFlow and LiteRT are heavy; usage errors above come first
+    from model_maker.core.metrics_document import (
+        CLASSIFICATION_KEYS,
+        PER_CLASS_ACCURACY_PREFIX,
+    )
+    from model_maker.image_classifier.evaluator import evaluate_image_folder
+
+    name = _variant_name(args.model)
+    output = args.output or os.path.join(
+        os.path.dirname(os.path.abspath(args.model)), f"{name}-eval"
+    )
+    result, skipped = evaluate_image_folder(
+        os.path.abspath(args.model),
+        args.images,
+        output,
+        variant=name,
+        labels=labels,
+        latency_runs=args.latency_runs,
+    )
+    (entry,) = result.variants
+    metrics = entry["metrics"]
+    print(f"{name}: classifier, {entry['num_images']} images ({len(skipped)} skipped)")
+    print(f"size: {entry['bytes'] / 1024:.1f} KB, input {entry['input_dtype']}")
+    if entry["latency"]:
+        lat = entry["latency"]
+        print(f"latency: median {lat['median_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms (1 thread)")
+    print(f"{'metric':<24} {'value':>8}")
+    keys = [k for k in CLASSIFICATION_KEYS if k in metrics]
+    keys += sorted(k for k in metrics if k.startswith(PER_CLASS_ACCURACY_PREFIX))
+    for key in keys:
+        print(f"{key:<24} {metrics[key]:>8.4f}")
+    print(f"reports: {output}/metrics.json, report.md, report.html (confusion matrix inside)")
+    return 0
+
+
 def _nms_options(args: argparse.Namespace) -> NMSOptions:
     """The raw-model post-processing flags as :class:`NMSOptions`, a bad one named as a flag."""
     try:
@@ -109,17 +183,29 @@ def _nms_options(args: argparse.Namespace) -> NMSOptions:
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "evaluate-tflite",
-        help="COCO metrics of any detector .tflite file on a folder of images",
-        description="Evaluate a detector TFLite file (4 outputs: boxes, classes, scores, "
-        "num_detections; or raw box encodings and class scores with --anchors) on images "
-        "with COCO annotations, with the pipeline's evaluator (LiteRT + pycocotools).",
+        help="metrics of any detector or classifier .tflite file on a folder of images",
+        description="Evaluate a TFLite file with the pipeline's evaluator. A detector (4 "
+        "outputs: boxes, classes, scores, num_detections; or raw box encodings and class "
+        "scores with --anchors) is scored on images with COCO annotations (LiteRT + "
+        "pycocotools). A classifier (one [1, C] output) is scored on class folders "
+        "(--images DIR/<class name>/<image>): top-1, top-5, per-class accuracy, confusion "
+        "matrix, macro-F1.",
     )
     parser.add_argument("--model", required=True, metavar="M.tflite", help="the TFLite model")
     parser.add_argument(
-        "--annotations", required=True, metavar="GT.json", help="COCO instances JSON"
+        "--annotations", metavar="GT.json", help="detectors: COCO instances JSON (required)"
     )
     parser.add_argument(
-        "--images", required=True, metavar="DIR", help="folder of the annotated images"
+        "--images",
+        required=True,
+        metavar="DIR",
+        help="detectors: folder of the annotated images; classifiers: folder of class folders",
+    )
+    parser.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="classifiers without TFLite metadata: class names, one per line in output order "
+        "(default: the sorted folder names)",
     )
     parser.add_argument(
         "--output", metavar="DIR", help="reports folder (default: <model>-eval beside the model)"

@@ -96,6 +96,24 @@ def test_quickstart_runs_the_pipeline_and_shows_the_comparison(tiny_pipeline, mo
         assert sizes.shape == (1,) and sizes[0] > 0, trace["x"]
 
 
+def test_quickstart_shows_top1_for_a_classification_run(tiny_classification, monkeypatch):
+    """The same notebook on the tiny classifier config: every component comes from the
+    cache, and the table and the plot use top-1."""
+    notebook = _execute(
+        "quickstart.ipynb",
+        {"QATFLOW_NOTEBOOK_CONFIG": str(tiny_classification.config)},
+        monkeypatch,
+    )
+    table = _text(_tagged(notebook, "table"))
+    assert "top1 vs float" in table and "macro_f1" in table and "AP50" not in table
+    for variant in ("keras_float", "float32", "ptq_int8", "qat_int8"):
+        assert variant in table, table
+    plot = _tagged(notebook, "plot").outputs
+    (figure,) = [o["data"] for o in plot if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    layout = figure["application/vnd.plotly.v1+json"]["layout"]
+    assert "top1 vs size vs latency" in layout["title"]["text"]
+
+
 def test_inspect_runs_lists_runs_executions_artifacts_and_lineage(tiny_pipeline, monkeypatch):
     notebook = _execute(
         "inspect_runs.ipynb", {"QATFLOW_NOTEBOOK_ROOT": str(tiny_pipeline.root)}, monkeypatch

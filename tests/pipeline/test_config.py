@@ -129,11 +129,105 @@ def test_split_image_dirs_need_coco_split_files():
     assert config.data.split_image_dirs == {"train": "t"}
 
 
-@pytest.mark.parametrize("name", ["demo", "raccoon", "coco2017"])
-def test_shipped_configs_load_and_validate(name):
+@pytest.mark.parametrize(
+    "name, task",
+    [
+        ("demo", "object_detection"),
+        ("raccoon", "object_detection"),
+        ("coco2017", "object_detection"),
+        ("hymenoptera", "image_classification"),
+        ("imagenet", "image_classification"),
+    ],
+)
+def test_shipped_configs_load_and_validate(name, task):
     config = load_config(str(REPO / "configs" / f"{name}.yaml"))
-    assert config.model.task == "object_detection"
+    assert config.model.task == task
     assert config.qat.enabled and "qat_int8" in config.convert.variants
+
+
+# --- image classification: the same sections, the classifier's defaults ----------------
+
+
+def test_classification_starts_from_the_classifier_defaults():
+    from model_maker.image_classifier.hparams import HParams
+    from model_maker.image_classifier.options import ClassifierTrainerOptions
+
+    config = load_config(overrides=["model.task=image_classification"])
+    assert config.model.name == "efficientnet_lite0"
+    assert config.data.format == "folder"
+    assert config.evaluate.metric == "top1"
+    assert (config.train.learning_rate, config.train.batch_size, config.train.epochs) == (
+        HParams.learning_rate,
+        HParams.batch_size,
+        HParams.epochs,
+    )
+    assert config.train.var_freeze_expr == "" and config.train.moving_average_decay == 0.0
+    trainer = config.stages().trainer
+    assert isinstance(trainer, ClassifierTrainerOptions)
+    assert trainer.hparams().learning_rate == HParams.learning_rate
+    # what the config sets wins over the task's defaults
+    config = load_config(
+        overrides=[
+            "model.task=image_classification",
+            "model.name=mobilenet_v2",
+            "train.epochs=3",
+            "evaluate.metric=top5",
+            "model.hparams.do_fine_tuning=true",
+        ]
+    )
+    assert (config.model.name, config.train.epochs, config.evaluate.metric) == (
+        "mobilenet_v2",
+        3,
+        "top5",
+    )
+    assert config.stages().trainer.hparams().do_fine_tuning is True
+    # and a detector config keeps the detector's defaults
+    assert load_config().train.var_freeze_expr == "(efficientnet|fpn_cells|resample_p6)"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.hparams.dropout=0.1", "model.hparams: unknown image classifier hparams key "
+         "'dropout'; did you mean 'dropout_rate'?"),
+        ("model.hparams.dropout_rate=1.5", "model.hparams.dropout_rate: 1.5 must be in [0, 1)"),
+        ("model.hparams.label_smoothing=-0.1", "model.hparams.label_smoothing:"),
+        ("train.var_freeze_expr=efficientnet", "train.var_freeze_expr: a detector setting"),
+        ("train.moving_average_decay=0.99", "train.moving_average_decay: the classifier"),
+        ("train.warmup_epochs=20", "train.warmup_epochs: 20"),
+        ("model.image_size=16", "model.image_size: 16: classifiers take 32 px or more"),
+        ("evaluate.metric=AP", "evaluate.metric: 'AP'"),
+        ("model.name=efficientdet_lite0", "model.name: 'efficientdet_lite0'"),
+        ("model.uri=imagenet", "model.uri: no offline ImageNet weights for 'mobilenet-v2'"),
+    ],
+)  # fmt: skip
+def test_classification_settings_a_classifier_cannot_honour_are_refused(override, key):
+    overrides = ["model.task=image_classification", override]
+    if override == "model.uri=imagenet":
+        overrides.append("model.name=mobilenet_v2")
+    with pytest.raises(UsageError) as info:
+        load_config(overrides=overrides)
+    assert key in str(info.value), str(info.value)
+
+
+def test_imagenet_uri_for_classifiers_with_offline_weights():
+    for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        config = load_config(
+            overrides=[
+                "model.task=image_classification",
+                f"model.name={name}",
+                "model.uri=imagenet",
+            ]
+        )
+        assert config.model.offline_backbone() == name.replace("_", "-")
+    with pytest.raises(SettingsError, match="model.uri: no offline ImageNet weights"):
+        load_config(
+            overrides=[
+                "model.task=image_classification",
+                "model.name=efficientnet_lite3",
+                "model.uri=imagenet",
+            ]
+        )
 
 
 def test_imagenet_uri_only_for_models_with_offline_weights():

@@ -21,6 +21,12 @@ def test_model_options_parse_hparams_and_check_the_backbone():
         "efficientnet-lite0"
     )
     assert ModelOptions(task="image_classification", name="resnet_50").offline_backbone() == ""
+    assert (
+        ModelOptions(
+            task="image_classification", name="efficientnet_lite1", uri="imagenet"
+        ).offline_backbone()
+        == "efficientnet-lite1"
+    )
 
 
 def test_train_options_rules():

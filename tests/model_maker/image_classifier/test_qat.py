@@ -138,8 +138,11 @@ def test_the_fixed_normalisation_does_not_train(quantized):
     layer = qat_model.get_layer("quant_input_normalization")
     assert not layer.trainable and not layer.layer.trainable_weights  # the bias is frozen
     # TFMOT's wrapper still lists the fake-quantized kernel as trainable: QAT loops skip it
+    # ... and the input's fake-quant range, pinned to raw pixels 0..255
     assert [v.name for v in frozen_variables(qat_model)] == [
-        "input_normalization/depthwise_kernel:0"
+        "input_normalization/depthwise_kernel:0",
+        "quantize_layer/quantize_layer_min:0",
+        "quantize_layer/quantize_layer_max:0",
     ]
     values = {w.name: w.numpy() for w in layer.weights}
     kernel = values["input_normalization/depthwise_kernel:0"]
@@ -186,7 +189,11 @@ def _toy_batches(seed: int):
 
 def test_qat_fine_tune_lowers_the_loss_and_keeps_the_normalisation():
     from model_maker.core.qat import QATHParams
-    from model_maker.image_classifier.qat import quantize_classifier, train_qat
+    from model_maker.image_classifier.qat import (
+        input_range_variables,
+        quantize_classifier,
+        train_qat,
+    )
     from model_maker.image_classifier.train_lib import evaluate
 
     float_model = _tiny_classifier()
@@ -216,6 +223,10 @@ def test_qat_fine_tune_lowers_the_loss_and_keeps_the_normalisation():
     assert after["loss"] < before["loss"], (before, after)
     for key, value in kernel_and_bias().items():
         np.testing.assert_array_equal(value, norm_before[key])
+    # the input range stays raw pixels although the toy images span about 0..240 only,
+    # so the int8 file's uint8 input takes pixels as they are (scale 1, zero point 0)
+    low, high = input_range_variables(qat_model)
+    assert (float(low.numpy()), float(high.numpy())) == (0.0, 255.0)
     # calibration replaced TFMOT's initial [-6, 6] range of the ReLU6 output by the data's
     ranges = {w.name.split("/")[-1].split(":")[0]: float(w.numpy()) for w in relu.weights}
     assert ranges["output_min"] == 0.0 and 0.0 < ranges["output_max"] <= 6.0
@@ -263,3 +274,31 @@ def test_qat_multi_avg_converts_to_an_all_int8_tflite_graph():
     }
     weights = {op.weight_type for op in ops if op.weight_type}
     assert weights == {"INT8"}
+
+
+def test_qat_trains_only_what_the_float_training_trained():
+    """A float model trained head-only (do_fine_tuning false): QAT keeps the frozen
+    layers' kernels, which TFMOT's wrappers still list as trainable, and moves the head."""
+    from model_maker.core.qat import QATHParams
+    from model_maker.image_classifier.qat import frozen_variables, quantize_classifier, train_qat
+
+    float_model = _tiny_classifier()
+    for layer in float_model.layers:
+        layer.trainable = layer.name == "logits"
+    qat_model = quantize_classifier(float_model)
+    listed = {v.name for v in qat_model.trainable_variables}
+    assert "stem/kernel:0" in listed and "dw/depthwise_kernel:0" in listed  # TFMOT's quirk
+    frozen = {v.name for v in frozen_variables(qat_model)}
+    assert {"stem/kernel:0", "dw/depthwise_kernel:0", "project/kernel:0"} <= frozen
+    assert not frozen & {"logits/kernel:0", "logits/bias:0"}
+
+    def values(names):
+        return {v.name: v.numpy().copy() for v in qat_model.weights if v.name in names}
+
+    before = values(frozen | {"logits/kernel:0"})
+    hp = QATHParams(learning_rate=0.05, batch_size=8, epochs=1, decay_steps=4, decay_rate=0.9)
+    train_qat(qat_model, _toy_batches(0), None, hp, calibration_batches=1)
+    after = values(frozen | {"logits/kernel:0"})
+    for name in (n for n in frozen if not n.startswith("quantize_layer")):  # pinned, not kept
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+    assert not np.array_equal(after["logits/kernel:0"], before["logits/kernel:0"])

@@ -75,3 +75,88 @@ def test_bad_post_processing_flag_exits_2_naming_the_flag(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("qatflow: error: --iou-threshold 1.5: ")
     assert main([*argv, "--max-detections", "0"]) == 2
     assert "--max-detections 0: " in capsys.readouterr().err
+
+
+# --- classifiers: one [1, C] output, class folders ---------------------------------------
+
+#: The tiny classifier's outputs: logits = mean (R, G, B), so a red image is class 0.
+MODEL_CLASSES = ["red", "green", "blue"]
+
+
+@pytest.fixture(scope="module")
+def classifier_data(tmp_path_factory):
+    import tf_keras as keras
+    from PIL import Image
+
+    from model_maker.image_classifier.export import DEFAULT_MODEL_INFO, export_tflite
+
+    root = tmp_path_factory.mktemp("cls-cli")
+    images = keras.Input((16, 16, 3), name="images")
+    pooled = keras.layers.GlobalAveragePooling2D()(images)
+    logits = keras.layers.Dense(3, name="logits")(pooled)
+    model = keras.Model(images, logits)
+    model.get_layer("logits").set_weights([np.eye(3, dtype=np.float32) / 25.0, np.zeros(3)])
+    with_labels, bare = root / "colours.tflite", root / "bare.tflite"
+    export_tflite(model, str(with_labels), labels=MODEL_CLASSES, metadata=DEFAULT_MODEL_INFO)
+    export_tflite(model, str(bare), labels=MODEL_CLASSES, metadata=None)
+    folders = root / "images"
+    rng = np.random.default_rng(0)
+    for index, name in enumerate(MODEL_CLASSES):
+        (folders / name).mkdir(parents=True)
+        for i in range(2):
+            pixels = rng.integers(0, 40, (20 + i, 24, 3), dtype=np.uint8)
+            pixels[..., index] = 230
+            Image.fromarray(pixels).save(folders / name / f"{i}.png")
+    (folders / "blue" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return root, folders, with_labels, bare
+
+
+def _lines(out):
+    return {line.split()[0]: line.split()[1] for line in out.splitlines() if len(line.split()) == 2}
+
+
+def test_classifier_is_scored_on_class_folders_matched_by_name(classifier_data, capsys):
+    root, folders, with_labels, _ = classifier_data
+    code = main(["evaluate-tflite", "--model", str(with_labels), "--images", str(folders),
+                 "--output", str(root / "out"), "--latency-runs", "2"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "colours: classifier, 6 images (1 skipped)" in out
+    lines = _lines(out)
+    assert lines["top1"] == "1.0000" and lines["acc_/blue"] == "1.0000"
+    doc = json.loads((root / "out" / "metrics.json").read_text())
+    assert doc["task"] == "image_classification" and doc["classes"] == MODEL_CLASSES
+    (entry,) = doc["variants"]
+    assert entry["confusion_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+    assert entry["latency"]["runs"] == 2
+
+
+def test_classifier_without_metadata_takes_labels_or_the_sorted_folders(classifier_data, capsys):
+    root, folders, _, bare = classifier_data
+    labels = root / "labels.txt"
+    labels.write_text("\n".join(MODEL_CLASSES) + "\n")
+    assert main(["evaluate-tflite", "--model", str(bare), "--images", str(folders),
+                 "--labels", str(labels), "--output", str(root / "l"),
+                 "--latency-runs", "0"]) == 0  # fmt: skip
+    assert _lines(capsys.readouterr().out)["top1"] == "1.0000"
+    # without labels, output k is the k-th sorted folder (blue, green, red): only green agrees
+    assert main(["evaluate-tflite", "--model", str(bare), "--images", str(folders),
+                 "--output", str(root / "s"), "--latency-runs", "0"]) == 0  # fmt: skip
+    assert _lines(capsys.readouterr().out)["top1"] == "0.3333"
+
+
+def test_classifier_usage_and_data_errors_are_one_line(classifier_data, tmp_path, capsys):
+    root, folders, with_labels, _ = classifier_data
+    code = main(["evaluate-tflite", "--model", str(with_labels), "--images", str(folders),
+                 "--annotations", str(tmp_path / "gt.json")])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "this model is a classifier" in err and "\n" not in err
+    strange = tmp_path / "imgs"
+    (strange / "purple").mkdir(parents=True)
+    (strange / "purple" / "0.png").hardlink_to(folders / "red" / "0.png")
+    code = main(["evaluate-tflite", "--model", str(with_labels), "--images", str(strange)])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert "class folder(s) purple are not among the model's classes (red, green, blue)" in err
+    assert "\n" not in err
