@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 	container-smoke pretrained mediapipe
 
 help: ## show this help
-	@echo "qatflow: EfficientDet-Lite + QAT -> int8 TFLite, as a TFX pipeline"
+	@echo "qatflow: EfficientDet-Lite detectors and image classifiers + QAT -> int8 TFLite, as a TFX pipeline"
 	@echo
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 

@@ -118,8 +118,8 @@ REGISTRARS: tuple[Registrar, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Train EfficientDet-Lite detectors with quantization-aware training and "
-        "ship int8 TFLite models, as a TFX pipeline.",
+        description="Train EfficientDet-Lite detectors and image classifiers with "
+        "quantization-aware training and ship int8 TFLite models, as a TFX pipeline.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     _add_verbosity(parser, top=True)

@@ -113,6 +113,8 @@ def test_training_resumes_after_the_last_finished_epoch(colour_examples, tmp_pat
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
 
 
+@pytest.mark.slow  # about 1 minute; tests/pipeline/test_e2e_classification.py runs the same
+# stages through the components in the fast suite
 def test_qat_convert_and_evaluate_from_the_trained_model(trained, colour_examples, tmp_path):
     from model_maker.core.convert_options import ConvertOptions
     from model_maker.core.evaluate_options import EvaluateOptions
