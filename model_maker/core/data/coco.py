@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 from collections.abc import Mapping
@@ -54,10 +55,30 @@ def _need(item: object, keys: tuple[str, ...], where: str) -> Mapping:
 
 
 def _size(info: Mapping, key: str, where: str) -> int:
+    """``images[].width/height`` in pixels; 0 (or absent) means unknown.
+
+    Python's json reads ``NaN``, ``Infinity`` and ``1e400`` (as inf); a size must
+    be a finite whole number, so those, negative and fractional values are errors.
+    """
     value = info.get(key) or 0
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < 0:
         raise DataError(f"{where}: {key} must be a non-negative number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"{where}: {key} must be a finite number of pixels, got {value!r}")
+    if value != int(value):
+        raise DataError(f"{where}: {key} must be a whole number of pixels, got {value!r}")
     return int(value)
+
+
+def _coordinate(value: numbers.Real) -> float:
+    """``float(value)``; an integer beyond the float range becomes an infinity, so that
+    the box is dropped as non-finite (``box_nonfinite``) instead of raising OverflowError.
+    NaN and infinities (json reads ``NaN``, ``Infinity``, ``1e400``) pass through the same way.
+    """
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _categories(path: str, data: Mapping) -> dict[int, str]:
@@ -87,7 +108,10 @@ def read_coco(
 
     Raises:
       DataError: malformed JSON (file:line:column), missing keys, duplicate image or
-        category ids, an annotation of an unknown image or category (naming the record).
+        category ids, an annotation of an unknown image or category, an image
+        width/height that is not a finite whole number of pixels (naming the record).
+        A NaN or infinite bbox number is no error here: ``process_image`` drops
+        the box and counts it (``box_nonfinite``).
     """
     path = os.fspath(annotations)
     image_dir = os.fspath(image_dir)
@@ -128,7 +152,7 @@ def read_coco(
             or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bbox)
         ):
             raise DataError(f"{where}: bbox must be [x, y, width, height] numbers, got {bbox!r}")
-        x, y, w, h = (float(v) for v in bbox)
+        x, y, w, h = (_coordinate(v) for v in bbox)
         ref = f"annotation id {ann['id']}" if "id" in ann else f"annotations[{i}]"
         images[ann["image_id"]]["boxes"].append(
             SourceBox(

@@ -1,13 +1,15 @@
 """One image through ingestion: read, repair, check boxes, encode; plain Python (Beam calls it).
 
-Boxes are clipped to the image (counted) and dropped when their area is zero
-or negative (counted); every conversion of the pixels is counted too. The
+Boxes with a NaN or infinite coordinate are dropped (counted ``box_nonfinite``),
+the others are clipped to the image (counted) and dropped when their area is
+zero or negative (counted); every conversion of the pixels is counted too. The
 result carries the record, the COCO ground truth entries of the image and the
 issues found, so the Beam pipeline only routes them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -84,6 +86,12 @@ def process_image(
     boxes, labels, texts, areas, crowd, anns = [], [], [], [], [], []
     for box in src.boxes:
         where = f"{src.origin} {box.ref}".rstrip()
+        corners = (box.xmin, box.ymin, box.xmax, box.ymax)
+        if not all(math.isfinite(v) for v in corners):
+            # NaN compares false with everything, so the checks below would keep it.
+            shown = ", ".join(f"{v:g}" for v in corners)
+            issue("box_nonfinite", f"(xmin, ymin, xmax, ymax) = ({shown})", where)
+            continue
         if box.xmax <= box.xmin or box.ymax <= box.ymin:
             issue(
                 "box_dropped",

@@ -75,6 +75,7 @@ ISSUE_KINDS = {
     "size_mismatch": "annotated size differs from the image; the image's size is used",
     "box_clipped": "box outside the image clipped to it",
     "box_dropped": "box with zero or negative area dropped",
+    "box_nonfinite": "box with a non-finite (NaN or infinite) coordinate dropped",
     "negative_dropped": "image without boxes dropped (keep_negatives is off)",
     "invalid_record": "record that breaks the contract; record skipped",
     "invalid_row": "CSV row that cannot be used; row skipped",

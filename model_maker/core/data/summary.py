@@ -10,6 +10,7 @@ from model_maker.core.data import fileio
 from model_maker.core.data.labels import LabelClass, LabelMap
 from model_maker.core.data.process import ImageSummary
 from model_maker.core.data.source import Issue
+from model_maker.core.errors import DataError
 
 LABEL_MAP_FILE = "label_map.json"
 STATS_FILE = "stats.json"
@@ -21,6 +22,19 @@ IMBALANCE_RATIO = 3.0
 
 def annotations_file(split: str) -> str:
     return f"{split}{ANNOTATIONS_SUFFIX}"
+
+
+def _json_text(path: str, data: object, indent: int | None = None) -> str:
+    """``json.dumps`` that refuses NaN and infinities (invalid JSON for every strict parser).
+
+    The readers and ``process_image`` keep them out; this is the last guard.
+    """
+    try:
+        return json.dumps(data, indent=indent, allow_nan=False)
+    except ValueError:
+        raise DataError(
+            f"{path}: a number that is not finite (NaN or infinity) cannot be written as JSON"
+        ) from None
 
 
 def label_map_from_pairs(
@@ -90,6 +104,10 @@ def write_outputs(
     an image-level class) stats.json's ``imbalance`` and ``empty_classes`` hold
     :func:`class_balance`'s result; for detection data both are empty.
     Returns the stats dict.
+
+    Raises:
+      DataError: a NaN or infinite number in what would be written (naming the
+        file); nothing is written then.
     """
     summaries = sorted(summaries, key=lambda s: (s.image_id, s.split))
     issues = list(extra_issues)
@@ -145,10 +163,12 @@ def write_outputs(
             entry["images"] += 1
             entry["boxes"] += boxes
 
-    fileio.makedirs(output)
+    # Every text is made before anything is written, so that a refused number leaves no
+    # half-written output.
+    gt_texts = {}
     for split, gt in gts.items():
-        fileio.write_text(fileio.join(output, annotations_file(split)), json.dumps(gt))
-    label_map.save(fileio.join(output, LABEL_MAP_FILE))
+        path = fileio.join(output, annotations_file(split))
+        gt_texts[path] = _json_text(path, gt)
     issues.sort(key=lambda i: (i.kind != "error", i.where, i.kind, i.detail))
     classification = any(s.class_id for s in summaries if s.image is not None)
     imbalance, empty = class_balance(per_split, label_map.names) if classification else ({}, {})
@@ -166,5 +186,11 @@ def write_outputs(
         "imbalance": imbalance,
         "empty_classes": empty,
     }
-    fileio.write_text(fileio.join(output, STATS_FILE), json.dumps(stats, indent=1) + "\n")
+    stats_path = fileio.join(output, STATS_FILE)
+    stats_text = _json_text(stats_path, stats, indent=1) + "\n"
+    fileio.makedirs(output)
+    for path, text in gt_texts.items():
+        fileio.write_text(path, text)
+    label_map.save(fileio.join(output, LABEL_MAP_FILE))
+    fileio.write_text(stats_path, stats_text)
     return stats

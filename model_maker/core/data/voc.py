@@ -9,6 +9,7 @@ as VOC's ``ImageSets/Main/<split>.txt`` does.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -102,12 +103,27 @@ def _number(node: ET.Element, tag: str, where: str) -> float:
         raise DataError(f"{where}: <{tag}> must be a number, got {text!r}") from None
 
 
+def _pixels(size: ET.Element, tag: str, where: str) -> int:
+    """``<size><width>``/``<height>``: a finite whole number of pixels, 0 or more
+    (``float`` reads ``nan``, ``inf`` and ``1e400`` too; they are errors here)."""
+    value = _number(size, tag, where)
+    if math.isfinite(value) and value >= 0 and value.is_integer():
+        return int(value)
+    raise DataError(
+        f"{where}: <{tag}> must be a whole number of pixels (0 or more), got {size.findtext(tag)!r}"
+    )
+
+
 def parse_voc(item: VocItem) -> SourceImage:
     """Parse one VOC XML file.
 
+    Box coordinates are read as ``float`` does, so ``nan`` and ``inf`` reach
+    ``process_image``, which drops such boxes as ``box_nonfinite`` issues.
+
     Raises:
       DataError: malformed XML (file:line:column) or a missing/invalid field
-        (naming the file and the object).
+        (naming the file and the object); an image size that is not a finite
+        whole number of pixels (naming the file and the field).
     """
     path = item.xml_path
     try:
@@ -125,8 +141,8 @@ def parse_voc(item: VocItem) -> SourceImage:
     width = height = 0
     size = root.find("size")
     if size is not None:
-        width = int(_number(size, "width", f"{path}: <size>"))
-        height = int(_number(size, "height", f"{path}: <size>"))
+        width = _pixels(size, "width", f"{path}: <size>")
+        height = _pixels(size, "height", f"{path}: <size>")
     boxes = []
     for index, obj in enumerate(root.findall("object")):
         where = f"{path}: object {index}"
