@@ -19,7 +19,11 @@ class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to ``initial_learning_rate``, then ``decay_schedule_fn``.
 
     ``lr(step) = initial_learning_rate * step / warmup_steps`` for
-    ``step < warmup_steps``, else ``decay_schedule_fn(step - warmup_steps)``.
+    ``step < warmup_steps``, else ``decay_schedule_fn(step)``: the decay sees
+    the global step, not the steps since the warm-up ended. That is MediaPipe
+    Model Maker's ``WarmUp`` (``core/utils/model_util.py``), so a recipe moved
+    from it gets the same rates; wrap the decay in an offset yourself for the
+    other convention.
 
     Args:
       initial_learning_rate: learning rate reached at the end of the warm-up.
@@ -47,9 +51,7 @@ class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step: Any) -> tf.Tensor:
         with tf.name_scope(self.name or "WarmUp"):
             step = tf.cast(step, tf.float32)
-            decayed = tf.cast(
-                self.decay_schedule_fn(tf.maximum(step - self.warmup_steps, 0.0)), tf.float32
-            )
+            decayed = tf.cast(self.decay_schedule_fn(step), tf.float32)
             if self.warmup_steps == 0:
                 return decayed
             warm = self.initial_learning_rate * step / float(self.warmup_steps)
@@ -81,7 +83,10 @@ def cosine_with_warmup(
     learning_rate: float, total_steps: int, warmup_steps: int, alpha: float = 0.0
 ) -> WarmUp:
     """Linear warm-up to ``learning_rate``, then cosine decay to ``alpha * learning_rate``
-    over the remaining ``total_steps - warmup_steps`` steps (EfficientDet's schedule)."""
-    decay_steps = max(int(total_steps) - int(warmup_steps), 1)
-    cosine = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps, alpha=alpha)
+    at ``total_steps``: ``WarmUp`` around ``CosineDecay(learning_rate, total_steps)``,
+    MediaPipe's image-classifier schedule (the cosine spans the warm-up steps too, so
+    right after the warm-up the rate is ``cos``-decayed by ``warmup_steps / total_steps``)."""
+    cosine = keras.optimizers.schedules.CosineDecay(
+        learning_rate, max(int(total_steps), 1), alpha=alpha
+    )
     return WarmUp(learning_rate, cosine, warmup_steps)

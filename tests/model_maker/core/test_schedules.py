@@ -10,13 +10,26 @@ def _schedule() -> WarmUp:
     return WarmUp(0.1, decay, warmup_steps=100, name="warm")
 
 
-def test_values_during_and_after_warmup():
+def _reference(step: int, initial: float, decay, warmup_steps: int) -> float:
+    """MediaPipe Model Maker's ``WarmUp`` (core/utils/model_util.py), written out:
+    ``initial * step / warmup_steps`` before the end of the warm-up, then
+    ``decay_schedule_fn(step)``: the decay sees the global step, not the step
+    since the warm-up ended."""
+    if step < warmup_steps:
+        return initial * step / warmup_steps
+    return float(decay(step))
+
+
+def test_values_during_and_after_warmup_follow_mediapipe():
     lr = _schedule()
+    decay = lr.decay_schedule_fn
     assert float(lr(0)) == 0.0
     assert float(lr(50)) == pytest.approx(0.05)
-    assert float(lr(100)) == pytest.approx(0.1)  # decay(0)
-    assert float(lr(110)) == pytest.approx(0.05)  # decay(10): one halving
-    assert float(lr(120)) == pytest.approx(0.025)
+    for step in (0, 50, 99, 100, 110, 120, 250):
+        assert float(lr(step)) == pytest.approx(_reference(step, 0.1, decay, 100)), step
+    # after the warm-up the decay runs on the global step: decay(100) = 0.1 * 0.5**10
+    assert float(lr(100)) == pytest.approx(0.1 * 0.5**10)
+    assert float(lr(110)) == pytest.approx(0.1 * 0.5**11)
 
 
 def test_no_warmup_is_the_decay_schedule():
@@ -47,13 +60,19 @@ def test_plain_callable_decay_has_no_config():
         lr.get_config()
 
 
-def test_cosine_with_warmup_values():
+def test_cosine_with_warmup_is_mediapipes_image_classifier_schedule():
+    """WarmUp around CosineDecay(lr, total_steps): the cosine spans every step,
+    warm-up included, as MediaPipe's image classifier builds it."""
     lr = cosine_with_warmup(0.08, total_steps=1100, warmup_steps=100)
+
+    def cosine(step):
+        return 0.08 * 0.5 * (1 + np.cos(np.pi * min(step, 1100) / 1100))
+
     assert float(lr(50)) == pytest.approx(0.04)
-    assert float(lr(100)) == pytest.approx(0.08)
-    assert float(lr(600)) == pytest.approx(0.04, rel=1e-5)  # half-way through the cosine
+    for step in (100, 550, 600, 1099, 1100, 5000):
+        assert float(lr(step)) == pytest.approx(cosine(step), rel=1e-5, abs=1e-7), step
+    assert float(lr(550)) == pytest.approx(0.04, rel=1e-5)  # half-way through the cosine
     assert float(lr(1100)) == pytest.approx(0.0, abs=1e-7)
-    assert float(lr(5000)) == pytest.approx(0.0, abs=1e-7)
 
 
 @pytest.mark.parametrize("filename", ["model.keras", "saved_model"])
