@@ -9,6 +9,7 @@ image and box repairs as the other formats.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Mapping
 
@@ -99,6 +100,11 @@ def validate_record(serialized: bytes, label_map: LabelMap | None) -> DetectionE
             raise RecordError(
                 f"box {index} (ymin, xmin, ymax, xmax)=({ymin:g}, {xmin:g}, {ymax:g}, {xmax:g}) "
                 "is not normalised and ordered"
+            )
+    for index, area in enumerate(example.areas):
+        if not math.isfinite(area) or area < 0:
+            raise RecordError(
+                f"box {index}: image/object/area {area!r} is not finite or is negative"
             )
     for index, label in enumerate(example.labels):
         if label < 1:

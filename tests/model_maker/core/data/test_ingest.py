@@ -396,3 +396,25 @@ def test_a_class_the_hash_split_left_out_is_reported(tmp_path, class_folders, ca
     assert result.stats["imbalance"] == {}
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == ["split a: no images of class(es) dogs"]
+
+
+def test_tfrecord_with_a_nonfinite_area_is_an_invalid_record(demo, tmp_path):
+    """A record whose image/object/area is NaN or inf is skipped as invalid_record,
+    naming it; nothing non-finite reaches the ground truth."""
+    _, first = demo
+    good = read_records(first.output, "train")[0]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with tf.io.TFRecordWriter(str(folder / "data.tfrecord")) as writer:
+        writer.write(encode_example(good))
+        for i, area in enumerate((float("nan"), float("inf"))):
+            bad = replace(good, source_id=str(901 + i), areas=(area,) * len(good.boxes))
+            writer.write(encode_example(bad))
+    result = ingest(
+        IngestOptions("tfrecord", str(folder), str(tmp_path / "out"), split_ratios={"all": 1.0})
+    )
+    assert result.images == {"all": 1}
+    assert sorted(i.kind for i in result.issues) == ["invalid_record", "invalid_record"]
+    assert all("area" in i.detail and "not finite" in i.detail for i in result.issues)
+    text = (tmp_path / "out" / "all_annotations.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the ground truth"))
