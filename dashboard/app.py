@@ -10,6 +10,10 @@ from ``/api/training``), two runs side by side (``/compare``) and the files of
 the pipeline root (``/files/...``, nothing outside root). Runs are named by
 their store (folder of the pipeline root, relative to root) and run id.
 
+Only requests whose ``Host`` names this machine's loopback (:data:`LOCAL_HOSTS`),
+the bound address or an allowed name are answered; others get 400, so a web
+page whose DNS name was rebound to 127.0.0.1 cannot read the runs.
+
 State lives in the app (``app.extensions["qatflow_dashboard"]``): open stores
 and computed rows, keyed by the store file's size and mtime, so a page is
 recomputed only when a run wrote to the store.
@@ -22,11 +26,20 @@ import datetime as dt
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 import plotly
-from flask import Flask, abort, jsonify, render_template, request, send_file, url_for
+from flask import (
+    Flask,
+    Response,
+    abort,
+    jsonify,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from werkzeug.exceptions import HTTPException
 
 from dashboard import charts, classification, files, store, tensorboard
@@ -37,6 +50,25 @@ EXTENSION = "qatflow_dashboard"
 _CACHE_SIZE = 2048
 TASK_LABELS = {store.DETECTION: "detection", store.CLASSIFICATION: "classification"}
 METRIC_LABELS = dict(classification.SUMMARY)
+#: Host names always answered (with any port): this machine's loopback.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def host_name(host: str) -> str:
+    """The name in a ``Host`` header or a host option, without port and IPv6 brackets.
+
+    Lower case, no trailing dot: ``[::1]:8080`` -> ``::1``, ``Box.LAN.:80`` ->
+    ``box.lan``; "" for a malformed value (a port that is not a number).
+    """
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else rest or "0"
+    elif host.count(":") == 1:  # name:port (a bare IPv6 address has several colons)
+        name, _, port = host.partition(":")
+    else:
+        name, port = host, "0"
+    return name.rstrip(".") if port.isdigit() else ""
 
 
 class DashboardState:
@@ -296,9 +328,24 @@ def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, A
 # --- the app -----------------------------------------------------------------------------
 
 
-def create_app(root: str, *, per_page: int = 50) -> Flask:
-    """The dashboard over the ML Metadata stores under ``root`` (read-only)."""
+def create_app(
+    root: str,
+    *,
+    per_page: int = 50,
+    host: str = "127.0.0.1",
+    allowed_hosts: Iterable[str] = (),
+) -> Flask:
+    """The dashboard over the ML Metadata stores under ``root`` (read-only).
+
+    Args:
+      root: folder of the pipeline root(s).
+      per_page: runs per page of the runs list.
+      host: the address the server binds; requests naming it are answered.
+      allowed_hosts: more names (or addresses) the server is reached by; with
+        :data:`LOCAL_HOSTS` and ``host`` the only ``Host`` headers answered.
+    """
     app = Flask(__name__)
+    allowed = frozenset(host_name(h) for h in (*LOCAL_HOSTS, host, *allowed_hosts)) - {""}
     state = DashboardState(root)
     app.extensions[EXTENSION] = state
     app.jinja_env.filters.update(
@@ -345,6 +392,18 @@ def create_app(root: str, *, per_page: int = 50) -> Flask:
             message=f"{type(exc).__name__}: {exc}",
             kind="error",
         ), 500
+
+    @app.before_request
+    def _check_host():
+        # DNS rebinding guard: a page on evil.example resolved to 127.0.0.1 sends its own name.
+        name = host_name(request.host)
+        if name not in allowed:
+            message = (
+                f"host {name[:100] or request.host[:100]!r} is not allowed: this dashboard "
+                "answers localhost, its --host and the names given with --allow-host\n"
+            )
+            return Response(message, status=400, mimetype="text/plain")
+        return None
 
     @app.after_request
     def _timing(response):

@@ -26,7 +26,7 @@ from model_maker.core.data.options import IngestOptions
 from model_maker.core.detection_postprocess import NMSOptions
 from model_maker.core.errors import SettingsError, UsageError
 from model_maker.core.evaluate_options import EvaluateOptions
-from model_maker.core.hparams import parse_scalar
+from model_maker.core.hparams import load_yaml, parse_scalar, yaml_error_line
 from model_maker.core.options import (
     IMAGE_CLASSIFICATION,
     OBJECT_DETECTION,
@@ -256,15 +256,11 @@ def _load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            loaded = yaml.safe_load(fh)
+            loaded = load_yaml(fh)  # anchors and aliases refused: no alias bombs
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(yaml_error_line(path, exc)) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, Mapping):

@@ -4,6 +4,11 @@
 nested groups, as in google/automl) or the path of a YAML file holding a
 mapping. All three parse to a nested ``dict``; values in strings are read as
 YAML scalars, so ``"lr=0.1,use_xla=true,name=foo"`` gives float, bool and str.
+
+YAML here (hparams files, override values, and the pipeline config through
+:func:`load_yaml`) is read without anchors and aliases: no settings file needs
+them, and nested aliases ("billion laughs") expand a few hundred bytes into
+billions of nodes that every later walk over the values would visit.
 """
 
 from __future__ import annotations
@@ -20,6 +25,35 @@ from model_maker.core.errors import UsageError
 
 class HParamsError(UsageError):
     """An hparams value that cannot be parsed or names an unknown key."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses anchors (``&name``) and aliases (``*name``)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:  # an AliasEvent or an anchored node
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "YAML anchors and aliases (&name, *name) are not allowed in settings",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(stream: Any) -> Any:
+    """``yaml.safe_load`` without anchors and aliases (a ``yaml.MarkedYAMLError`` on one)."""
+    return yaml.load(stream, Loader=_NoAliasLoader)  # a SafeLoader: plain data only
+
+
+def yaml_error_line(path: str, exc: yaml.YAMLError) -> str:
+    """One line for a YAML error in the file ``path``: ``path:line:column: invalid YAML: ...``."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        return f"{where}: invalid YAML: {exc.problem or exc.context}"
+    return f"{path}: invalid YAML: {' '.join(str(exc).split())}"
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
@@ -49,12 +83,15 @@ def _split_pairs(text: str) -> list[str]:
 
 
 def parse_scalar(text: str) -> Any:
-    """Read one override value the way YAML reads a scalar (``1`` -> int, ``a,b`` -> str)."""
+    """Read one override value the way YAML reads a scalar (``1`` -> int, ``a,b`` -> str).
+
+    Text YAML cannot read (an alias among them) is kept as the string it is.
+    """
     text = text.strip()
     if "," in text and not text.startswith(("[", "{")):
         return [parse_scalar(part) for part in text.split(",")]
     try:
-        return yaml.safe_load(text) if text else ""
+        return load_yaml(text) if text else ""
     except yaml.YAMLError:
         return text
 
@@ -85,9 +122,9 @@ def parse_hparams(hparams: Mapping[str, Any] | str | os.PathLike | None) -> dict
             raise HParamsError(f"hparams file not found: {text}")
         with open(text, encoding="utf-8") as fh:
             try:
-                loaded = yaml.safe_load(fh)
+                loaded = load_yaml(fh)
             except yaml.YAMLError as exc:
-                raise HParamsError(f"{text}: invalid YAML: {exc}") from None
+                raise HParamsError(yaml_error_line(text, exc)) from None
         if loaded is None:
             return {}
         if not isinstance(loaded, Mapping):

@@ -38,6 +38,12 @@ MODELS = {OBJECT_DETECTION: DETECTOR_MODELS, IMAGE_CLASSIFICATION: CLASSIFIER_MO
 #: Detectors: levels 6 and 7 round odd sizes up (320 -> 5, 3), as the published
 #: 320/384/448/512/640 need; other steps were never tested.
 DETECTOR_SIZE_STEP = 64
+#: Largest ``model.image_size`` (both tasks). The published models take 224..640
+#: pixels; 2048 leaves room for small objects on big images, while memory grows
+#: with the square of the size (at 64000 pixels the first feature map alone is
+#: over 100 GB per image), so anything larger can only fail in training or on
+#: the device.
+MAX_IMAGE_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,8 @@ class ModelOptions(Settings):
         or a YAML file path (the three forms of the Model Maker API); always
         held as the parsed mapping, so a resolved config records the values;
         the task's spec checks the keys (``pipeline.config`` does so on load).
-      image_size: input size in pixels; 0 uses the model's published size.
+      image_size: input size in pixels, at most 2048 (memory grows with its
+        square; the published sizes are 224..640); 0 uses the model's published size.
     """
 
     task: str = OBJECT_DETECTION
@@ -76,7 +83,7 @@ class ModelOptions(Settings):
     def validate(self) -> None:
         check_choice("task", self.task, TASKS)
         check_choice("name", self.name, MODELS[self.task])
-        check_range("image_size", self.image_size, 0)
+        check_range("image_size", self.image_size, 0, MAX_IMAGE_SIZE)
         if self.task == OBJECT_DETECTION and self.image_size % DETECTOR_SIZE_STEP:
             raise SettingsError(
                 "image_size",

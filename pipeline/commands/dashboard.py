@@ -31,13 +31,17 @@ def _import_tensorflow() -> None:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from dashboard.app import create_app  # deferred: Flask, needed only to serve
+    from dashboard.app import create_app, host_name  # deferred: Flask, needed only to serve
 
     root = os.path.abspath(args.root)
     if not os.path.isdir(root):
         raise UsageError(f"--root {args.root}: no such folder")
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port}: must be between 1 and 65535")
+    allowed_hosts = args.allow_host or []
+    for name in allowed_hosts:
+        if not host_name(name) or "/" in name:
+            raise UsageError(f"--allow-host {name!r}: give a host name or address, e.g. box.lan")
     if not _is_loopback(args.host):
         LOG.warning(
             "serving on %s: anyone who can reach this address can read the runs under %s",
@@ -47,7 +51,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     stores = find_stores(root)
     LOG.info("%d ML Metadata store(s) under %s: %s", len(stores), root,
              ", ".join(s.key for s in stores) or "none yet")  # fmt: skip
-    app = create_app(root)
+    app = create_app(root, host=args.host, allowed_hosts=allowed_hosts)
     # Reading TensorBoard logs needs TensorFlow, which takes seconds to import: start
     # now, in the background, so the first training page does not wait for it.
     threading.Thread(target=_import_tensorflow, name="import-tensorflow", daemon=True).start()
@@ -72,4 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests addressed to NAME (a name or address this machine is "
+        "reached by; repeatable). Answered anyway: localhost, 127.0.0.1, ::1 and --host; "
+        "any other Host header gets 400 (a guard against DNS rebinding)",
+    )
     parser.set_defaults(func=_cmd_dashboard)

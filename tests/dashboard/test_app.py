@@ -11,7 +11,10 @@ import time
 import pytest
 from store_builder import StoreBuilder
 
+import dashboard.app as app_module
 from dashboard.app import create_app
+from pipeline.cli import build_parser, main
+from pipeline.commands import dashboard as command
 
 
 def _figure(html: str, plot_id: str) -> dict:
@@ -263,3 +266,81 @@ def test_several_stores_in_one_list(small_root, tmp_path):
     assert 'data-store="bad" data-kind="corrupt"' in html
     page = client.get(f"/evaluation?store=b/c&run={built[0].run_id}")
     assert page.status_code == 200 and b"41.60" in page.data
+
+
+# --- issue 17: DNS rebinding: only localhost names, the bound host and allowed names --------
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:8080",
+        "localhost.evil.example",
+        "127.0.0.1.evil.example:8080",
+        "[::2]:8080",
+        "",
+    ],
+)
+@pytest.mark.parametrize("path", ["/", "/files/", "/api/training?store=demo&run=1"])
+def test_a_foreign_host_header_gets_400(client, small_root, host, path):
+    response = client.get(path, headers={"Host": host})
+    assert response.status_code == 400
+    assert response.mimetype == "text/plain"
+    text = response.get_data(as_text=True)
+    assert "not allowed" in text and "\n" not in text.strip() and len(text) < 300
+    assert str(small_root[0]) not in text  # nothing of the root is read
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "localhost:8080",
+        "LocalHost:8080",
+        "127.0.0.1",
+        "127.0.0.1:8080",
+        "[::1]",
+        "[::1]:8080",
+    ],
+)
+def test_localhost_names_are_answered_with_or_without_port(client, host):
+    assert client.get("/", headers={"Host": host}).status_code == 200
+
+
+def test_allowed_names_and_the_bound_host_are_answered(small_root):
+    app = create_app(str(small_root[0]), host="192.168.7.20", allowed_hosts=["Box.LAN", "fd00::7"])
+    client = app.test_client()
+    for host in ["box.lan", "box.lan:8080", "[fd00::7]:8080", "192.168.7.20:8080", "localhost"]:
+        assert client.get("/", headers={"Host": host}).status_code == 200, host
+    for host in ["evil.example", "box.lan.evil.example", "192.168.7.21:8080", "[fd00::8]"]:
+        assert client.get("/", headers={"Host": host}).status_code == 400, host
+
+
+def test_qatflow_dashboard_passes_host_and_allow_host_to_the_app(small_root, monkeypatch, capsys):
+    served = []
+    real_create_app = app_module.create_app
+
+    def create(root, **kwargs):
+        app = real_create_app(root, **kwargs)
+        monkeypatch.setattr(app, "run", lambda **_: served.append(app))  # no server
+        return app
+
+    monkeypatch.setattr(app_module, "create_app", create)
+    monkeypatch.setattr(command, "_import_tensorflow", lambda: None)
+    argv = ["-q", "dashboard", "--root", str(small_root[0]), "--host", "10.1.2.3"]
+    assert main([*argv, "--allow-host", "box.lan", "--allow-host", "other.lan"]) == 0
+    client = served[0].test_client()
+    for host, status in [
+        ("box.lan:8080", 200),
+        ("other.lan", 200),
+        ("10.1.2.3:8080", 200),
+        ("localhost:8080", 200),
+        ("evil.example", 400),
+    ]:
+        assert client.get("/", headers={"Host": host}).status_code == status, host
+    assert main([*argv, "--allow-host", "http://box.lan/"]) == 2
+    assert "--allow-host 'http://box.lan/': give a host name" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["dashboard", "--help"])
+    assert "--allow-host NAME" in capsys.readouterr().out

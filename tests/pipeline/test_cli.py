@@ -237,3 +237,19 @@ def test_ingest_csv_from_the_command_line(tmp_path, capsys):
     assert out.splitlines()[3].split() == ["total", "3", "0"]
     assert "classes: 1=ants, 2=bees" in out
     assert "repaired/skipped: invalid_row 1, missing_image 1" in out
+
+
+# --- issue 17: a YAML alias bomb is refused at once ---------------------------------
+
+
+@pytest.mark.timeout(60)  # refused in well under a second; unbounded expansion takes minutes
+@pytest.mark.parametrize("command", ["config", "run"])
+def test_yaml_alias_bomb_exits_2_in_one_line(command, tmp_path, capsys):
+    lines = ["model:", "  hparams:", "    a0: &a0 [" + ", ".join(["x"] * 9) + "]"]
+    lines += [f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert main([command, "--config", str(bomb)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"qatflow: error: {bomb}:3:") and "aliases" in err[0], err[0]

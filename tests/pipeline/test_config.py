@@ -1,6 +1,8 @@
 import dataclasses
 import math
 import pathlib
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -247,6 +249,7 @@ INVALID = [
     ("data", "split_ratios", {"train": 1.5}),
     ("data", "split_ratios", {"my split": 1.0}),
     ("data", "split_ratios", {}),
+    ("data", "split_ratios", {"train": math.nan}),
     ("data", "split_files", {"bad/name": "x.json"}),
     ("data", "split_image_dirs", {"train": "imgs"}),
     ("data", "output", "/tmp/examples"),
@@ -254,11 +257,14 @@ INVALID = [
     ("model", "name", "efficientdet_lite9"),
     ("model", "image_size", -64),
     ("model", "image_size", 100),
+    ("model", "image_size", 64000),  # a multiple of 64, but no device runs such a model
+    ("model", "image_size", 2048 + 64),
     ("model", "uri", "pretrained://efficientnet-lite1"),
     ("model", "hparams", "bogus_key=1"),
     ("model", "hparams", "learning_rate=0.1"),
     ("model", "hparams", "jitter_min=2.0"),
     ("model", "hparams", "fpn_num_filters=abc"),
+    ("model", "hparams", {"alpha": math.inf}),
     ("train", "epochs", 0),
     ("train", "batch_size", 0),
     ("train", "learning_rate", 0.0),
@@ -394,6 +400,7 @@ VALID = [
     {"qat": {"decay_rate": 1.0, "learning_rate": 1e-6}},
     {"postprocess": {"score_threshold": 0.0, "iou_threshold": 1.0, "max_detections": 1}},
     {"model": {"image_size": 64, "hparams": {"alpha": 0.5, "fpn_num_filters": 32}}},
+    {"model": {"image_size": 2048}},
     {"model": {"name": "efficientdet_lite2", "uri": "imagenet"}},
     {
         "convert": {"variants": ["float16"], "with_nms": False},
@@ -438,3 +445,81 @@ def test_learning_rate_is_the_peak_at_the_batch_size(tmp_path):
     config = load_config(base={"train": {"learning_rate": 0.02, "batch_size": 4}})
     spec = build_spec(config.stages().trainer, {1: "a"}, str(tmp_path))
     assert spec.hparams["learning_rate"] == 0.02
+
+
+# --- issue 17: YAML alias bombs ("billion laughs") ---------------------------------
+
+
+def alias_bomb(indent: str = "", flow: bool = False) -> str:
+    """Nine levels of nine aliases of the level below: ~550 bytes that expand to 9**9 leaves."""
+    items = [("a0", ", ".join(["x"] * 9))]
+    items += [(f"a{i}", ", ".join([f"*a{i - 1}"] * 9)) for i in range(1, 9)]
+    if flow:
+        return "{" + ", ".join(f"{name}: &{name} [{body}]" for name, body in items) + "}"
+    return "".join(f"{indent}{name}: &{name} [{body}]\n" for name, body in items)
+
+
+#: Loads a config in a fresh process, so a hang is a timeout rather than a stuck suite.
+_LOAD_CONFIG = """
+import sys
+from model_maker.core.errors import UsageError
+from pipeline.config import load_config
+path, overrides = (None, sys.argv[2:]) if sys.argv[1] == "--set" else (sys.argv[1], ())
+try:
+    load_config(path, overrides)
+except UsageError as exc:
+    print(f"{type(exc).__name__}: {exc}")
+"""
+
+
+def _load_in_subprocess(*args):
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOAD_CONFIG, *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,  # refused at once when fixed; the unbounded expansion runs for minutes
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("model:\n  hparams:\n" + alias_bomb("    "), 3),
+        ("train:\n  epochs: 3\ndata:\n  split_ratios:\n" + alias_bomb("    "), 5),
+        ("train: &t\n  epochs: 3\n", 1),  # an anchor alone is refused too: none is needed
+    ],
+    ids=["model.hparams", "data.split_ratios", "plain anchor"],
+)
+def test_yaml_anchors_and_aliases_in_a_config_file_are_refused_at_once(tmp_path, text, line):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    out = _load_in_subprocess(path)
+    assert out.startswith(f"ConfigError: {path}:{line}:"), out
+    assert "alias" in out and "\n" not in out
+
+
+def test_yaml_alias_bomb_in_an_hparams_file_is_refused_at_once(tmp_path):
+    hp = tmp_path / "hp.yaml"
+    hp.write_text(alias_bomb())
+    path = tmp_path / "c.yaml"
+    path.write_text(f"model:\n  hparams: {hp}\n")
+    out = _load_in_subprocess(path)
+    assert out.startswith("SettingsError: model.hparams:"), out
+    assert f"{hp}:1:" in out and "alias" in out and "\n" not in out
+
+
+def test_yaml_alias_bomb_in_a_set_override_is_refused_at_once():
+    out = _load_in_subprocess("--set", f"model.hparams={alias_bomb(flow=True)}")
+    assert out.startswith("SettingsError: model.hparams:"), out
+    assert "\n" not in out
+
+
+@pytest.mark.parametrize("size", [2049, 64000])
+def test_a_classifier_image_size_is_bounded_too(size):
+    model = {"task": "image_classification", "name": "mobilenet_v2"}
+    assert load_config(base={"model": {**model, "image_size": 2048}}).model.image_size == 2048
+    with pytest.raises(SettingsError, match=rf"^model\.image_size: {size} must be in \[0, 2048\]"):
+        load_config(base={"model": {**model, "image_size": size}})
