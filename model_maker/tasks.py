@@ -17,21 +17,18 @@ This module sits above the task packages (it imports both); nothing in
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from model_maker.core.data import fileio
 from model_maker.core.evaluate_options import EvaluateOptions
+from model_maker.core.model_folder import CONFIG_FILE, resolve_model_dir
 from model_maker.core.options import IMAGE_CLASSIFICATION, OBJECT_DETECTION
 from model_maker.core.qat_hparams import QATHParams
 from model_maker.core.settings import from_json
 from model_maker.core.tflite_manifest import manifest_task
 from model_maker.image_classifier.options import ClassifierTrainerOptions
 from model_maker.object_detector.options import TFLiteSetOptions, TrainerOptions
-
-#: Where a Model artifact keeps its config (both tasks).
-MODEL_CONFIG = os.path.join("keras", "config.json")
 
 
 def trainer_options(text: str) -> TrainerOptions | ClassifierTrainerOptions:
@@ -43,10 +40,8 @@ def trainer_options(text: str) -> TrainerOptions | ClassifierTrainerOptions:
 
 def model_task(model_dir: str) -> str:
     """The task of a Trainer/QATTrainer Model artifact (or a folder holding ``config.json``)."""
-    for path in (fileio.join(model_dir, MODEL_CONFIG), fileio.join(model_dir, "config.json")):
-        if fileio.exists(path):
-            return str(json.loads(fileio.read_text(path)).get("task") or OBJECT_DETECTION)
-    raise FileNotFoundError(f"no {MODEL_CONFIG} in the model folder {model_dir}")
+    path = fileio.join(resolve_model_dir(model_dir), CONFIG_FILE)
+    return str(json.loads(fileio.read_text(path)).get("task") or OBJECT_DETECTION)
 
 
 def train_from_examples(

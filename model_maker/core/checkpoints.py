@@ -10,7 +10,10 @@ mid-save resumes from the previous epoch.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+from typing import Any
 
 import tensorflow as tf
 import tf_keras as keras
@@ -61,3 +64,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         path = self.state.save(epoch + 1)
         LOG.debug("checkpoint %s", path)
+
+
+def qat_checkpoint_dir(root: str, float_model_dir: str, hparams: Any) -> str:
+    """``root``'s sub-folder for QAT of the float model in ``float_model_dir`` with
+    ``hparams`` (a ``QATHParams``), so a new float model never resumes from another's QAT."""
+    key = hashlib.sha256(f"{float_model_dir}|{hparams.as_dict()}".encode()).hexdigest()[:12]
+    return os.path.join(root, key)

@@ -562,15 +562,18 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+#: The CSS of both tasks' report.html.
+REPORT_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.blessed { color: #176f2c; } .not-blessed { color: #a4161a; }
+"""
+
 _HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>qatflow evaluation</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-th, td {{ border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }}
-.blessed {{ color: #176f2c; }} .not-blessed {{ color: #a4161a; }}
-</style></head><body>
+<style>{style}</style></head><body>
 <h1>Evaluation</h1>
 <p>COCO metrics in AP points (x100), pycocotools; float baseline: {baseline};
 latency: interpreter invoke, 1 thread.</p>
@@ -593,6 +596,7 @@ def render_html(
         f"{decision.baseline or 'the float baseline'} - {decision.max_drop:g} points."
     )
     return _HTML.format(
+        style=REPORT_STYLE,
         baseline=html.escape(baseline or "none"),
         table=html_table(*_table_rows(entries)),
         classes=html_table(*_class_rows(entries)),

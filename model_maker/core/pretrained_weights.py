@@ -28,6 +28,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core.model_folder import KERAS_SUBDIR, WEIGHTS_FILE
 from model_maker.core.pretrained_backbone import load_imagenet_backbone
 from model_maker.core.pretrained_cache import (
     canonical_backbone,
@@ -36,9 +37,6 @@ from model_maker.core.pretrained_cache import (
 )
 
 LOG = logging.getLogger("qatflow")
-
-WEIGHTS_FILE = "weights.h5"
-KERAS_SUBDIR = "keras"
 
 
 def _exists(path: str) -> bool:

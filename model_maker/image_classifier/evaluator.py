@@ -17,6 +17,7 @@ macro-F1), its file size and its latency (median / p90 of interpreter calls,
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
@@ -36,6 +37,7 @@ from model_maker.core.evaluation import (
     KERAS_FLOAT,
     REPORT_HTML,
     REPORT_MD,
+    REPORT_STYLE,
     BlessingDecision,
     EvaluationResult,
     check_label_names,
@@ -168,12 +170,7 @@ def evaluate_artifacts(
         row["input_dtype"] = scores["input_dtype"]
         if options.latency_runs > 0:
             stats = tflite_latency(path, runs=options.latency_runs)
-            row["latency"] = {
-                "median_ms": stats.median_ms,
-                "p90_ms": stats.p90_ms,
-                "runs": stats.runs,
-                "num_threads": stats.num_threads,
-            }
+            row["latency"] = dataclasses.asdict(stats)
         entries.append(row)
     by_name = {e["variant"]: e["metrics"] for e in entries}
     baseline = pick_baseline(by_name, options.baseline)
@@ -287,13 +284,7 @@ def render_markdown(
 
 _HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>qatflow evaluation</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-th, td {{ border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }}
-.blessed {{ color: #176f2c; }} .not-blessed {{ color: #a4161a; }}
-</style></head><body>
+<style>{style}</style></head><body>
 <h1>Evaluation (image classification)</h1>
 <p>Accuracy in points (x100); float baseline: {baseline}; latency: interpreter invoke, 1 thread.</p>
 {table}
@@ -320,6 +311,7 @@ def render_html(
         for e in entries
     )
     return _HTML.format(
+        style=REPORT_STYLE,
         baseline=html.escape(baseline or "none"),
         table=html_table(*_table(entries)),
         classes=html_table(*_class_table(entries, classes)),
@@ -426,12 +418,7 @@ def evaluate_image_folder(
     row["input_dtype"] = scores["input_dtype"]
     if latency_runs > 0:
         stats = tflite_latency(content, runs=latency_runs)
-        row["latency"] = {
-            "median_ms": stats.median_ms,
-            "p90_ms": stats.p90_ms,
-            "runs": stats.runs,
-            "num_threads": stats.num_threads,
-        }
+        row["latency"] = dataclasses.asdict(stats)
     row["delta_to_float"] = {}
     rule = EvaluateOptions(candidate=variant, metric="top1")
     decision = decide_blessing({variant: row["metrics"]}, rule)

@@ -27,6 +27,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from model_maker.core.errors import UsageError
+from model_maker.core.model_folder import (  # noqa: F401 - the layout, for readers
+    CONFIG_FILE,
+    KERAS_SUBDIR,
+    WEIGHTS_FILE,
+    resolve_model_dir,
+)
 from model_maker.core.options import IMAGE_CLASSIFICATION
 from model_maker.core.pretrained_cache import canonical_backbone
 from model_maker.core.pretrained_weights import load_pretrained_weights
@@ -34,10 +40,6 @@ from model_maker.image_classifier.hparams import HParams
 from model_maker.image_classifier.image_classifier_spec import get_spec
 
 LOG = logging.getLogger("qatflow")
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.h5"
-KERAS_SUBDIR = "keras"
 
 
 @dataclass(frozen=True)
@@ -101,16 +103,9 @@ def save_trained_model(model: keras.Model, config: ClassifierConfig, directory: 
     return directory
 
 
-def _resolve_dir(path: str) -> str:
-    for candidate in (path, os.path.join(path, KERAS_SUBDIR)):
-        if tf.io.gfile.exists(os.path.join(candidate, CONFIG_FILE)):
-            return candidate
-    raise FileNotFoundError(f"no {CONFIG_FILE} in {path} or {os.path.join(path, KERAS_SUBDIR)}")
-
-
 def read_config(model_dir: str) -> ClassifierConfig:
     """The :class:`ClassifierConfig` of ``model_dir`` (or ``model_dir/keras``)."""
-    with tf.io.gfile.GFile(os.path.join(_resolve_dir(model_dir), CONFIG_FILE)) as fh:
+    with tf.io.gfile.GFile(os.path.join(resolve_model_dir(model_dir), CONFIG_FILE)) as fh:
         return ClassifierConfig.from_json(fh.read())
 
 
@@ -143,7 +138,7 @@ def build_model(config: ClassifierConfig) -> keras.Model:
 
 def load_trained_model(model_dir: str) -> tuple[keras.Model, ClassifierConfig]:
     """Rebuild the classifier saved by :func:`save_trained_model` and load its weights."""
-    directory = _resolve_dir(model_dir)
+    directory = resolve_model_dir(model_dir)
     config = read_config(directory)
     model = build_model(config)
     model.load_weights(os.path.join(directory, WEIGHTS_FILE))

@@ -13,7 +13,6 @@ classifier's Model artifact. Layout of ``output_dir`` (the QAT Model artifact)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core.checkpoints import qat_checkpoint_dir
 from model_maker.core.qat_hparams import QATHParams
 from model_maker.image_classifier import train_lib
 from model_maker.image_classifier.dataloader import DataLoader, InputOptions
@@ -57,12 +57,6 @@ class QATResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     float_metrics: dict[str, float] = field(default_factory=dict)
-
-
-def qat_checkpoint_dir(root: str, float_model_dir: str, hparams: QATHParams) -> str:
-    """``root``'s sub-folder for QAT of this float model with these hparams."""
-    key = hashlib.sha256(f"{float_model_dir}|{hparams.as_dict()}".encode()).hexdigest()[:12]
-    return os.path.join(root, key)
 
 
 def load_qat_model(model_dir: str) -> tuple[keras.Model, ClassifierConfig]:

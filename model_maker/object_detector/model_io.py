@@ -26,6 +26,12 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core.model_folder import (  # noqa: F401 - the layout, for readers
+    CONFIG_FILE,
+    KERAS_SUBDIR,
+    WEIGHTS_FILE,
+    resolve_model_dir,
+)
 from model_maker.core.pretrained_weights import (  # noqa: F401 - the spec's uri loader
     copy_variables_by_name,
     load_pretrained_weights,
@@ -35,9 +41,6 @@ from model_maker.object_detector.model_config import get_model_config
 
 LOG = logging.getLogger("qatflow")
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.h5"
-KERAS_SUBDIR = "keras"
 #: ``uri`` values of the offline ImageNet backbone route.
 
 
@@ -94,18 +97,9 @@ def save_trained_model(model: keras.Model, config: TrainedModelConfig, directory
     return directory
 
 
-def _resolve_dir(path: str) -> str:
-    if tf.io.gfile.exists(os.path.join(path, CONFIG_FILE)):
-        return path
-    nested = os.path.join(path, KERAS_SUBDIR)
-    if tf.io.gfile.exists(os.path.join(nested, CONFIG_FILE)):
-        return nested
-    raise FileNotFoundError(f"no {CONFIG_FILE} in {path} or {nested}")
-
-
 def read_trained_config(model_dir: str) -> TrainedModelConfig:
     """The :class:`TrainedModelConfig` saved in ``model_dir`` (or ``model_dir/keras``)."""
-    with tf.io.gfile.GFile(os.path.join(_resolve_dir(model_dir), CONFIG_FILE)) as fh:
+    with tf.io.gfile.GFile(os.path.join(resolve_model_dir(model_dir), CONFIG_FILE)) as fh:
         return TrainedModelConfig.from_json(fh.read())
 
 
@@ -115,7 +109,7 @@ def load_trained_model(model_dir: str) -> tuple[keras.Model, TrainedModelConfig]
     ``model_dir`` is the folder holding ``config.json`` or a folder with a
     ``keras/`` sub-folder (the Trainer's Model artifact).
     """
-    directory = _resolve_dir(model_dir)
+    directory = resolve_model_dir(model_dir)
     config = read_trained_config(directory)
     arch = dict(config.model_config)
     name = arch.pop("model_name")

@@ -28,7 +28,6 @@ TFMOT's ``quantize_scope`` and loads the weights; it converts with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -40,6 +39,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core.checkpoints import qat_checkpoint_dir
 from model_maker.core.options import TrainOptions
 from model_maker.core.qat import QATHParams, calibrate_fake_quant
 from model_maker.object_detector import train_lib
@@ -272,12 +272,6 @@ def spec_for(config: TrainedModelConfig, seed: int = TrainOptions.seed) -> Effic
         var_freeze_expr="",
         tf_random_seed=seed,
     )
-
-
-def qat_checkpoint_dir(root: str, float_model_dir: str, hparams: QATHParams) -> str:
-    """``root``'s sub-folder for QAT of this float model with these hparams."""
-    key = hashlib.sha256(f"{float_model_dir}|{hparams.as_dict()}".encode()).hexdigest()[:12]
-    return os.path.join(root, key)
 
 
 def qat_from_examples(

@@ -67,8 +67,8 @@ def test_keras_h5_weights_load_by_layer_name(tmp_path):
 
 
 def test_tf_hub_handle_stand_in_copies_variables_by_name(tmp_path):
-    """A local SavedModel standing in for a TF Hub feature-vector handle (the same
-    loader serves tfhub.dev URLs): its variables are copied by name and shape."""
+    """A local SavedModel standing in for a TF Hub feature-vector handle (nothing is
+    fetched; the same loader takes hub handles): variables copied by name and shape."""
     import tensorflow as tf
 
     from model_maker.image_classifier.image_classifier_spec import get_spec
