@@ -95,6 +95,8 @@ def _apply_flags(args: argparse.Namespace) -> PipelineConfig:
         data["num_shards"] = args.shards
     if args.rewrite:
         data["rewrite_tfrecords"] = True
+    if args.allow_outside_input:
+        data["allow_outside_input"] = True
     if args.workers is not None:
         runner["direct_num_workers"] = args.workers
     runner["beam_pipeline_args"] = [*runner["beam_pipeline_args"], *args.beam_args]
@@ -222,6 +224,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ingest.add_argument(
         "--rewrite", action="store_true", help="tfrecord: re-encode records instead of validating"
+    )
+    ingest.add_argument(
+        "--allow-outside-input",
+        action="store_true",
+        help="read image files outside the dataset folder (absolute or '..' names, symlinks "
+        "out); by default such images are skipped and counted as outside_input",
     )
     ingest.add_argument(
         "--workers", type=int, metavar="N", help="DirectRunner worker processes (runner config)"

@@ -81,6 +81,29 @@ def _coordinate(value: numbers.Real) -> float:
         return math.inf if value > 0 else -math.inf
 
 
+def _nonfinite_fields(ann: Mapping) -> str:
+    """``"iscrowd nan"``-style text for each of ``iscrowd`` and ``area`` that is a
+    non-finite number (or an integer beyond the float range); "" when none is.
+    qatflow computes the area itself, but a NaN there marks a corrupt record."""
+    found = []
+    for key in ("iscrowd", "area"):
+        value = ann.get(key)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not math.isfinite(_coordinate(value)):
+                found.append(
+                    f"{key} {value!r}" if isinstance(value, float) else f"{key} {value:.3g}"
+                )
+    return ", ".join(found)
+
+
+def _crowd(ann: Mapping, where: str) -> bool:
+    """COCO ``iscrowd``: 0 or 1 (``false``/``true`` too); absent means 0."""
+    value = ann.get("iscrowd", 0)
+    if value in (0, 1) and (isinstance(value, numbers.Real)):
+        return bool(value)
+    raise DataError(f"{where}: iscrowd must be 0 or 1, got {value!r}")
+
+
 def _categories(path: str, data: Mapping) -> dict[int, str]:
     categories: dict[int, str] = {}
     for i, cat in enumerate(data["categories"]):
@@ -154,10 +177,10 @@ def read_coco(
             raise DataError(f"{where}: bbox must be [x, y, width, height] numbers, got {bbox!r}")
         x, y, w, h = (_coordinate(v) for v in bbox)
         ref = f"annotation id {ann['id']}" if "id" in ann else f"annotations[{i}]"
+        invalid = _nonfinite_fields(ann)
+        crowd = False if invalid else _crowd(ann, where)
         images[ann["image_id"]]["boxes"].append(
-            SourceBox(
-                x, y, x + w, y + h, cats[ann["category_id"]], bool(ann.get("iscrowd", 0)), ref
-            )
+            SourceBox(x, y, x + w, y + h, cats[ann["category_id"]], crowd, ref, invalid=invalid)
         )
 
     out = []
@@ -175,6 +198,7 @@ def read_coco(
                 width=_size(info, "width", entry["where"]),
                 height=_size(info, "height", entry["where"]),
                 split=split,
+                root=image_dir,
             )
         )
     return cats, out

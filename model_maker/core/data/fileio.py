@@ -28,6 +28,7 @@ import glob as _glob
 import io
 import os
 import re
+import shutil
 from typing import TYPE_CHECKING
 
 from model_maker.core.errors import DataError
@@ -52,6 +53,8 @@ __all__ = [
     "read_bytes",
     "read_text",
     "remove",
+    "remove_tree",
+    "rename",
     "walk_files",
     "write_bytes",
     "write_text",
@@ -289,3 +292,33 @@ def remove(path: str | os.PathLike) -> None:
         os.remove(path)
         return
     fs.delete([path])
+
+
+def rename(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Move one file to ``dst``, replacing it (``os.replace``); for URIs the filesystem's
+    rename (a copy and a delete on object stores). ``dst``'s folder must exist locally.
+
+    Raises:
+      OSError: the file cannot be moved.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    fs = _filesystem(src)
+    if fs is None:
+        os.replace(src, dst)
+        return
+    try:
+        fs.rename([src], [dst])
+    except Exception as exc:  # every client library raises its own types
+        raise _failure(src, exc) from exc
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Delete a folder and everything below it; nothing happens when there is none."""
+    path = os.fspath(path)
+    fs = _filesystem(path)
+    if fs is None:
+        shutil.rmtree(path, ignore_errors=not os.path.exists(path))
+        return
+    files = walk_files(path)
+    if files:
+        fs.delete(files)

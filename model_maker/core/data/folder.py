@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from model_maker.core.data import fileio
 from model_maker.core.data.labels import LabelMap
+from model_maker.core.data.paths import is_utf8, printable_name
 from model_maker.core.data.source import SourceImage
 from model_maker.core.errors import DataError
 
@@ -63,6 +64,11 @@ def _scan(root: str) -> dict[str, tuple[list[str], list[str]]]:
     found = {}
     for name in _subfolders(root):
         folder = fileio.join(root, name)
+        if not is_utf8(name):
+            raise DataError(
+                f"{printable_name(folder)}: class folder name {printable_name(name)!r} is not "
+                "valid UTF-8; rename it (class names go into the records and label_map.json)"
+            )
         files = sorted(f for f in fileio.listdir(folder) if fileio.isfile(fileio.join(folder, f)))
         found[name] = ([f for f in files if _is_image(f)], [f for f in files if not _is_image(f)])
     return found
@@ -127,6 +133,7 @@ def read_folders(root: str | os.PathLike) -> tuple[LabelMap, list[SourceImage], 
                     path=path,
                     origin=path,
                     class_label=name,
+                    root=root,
                 )
             )
     return LabelMap.from_names(found), images, ignored
@@ -199,6 +206,7 @@ def read_split_folders(root: str | os.PathLike, split_dirs: Mapping[str, str]) -
                         origin=path,
                         split=split,
                         class_label=name,
+                        root=folders[split],
                     )
                 )
     return FolderIndex(LabelMap.from_names(names), tuple(images), tuple(ignored), absent, folders)

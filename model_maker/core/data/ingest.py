@@ -34,7 +34,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import apache_beam as beam
 
@@ -55,6 +55,10 @@ from model_maker.core.errors import DataError, UsageError
 LOG = logging.getLogger("qatflow.ingest")
 RECORD_PREFIX = "data_tfrecord"
 SUMMARY = "summary"
+#: Where a run writes before its outputs are moved into place (inside the output folder).
+STAGING = ".ingest-staging"
+#: A failed run's stats.json, kept in the output folder for the user to read.
+FAILED_STATS = "failed-stats.json"
 PROGRESS_EVERY = 500
 
 
@@ -311,16 +315,44 @@ def make_pipeline(beam_pipeline_args: Sequence[str] = ()) -> beam.Pipeline:
     return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
 
 
-def _clear_records(output: str, splits: Sequence[str]) -> None:
+def _publish(stage: str, output: str, splits: Sequence[str]) -> None:
+    """Replace the ingestion outputs in ``output`` by those of ``stage``; stats.json last,
+    so that a folder with stats.json holds one complete run."""
     # Stale shards of an earlier run would be read as part of this one.
-    for path in fileio.glob(fileio.join(output, "Split-*", f"{RECORD_PREFIX}-*")):
+    old = fileio.glob(fileio.join(output, "Split-*", f"{RECORD_PREFIX}-*"))
+    for name in (summary.STATS_FILE, summary.LABEL_MAP_FILE, FAILED_STATS):
+        if fileio.isfile(fileio.join(output, name)):
+            old.append(fileio.join(output, name))
+    old += fileio.glob(fileio.join(output, f"*{summary.ANNOTATIONS_SUFFIX}"))
+    for path in old:
         fileio.remove(path)
     for split in splits:
         fileio.makedirs(fileio.join(output, f"Split-{split}"))
+    stats = fileio.join(stage, summary.STATS_FILE)
+    files = [f for f in fileio.walk_files(stage) if f != stats] + [stats]
+    for path in files:
+        target = fileio.join(output, path[len(stage) :].lstrip("/"))
+        fileio.makedirs(target.rsplit("/", 1)[0])
+        fileio.rename(path, target)
+    fileio.remove_tree(stage)
+
+
+def _abandon(stage: str, output: str) -> str:
+    """Remove ``stage``; its stats.json, when the run got that far, becomes
+    ``output``/failed-stats.json. Returns that path ("" when there was none)."""
+    stats = fileio.join(stage, summary.STATS_FILE)
+    kept = ""
+    if fileio.isfile(stats):
+        kept = fileio.join(output, FAILED_STATS)
+        fileio.rename(stats, kept)
+    fileio.remove_tree(stage)
+    return kept
 
 
 def _build(p, options: IngestOptions, plan: _Plan) -> None:
-    settings = ProcessSettings(dict(options.split_ratios), options.keep_negatives)
+    settings = ProcessSettings(
+        dict(options.split_ratios), options.keep_negatives, options.allow_outside_input
+    )
     if options.format == "tfrecord":
         parts = []
         for key, files in plan.record_files.items():
@@ -407,13 +439,13 @@ def _beam_error(exc: Exception) -> str | None:
     return match.group(1) if match else None
 
 
-def _result(options: IngestOptions, splits: tuple[str, ...]) -> IngestResult:
-    stats = json.loads(fileio.read_text(fileio.join(options.output, summary.STATS_FILE)))
+def _result(output: str, splits: tuple[str, ...]) -> IngestResult:
+    stats = json.loads(fileio.read_text(fileio.join(output, summary.STATS_FILE)))
     issues = tuple(Issue(**i) for i in stats["issues"])
     return IngestResult(
-        output=options.output,
+        output=output,
         splits=splits,
-        label_map=LabelMap.load(fileio.join(options.output, summary.LABEL_MAP_FILE)),
+        label_map=LabelMap.load(fileio.join(output, summary.LABEL_MAP_FILE)),
         images={s: stats["splits"][s]["images"] for s in splits},
         boxes={s: stats["splits"][s]["boxes"] for s in splits},
         issues=issues,
@@ -447,6 +479,40 @@ def class_warnings(
     return lines
 
 
+def _skipped_kinds(stats: Mapping) -> str:
+    counts = stats["issue_counts"]
+    return ", ".join(f"{n} x {kind}" for kind, n in counts.items()) or "no issues"
+
+
+def _refusal(result: IngestResult, options: IngestOptions, plan: _Plan, kept: str) -> str:
+    """Why the run's output must not be used ("" when it may): an error found in the
+    data, no image written, detection data without a box, or (``strict``) any issue."""
+    see = f"see {kept}" if kept else "see the log"
+    errors = [i for i in result.issues if i.fatal]
+    if not errors:
+        images = sum(result.images.values())
+        listed = f"{len(plan.items)} images listed in {options.input}" if plan.items else ""
+        if not images:
+            found = listed or f"no readable records in {options.input}"
+            if not plan.items and options.format != "tfrecord":
+                found = f"0 images listed in {options.input}"
+            return f"no images to write: {found} ({_skipped_kinds(result.stats)}; {see})"
+        classification = any(result.stats["splits"][s]["classes"] for s in result.splits)
+        if not sum(result.boxes.values()) and not classification:
+            return (
+                f"no image has a box: {images} image{'s' if images > 1 else ''} written, all "
+                f"without boxes ({_skipped_kinds(result.stats)}; {see}); detection training "
+                "needs boxes (class-per-image data is the folder or csv format)"
+            )
+    if options.strict:
+        errors += [i for i in result.issues if not i.fatal and i.kind not in NOT_STRICT]
+    if not errors:
+        return ""
+    more = f"and {len(errors) - 1} more, " if len(errors) > 1 else ""
+    prefix = "strict: " if not errors[0].fatal else ""
+    return f"{prefix}{errors[0].message()} ({more}{see})"
+
+
 def ingest(options: IngestOptions, beam_pipeline_args: Sequence[str] = ()) -> IngestResult:
     """Run the ingestion pipeline and return what it wrote.
 
@@ -454,14 +520,26 @@ def ingest(options: IngestOptions, beam_pipeline_args: Sequence[str] = ()) -> In
     ``--direct_num_workers``, Dataflow/Flink/Spark options); several DirectRunner
     workers default to ``multi_processing``.
 
+    Everything is written to ``<output>/.ingest-staging`` first and moved into
+    ``output`` only when the run succeeds (replacing an earlier run's outputs;
+    stats.json last). A failed run changes nothing in ``output`` but one file: its
+    stats.json, when it got that far, as ``failed-stats.json``.
+
     Raises:
       UsageError: bad options.
-      DataError: input that cannot be ingested (naming the file and record), or,
-        with ``strict``, the first repair or skip (stats.json lists them all).
+      DataError: input that cannot be ingested (naming the file and record), no
+        image written, detection data where no image has a box, or, with
+        ``strict``, the first repair or skip (failed-stats.json lists them all).
     """
     _check(options)
     plan = _plan(options)
-    _clear_records(options.output, plan.splits)
+    stage = fileio.join(options.output, STAGING)
+    fileio.remove_tree(stage)  # left by a killed run
+    failed = fileio.join(options.output, FAILED_STATS)
+    if fileio.isfile(failed):
+        fileio.remove(failed)
+    for split in plan.splits:
+        fileio.makedirs(fileio.join(stage, f"Split-{split}"))
     LOG.info(
         "ingesting %s from %s into %s (splits: %s)",
         options.format,
@@ -471,22 +549,20 @@ def ingest(options: IngestOptions, beam_pipeline_args: Sequence[str] = ()) -> In
     )
     try:
         with make_pipeline(beam_pipeline_args) as p:
-            _build(p, options, plan)
-    except DataError:
-        raise
-    except Exception as exc:
-        message = _beam_error(exc)
+            _build(p, replace(options, output=stage), plan)
+        result = _result(stage, plan.splits)
+    except BaseException as exc:
+        _abandon(stage, options.output)
+        message = _beam_error(exc) if not isinstance(exc, DataError) else None
         if message:
             raise DataError(message) from exc
         raise
-    result = _result(options, plan.splits)
-    errors = [i for i in result.issues if i.fatal]
-    if options.strict:
-        errors += [i for i in result.issues if not i.fatal and i.kind not in NOT_STRICT]
-    if errors:
-        more = f" (and {len(errors) - 1} more, see {result.stats_path})" if len(errors) > 1 else ""
-        prefix = "strict: " if not errors[0].fatal else ""
-        raise DataError(f"{prefix}{errors[0].message()}{more}")
+    refusal = _refusal(result, options, plan, failed)
+    if refusal:
+        _abandon(stage, options.output)
+        raise DataError(refusal)
+    _publish(stage, options.output, plan.splits)
+    result = replace(result, output=options.output)
     for split in plan.splits:
         LOG.info("split %s: %d images, %d boxes", split, result.images[split], result.boxes[split])
         if not result.images[split]:

@@ -51,6 +51,9 @@ class IngestOptions(Settings):
       num_shards: TFRecord shards per split (0 lets Beam decide and keeps memory flat).
       rewrite_tfrecords: re-encode TFRecord input through the image and box checks
         instead of writing validated records unchanged.
+      allow_outside_input: read image files that lie outside the dataset folder
+        (coco, voc and folder formats: an absolute or ``..`` name, a symlink
+        leading out). Off, such an image is skipped and counted (``outside_input``).
     """
 
     format: str = "coco"
@@ -64,6 +67,7 @@ class IngestOptions(Settings):
     keep_negatives: bool = True
     num_shards: int = 0
     rewrite_tfrecords: bool = False
+    allow_outside_input: bool = False
 
     def validate(self) -> None:
         check_choice("format", self.format, FORMATS)

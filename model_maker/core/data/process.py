@@ -1,6 +1,10 @@
 """One image through ingestion: read, repair, check boxes, encode; plain Python (Beam calls it).
 
-Boxes with a NaN or infinite coordinate are dropped (counted ``box_nonfinite``),
+An image whose file lies outside its dataset folder is skipped (``outside_input``)
+unless ``allow_outside_input`` is set; a file name that is not UTF-8 is written with
+its undecodable bytes as ``\\xNN`` (``invalid_file_name``). Boxes with a NaN or
+infinite coordinate, or a non-finite number elsewhere in their annotation, are
+dropped (counted ``box_nonfinite``),
 the others are clipped to the image (counted) and dropped when their area is
 zero or negative (counted); every conversion of the pixels is counted too. The
 result carries the record, the COCO ground truth entries of the image and the
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 
 from model_maker.core.data.images import ImageReadError, load_image
 from model_maker.core.data.labels import LabelMap
+from model_maker.core.data.paths import outside_reason, printable_name
 from model_maker.core.data.records import DetectionExample, encode_example
 from model_maker.core.data.source import Issue, SourceImage
 from model_maker.core.data.split import hash_split
@@ -50,15 +55,18 @@ class ProcessSettings:
     Attributes:
       split_ratios: hash split ratios for images without a fixed split.
       keep_negatives: keep images without boxes.
+      allow_outside_input: read image files outside the dataset folder (absolute
+        names, ``..``, symlinks out) instead of skipping them.
     """
 
     split_ratios: Mapping[str, float]
     keep_negatives: bool = True
+    allow_outside_input: bool = False
 
 
 def choose_split(src: SourceImage, ratios: Mapping[str, float]) -> str:
-    """The fixed split of ``src``, or the hash split of its file name."""
-    return src.split or hash_split(src.file_name, ratios)
+    """The fixed split of ``src``, or the hash split of its (printable) file name."""
+    return src.split or hash_split(printable_name(src.file_name), ratios)
 
 
 def process_image(
@@ -67,10 +75,19 @@ def process_image(
     """Turn ``src`` into a serialised record (None when skipped) and its summary."""
     split = choose_split(src, settings.split_ratios)
     issues: list[Issue] = []
+    origin = printable_name(src.origin)
 
     def issue(kind: str, detail: str = "", where: str = "") -> None:
-        issues.append(Issue(kind, where or src.origin, detail, split))
+        issues.append(Issue(kind, printable_name(where) if where else origin, detail, split))
 
+    if not settings.allow_outside_input:
+        reason = outside_reason(src.root, src.file_name, src.path)
+        if reason:
+            issue("outside_input", reason)
+            return None, ImageSummary(src.image_id, split, None, (), tuple(issues))
+    file_name = printable_name(src.file_name)
+    if file_name != src.file_name:
+        issue("invalid_file_name", f"written as {file_name!r}")
     try:
         loaded = load_image(src.path, src.encoded, (src.width, src.height))
     except ImageReadError as exc:
@@ -91,6 +108,9 @@ def process_image(
             # NaN compares false with everything, so the checks below would keep it.
             shown = ", ".join(f"{v:g}" for v in corners)
             issue("box_nonfinite", f"(xmin, ymin, xmax, ymax) = ({shown})", where)
+            continue
+        if box.invalid:
+            issue("box_nonfinite", box.invalid, where)
             continue
         if box.xmax <= box.xmin or box.ymax <= box.ymin:
             issue(
@@ -147,7 +167,7 @@ def process_image(
             height=height,
             width=width,
             source_id=str(src.image_id),
-            filename=src.file_name,
+            filename=file_name,
             boxes=tuple(boxes),
             labels=tuple(labels),
             texts=tuple(texts),
@@ -157,7 +177,7 @@ def process_image(
             class_text=src.class_label,
         )
     )
-    image = {"id": src.image_id, "file_name": src.file_name, "width": width, "height": height}
+    image = {"id": src.image_id, "file_name": file_name, "width": width, "height": height}
     if class_id:
         image["class_id"] = class_id
     pairs = tuple(sorted(set(zip(labels, texts, strict=True))))

@@ -18,6 +18,8 @@ class SourceBox:
       is_crowd: COCO iscrowd flag.
       ref: where the box comes from, for messages (e.g. "annotation id 7").
       class_id: label map id when the source already fixes it (TFRecord), else 0.
+      invalid: why the box cannot be used although its corners can (a field of its
+        annotation that is not finite, e.g. ``"iscrowd NaN"``); "" when it can.
     """
 
     xmin: float
@@ -28,6 +30,7 @@ class SourceBox:
     is_crowd: bool = False
     ref: str = ""
     class_id: int = 0
+    invalid: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class SourceImage:
       split: split fixed by a split file ("" lets the hash decide).
       class_label: image-level class (folder and csv formats), "" for detection.
       encoded: image bytes when they come from a record instead of a file.
+      root: the dataset folder ``file_name`` must stay inside ("" for no check: the
+        record and csv formats, whose paths are the user's own list).
     """
 
     image_id: int
@@ -58,6 +63,7 @@ class SourceImage:
     split: str = ""
     class_label: str = ""
     encoded: bytes = field(default=b"", repr=False)
+    root: str = ""
 
 
 # Issue kinds: what was repaired or skipped. Every kind below is an error under --strict,
@@ -65,6 +71,13 @@ class SourceImage:
 ISSUE_KINDS = {
     "missing_image": "image file not found; image skipped",
     "unreadable_image": "truncated or non-image file; image skipped",
+    "invalid_file_name": "file name that is not valid UTF-8; written with its bytes as \\xNN",
+    "outside_input": (
+        "image file outside the dataset (absolute path, '..' or a symlink out); image skipped "
+        "(--allow-outside-input reads it)"
+    ),
+    "duplicate_file_name": "the same image file under several image ids; each one written",
+    "recovered_truncated": "truncated image: the part that decodes kept, the rest filled gray",
     "converted_grayscale": "grayscale image converted to RGB",
     "converted_rgba": "image with alpha converted to RGB (alpha dropped)",
     "converted_cmyk": "CMYK image converted to RGB",
@@ -72,10 +85,11 @@ ISSUE_KINDS = {
     "converted_16bit": "16-bit image converted to 8-bit RGB",
     "converted_format": "image format other than JPEG/PNG re-encoded as PNG",
     "exif_rotated": "EXIF orientation applied to the pixels",
+    "exif_invalid": "EXIF orientation outside 1..8 ignored",
     "size_mismatch": "annotated size differs from the image; the image's size is used",
     "box_clipped": "box outside the image clipped to it",
     "box_dropped": "box with zero or negative area dropped",
-    "box_nonfinite": "box with a non-finite (NaN or infinite) coordinate dropped",
+    "box_nonfinite": "box with a non-finite (NaN or infinite) number dropped",
     "negative_dropped": "image without boxes dropped (keep_negatives is off)",
     "invalid_record": "record that breaks the contract; record skipped",
     "invalid_row": "CSV row that cannot be used; row skipped",

@@ -89,6 +89,22 @@ def class_balance(
     return imbalance, empty
 
 
+def _duplicate_files(summaries: Sequence[ImageSummary]) -> list[Issue]:
+    """One ``duplicate_file_name`` issue per written image whose file an image with a lower
+    id has already (``summaries`` sorted by image id)."""
+    first: dict[str, int] = {}
+    issues = []
+    for s in summaries:
+        if s.image is None:
+            continue
+        name = s.image["file_name"]
+        if name in first and first[name] != s.image_id:
+            detail = f"image id {s.image_id}, also image id {first[name]}"
+            issues.append(Issue("duplicate_file_name", name, detail, s.split))
+        first.setdefault(name, s.image_id)
+    return issues
+
+
 def write_outputs(
     output: str,
     summaries: Sequence[ImageSummary],
@@ -99,8 +115,9 @@ def write_outputs(
 ) -> dict:
     """Write ``<split>_annotations.json`` per split, ``label_map.json`` and ``stats.json``.
 
-    Duplicate image ids become error issues. Annotation ids are numbered 1..N
-    over all splits in image id order. For classification data (records with
+    Duplicate image ids become error issues; one file under several image ids becomes
+    a ``duplicate_file_name`` issue per extra id (each image is written). Annotation
+    ids are numbered 1..N over all splits in image id order. For classification data (records with
     an image-level class) stats.json's ``imbalance`` and ``empty_classes`` hold
     :func:`class_balance`'s result; for detection data both are empty.
     Returns the stats dict.
@@ -127,6 +144,7 @@ def write_outputs(
                 )
             )
         seen[s.image_id] = s
+    issues += _duplicate_files(summaries)
     for s in summaries:
         issues.extend(s.issues)
 

@@ -165,4 +165,5 @@ def parse_voc(item: VocItem) -> SourceImage:
         width=width,
         height=height,
         split=item.split,
+        root=item.image_dir,
     )

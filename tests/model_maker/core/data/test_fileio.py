@@ -289,6 +289,7 @@ def test_coco_ingest_from_and_to_memtest_matches_local(tmp_path, mem, store):
     assert _outputs(output, remote.splits) == expected
     assert all(expected["records"][s] for s in local.splits)  # both splits hold records
     assert not [p for p in store if "beam-temp" in p]  # the sink cleaned up its temp files
+    assert not [p for p in store if ".ingest-staging" in p]  # moved into place, then removed
 
     # The records read back from memtest:// as TFRecord input pass through unchanged.
     again = ingest(

@@ -272,8 +272,11 @@ def test_invalid_and_duplicate_tfrecords(demo, tmp_path):
         )
     message = str(error.value)
     assert "'raccoon-1.jpg': image/source_id is not an integer" in message
-    assert "--rewrite" in message and message.endswith("stats.json)") and "and 1 more" in message
-    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert "--rewrite" in message and message.endswith("failed-stats.json)")
+    assert "and 1 more" in message
+    # The failed run left the first run's outputs as they were, its stats aside.
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["total"]["images"] == 1
+    stats = json.loads((tmp_path / "out" / "failed-stats.json").read_text())
     errors = [i["detail"] for i in stats["issues"] if i["kind"] == "error"]
     assert any(f"image id {good.source_id}: duplicate image id" in e for e in errors)
 
