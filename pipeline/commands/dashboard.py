@@ -43,10 +43,18 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         if not host_name(name) or "/" in name:
             raise UsageError(f"--allow-host {name!r}: give a host name or address, e.g. box.lan")
     if not _is_loopback(args.host):
+        if allowed_hosts:
+            reach = f"requests naming {', '.join(allowed_hosts)} are answered"
+        else:
+            reach = (
+                "other machines get 400 until you add --allow-host with the name or address "
+                "they use for this one"
+            )
         LOG.warning(
-            "serving on %s: anyone who can reach this address can read the runs under %s",
+            "serving on %s: anyone who can reach this address can read the runs under %s; %s",
             args.host,
             root,
+            reach,
         )
     stores = find_stores(root)
     LOG.info("%d ML Metadata store(s) under %s: %s", len(stores), root,

@@ -81,3 +81,21 @@ def test_serves_the_runs_on_loopback(small_root):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_binding_beyond_loopback_warns_and_names_allow_host(tmp_path, monkeypatch, capsys):
+    import flask
+
+    served = []
+    monkeypatch.setattr(flask.Flask, "run", lambda self, **kwargs: served.append(kwargs))
+    assert main(["dashboard", "--root", str(tmp_path), "--host", "0.0.0.0"]) == 0
+    assert served and served[0]["host"] == "0.0.0.0"
+    warning = capsys.readouterr().err
+    assert "anyone who can reach" in warning
+    # Other machines send this machine's name or address as Host: without --allow-host
+    # they get 400, and the warning says so.
+    assert "--allow-host" in warning and "400" in warning
+    argv = ["dashboard", "--root", str(tmp_path), "--host", "0.0.0.0", "--allow-host", "box.lan"]
+    assert main(argv) == 0
+    warning = capsys.readouterr().err
+    assert "box.lan" in warning and "400" not in warning
