@@ -408,6 +408,9 @@ def evaluate_image_folder(
         except ImageReadError as exc:
             skipped.append((image.path, exc.detail))
             continue
+        for kind, detail in loaded.repairs:
+            if kind == "recovered_truncated":  # scored, but the user should know
+                LOG.warning("%s: cut-off image scored as recovered (%s)", image.path, detail)
         pairs.append((decode_image(loaded.encoded)[None], np.asarray([index[image.class_label]])))
     if not pairs:
         raise DataError(f"{image_root}: no readable image in the class folders")

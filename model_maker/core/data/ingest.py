@@ -205,7 +205,7 @@ class _ValidateRecord(beam.DoFn):
     def process(self, element):
         path, serialized = element
         try:
-            example = tfrecord.validate_record(serialized, self.label_map)
+            example = tfrecord.validate_record(serialized, self.label_map, not self.rewrite)
         except RecordError as exc:
             try:
                 ident = f"record image/source_id {decode_example(serialized).source_id!r}"

@@ -86,8 +86,11 @@ def image_id_of(source_id: str) -> int:
     return int.from_bytes(hashlib.sha256(source_id.encode()).digest()[:7], "big") >> 4
 
 
-def validate_record(serialized: bytes, label_map: LabelMap | None) -> DetectionExample:
-    """Decode and check one record.
+def validate_record(
+    serialized: bytes, label_map: LabelMap | None, unchanged: bool = True
+) -> DetectionExample:
+    """Decode and check one record; ``unchanged``: it will be written as it is, so its
+    image must decode as stored (a cut-off JPEG that only re-encoding saves is refused).
 
     Raises:
       RecordError: the record breaks the contract (message says how).
@@ -115,6 +118,10 @@ def validate_record(serialized: bytes, label_map: LabelMap | None) -> DetectionE
         loaded = load_image(data=example.encoded)
     except ImageReadError as exc:
         raise RecordError(f"image/encoded: {exc.detail}") from None
+    for kind, detail in loaded.repairs:
+        if unchanged and kind == "recovered_truncated":
+            # Readable only once re-encoded; TensorFlow's decoder refuses the bytes as they are.
+            raise RecordError(f"image/encoded is cut off ({detail}); --rewrite re-encodes it")
     if (loaded.width, loaded.height) != (example.width, example.height):
         raise RecordError(
             f"image is {loaded.width}x{loaded.height}, record says {example.width}x{example.height}"

@@ -1,8 +1,10 @@
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from model_maker.core.data.images import ImageReadError, load_image
 
@@ -99,19 +101,161 @@ def test_exif_rotation_ignored_when_annotation_matches_stored_pixels():
     assert "ignored" in loaded.repairs[0][1]
 
 
-def test_truncated_non_image_and_missing(tmp_path):
-    data = _bytes(
-        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)), "JPEG"
+def _assert_stored_pixels(loaded):
+    assert (loaded.width, loaded.height) == (40, 20)
+    out = Image.open(io.BytesIO(loaded.encoded))
+    assert out.getexif().get(0x0112) is None
+    pixels = np.asarray(out)
+    assert pixels[10, 5].mean() < 60 and pixels[10, 35].mean() > 200  # black left, white right
+
+
+@pytest.mark.parametrize("declared_size", [(0, 0), (40, 20), (20, 40)])
+@pytest.mark.parametrize("orientation", [0, 9, 65535])
+def test_exif_orientation_outside_1_to_8_is_ignored_and_reported(orientation, declared_size):
+    loaded = load_image(data=_rotated_jpeg(orientation), declared_size=declared_size)
+    assert loaded.repairs == (("exif_invalid", f"orientation {orientation} is not 1..8; ignored"),)
+    _assert_stored_pixels(loaded)
+
+
+def test_exif_orientation_1_is_nothing_to_do():
+    data = _rotated_jpeg(1)
+    loaded = load_image(data=data)
+    assert (loaded.repairs, loaded.encoded, loaded.width, loaded.height) == ((), data, 40, 20)
+
+
+def test_unparsable_exif_keeps_the_pixels_and_is_reported(monkeypatch):
+    def broken_getexif(self):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(Image.Image, "getexif", broken_getexif)
+    loaded = load_image(data=_rotated_jpeg(6))
+    assert loaded.repairs == (
+        (
+            "exif_invalid",
+            "EXIF unreadable (error: unpack requires a buffer of 4 bytes); orientation ignored",
+        ),
     )
-    with pytest.raises(ImageReadError) as truncated:
-        load_image(data=data[: len(data) // 2])
-    assert truncated.value.kind == "unreadable_image" and "truncated" in truncated.value.detail
+    assert (loaded.width, loaded.height) == (40, 20)
+
+
+def _jpeg_with_orientation_entry(tag_type: int, count: int, value: bytes) -> bytes:
+    """The stored 40x20 image of ``_rotated_jpeg`` with a hand-written EXIF orientation."""
+    if len(value) <= 4:
+        entry, extra = value.ljust(4, b"\0"), b""
+    else:  # stored after the IFD: header 8 + entry count 2 + entry 12 + next IFD 4
+        entry, extra = struct.pack("<I", 26), value
+    ifd = struct.pack("<HHHI", 1, 0x0112, tag_type, count) + entry + struct.pack("<I", 0)
+    exif = b"Exif\0\0II*\0" + struct.pack("<I", 8) + ifd + extra
+    array = np.zeros((20, 40, 3), np.uint8)
+    array[:, 20:] = 255
+    return _bytes(Image.fromarray(array), "JPEG", exif=exif, quality=100)
+
+
+@pytest.mark.parametrize(
+    "tag_type, count, value, shown",
+    [
+        (4, 1, struct.pack("<I", 65537), "65537"),  # LONG: more than a SHORT holds
+        (9, 1, struct.pack("<i", -6), "-6"),  # SLONG
+        (2, 4, b"six\0", "'six'"),  # ASCII
+        (5, 1, struct.pack("<II", 6, 1), "6.0"),  # RATIONAL 6/1: not an integer
+        (7, 1, b"\x06", "b'\\x06'"),  # UNDEFINED
+    ],
+    ids=["long_65537", "slong_negative", "ascii", "rational", "undefined"],
+)
+def test_hostile_exif_orientation_is_ignored_and_reported(tag_type, count, value, shown):
+    loaded = load_image(data=_jpeg_with_orientation_entry(tag_type, count, value))
+    assert loaded.repairs == (("exif_invalid", f"orientation {shown} is not 1..8; ignored"),)
+    _assert_stored_pixels(loaded)
+
+
+def test_non_image_and_missing(tmp_path):
     with pytest.raises(ImageReadError) as text:
         load_image(data=b"this is not an image")
     assert text.value.kind == "unreadable_image"
     with pytest.raises(ImageReadError) as missing:
         load_image(str(tmp_path / "nope.jpg"))
     assert missing.value.kind == "missing_image" and "nope.jpg" in missing.value.detail
+
+
+def _textured(size: int = 64) -> Image.Image:
+    y, x = np.mgrid[0:size, 0:size]
+    array = np.stack([x * 4 % 256, y * 4 % 256, (x + y) * 2 % 256], -1).astype(np.uint8)
+    return Image.fromarray(array ^ np.random.default_rng(0).integers(0, 32, array.shape, np.uint8))
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+
+def _scan_start(data: bytes) -> int:
+    """Offset of the first entropy-coded byte of a JPEG without an EXIF thumbnail."""
+    sos = data.index(b"\xff\xda")
+    return sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+
+
+def test_truncated_jpeg_keeps_the_part_that_decodes():
+    data = _bytes(_textured(), "JPEG", quality=90)
+    cut = data[: len(data) * 65 // 100]
+    loaded = load_image(data=cut)
+    assert _kinds(loaded) == ["recovered_truncated"]
+    assert loaded.repairs[0][1] == (
+        f"file ends after {len(cut):,} bytes, without an end marker: decoded up to the cut, "
+        "the rest filled gray (bottom 15 of 64 rows entirely)"
+    )
+    assert (loaded.format, loaded.width, loaded.height) == ("jpeg", 64, 64)
+    out = Image.open(io.BytesIO(loaded.encoded))
+    out.load()  # fully, without "image file is truncated"
+    pixels, full = np.asarray(out).astype(int), _pixels(data)
+    assert np.abs(pixels[:32] - full[:32]).mean() < 3
+    assert np.abs(pixels[-15:] - 128).mean() < 3  # gray, but for re-encoding ringing
+
+
+def test_truncated_progressive_jpeg_keeps_the_scans_present():
+    data = _bytes(_textured(), "JPEG", quality=90, progressive=True)
+    cut = data[: len(data) // 2]
+    loaded = load_image(data=cut)
+    assert _kinds(loaded) == ["recovered_truncated"] and "progressive" in loaded.repairs[0][1]
+    assert (loaded.width, loaded.height) == (64, 64)
+    # Less detail, but the whole picture.
+    assert np.abs(_pixels(loaded.encoded) - _pixels(data)).mean() < 10
+
+
+def test_recovered_jpeg_decodes_in_tensorflow():
+    import os
+
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf
+
+    data = _bytes(_textured(), "JPEG", quality=90)
+    loaded = load_image(data=data[: len(data) * 6 // 10])
+    assert tf.io.decode_jpeg(loaded.encoded).shape == (64, 64, 3)
+    assert tf.io.decode_image(loaded.encoded).shape == (64, 64, 3)
+
+
+def _header_only(data: bytes) -> bytes:
+    return data[: _scan_start(data)]
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        lambda data: data[:100],
+        _header_only,
+        lambda data: data[:3] + np.random.default_rng(1).integers(0, 256, 1000, np.uint8).tobytes(),
+    ],
+    ids=["first_100_bytes", "header_only", "garbage_after_soi"],
+)
+def test_jpeg_without_decodable_data_stays_unreadable(cut):
+    with pytest.raises(ImageReadError) as failed:
+        load_image(data=cut(_bytes(_textured(), "JPEG", quality=90)))
+    assert failed.value.kind == "unreadable_image"
+
+
+def test_truncated_png_stays_unreadable():
+    data = _bytes(_textured(), "PNG")
+    with pytest.raises(ImageReadError) as truncated:
+        load_image(data=data[: len(data) * 6 // 10])
+    assert truncated.value.kind == "unreadable_image" and "truncated" in truncated.value.detail
 
 
 def test_sixteen_bit_rgb_png_is_re_encoded_as_eight_bit():
@@ -135,3 +279,55 @@ def test_animated_gif_keeps_its_first_frame_and_says_so():
     )
     decoded = Image.open(io.BytesIO(loaded.encoded))
     assert decoded.format == "PNG" and decoded.getpixel((0, 0)) == (255, 0, 0)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims ``width`` x ``height`` RGB pixels (one row of data)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * (1 + 3 * min(width, 64))))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def test_decompression_bomb_is_unreadable_and_names_its_size():
+    data = _png_claiming(30000, 30000)
+    assert len(data) < 200
+    with pytest.raises(ImageReadError) as bomb:
+        load_image(data=data)
+    limit = 2 * Image.MAX_IMAGE_PIXELS
+    assert bomb.value.kind == "unreadable_image"
+    assert bomb.value.detail == (
+        f"claims 30000x30000 pixels (900,000,000), more than the {limit:,} Pillow decodes"
+    )
+
+
+@pytest.mark.filterwarnings("error")
+def test_large_image_under_pillow_limit_decodes_without_a_warning(monkeypatch):
+    # Pillow warns between MAX_IMAGE_PIXELS and twice that; lower the limit for this test
+    # only, so that a 40x40 image (1600 pixels, limit 1000) is "large".
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = _bytes(Image.new("RGB", (40, 40), (1, 2, 3)), "PNG")
+    loaded = load_image(data=data)
+    assert (loaded.width, loaded.height, loaded.repairs) == (40, 40, ())
+    with pytest.raises(ImageReadError, match=r"claims 50x50 pixels \(2,500\), more than the 2,000"):
+        load_image(data=_bytes(Image.new("RGB", (50, 50)), "PNG"))
+
+
+@pytest.mark.parametrize("error", [TypeError("bad"), IndexError("bad"), MemoryError()])
+def test_unexpected_decoder_errors_make_the_image_unreadable(monkeypatch, error):
+    # Stands for a Pillow bug on hostile bytes: nothing may escape load_image.
+    def broken_load(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", broken_load)
+    with pytest.raises(ImageReadError) as failed:
+        load_image(data=_bytes(Image.new("RGB", (8, 8)), "PNG"))
+    assert failed.value.kind == "unreadable_image"
+    assert type(error).__name__ in failed.value.detail

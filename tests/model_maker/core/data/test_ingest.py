@@ -421,3 +421,30 @@ def test_tfrecord_with_a_nonfinite_area_is_an_invalid_record(demo, tmp_path):
     assert all("area" in i.detail and "not finite" in i.detail for i in result.issues)
     text = (tmp_path / "out" / "all_annotations.json").read_text()
     json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the ground truth"))
+
+
+def test_tfrecord_with_a_truncated_jpeg_is_invalid_unless_rewritten(demo, tmp_path):
+    # The image reader recovers a cut-off JPEG by re-encoding it; a record written
+    # unchanged would keep bytes that TensorFlow's decoder refuses at training time.
+    _, first = demo
+    good = read_records(first.output, "train")[0]
+    cut = replace(good, encoded=good.encoded[: len(good.encoded) * 2 // 3])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_jpeg(cut.encoded)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with tf.io.TFRecordWriter(str(folder / "data.tfrecord")) as writer:
+        writer.write(encode_example(cut))
+    options = IngestOptions(
+        "tfrecord", str(folder), str(tmp_path / "out"), split_ratios={"all": 1.0}
+    )
+    with pytest.raises(DataError, match="no images to write"):
+        ingest(options)
+    stats = json.loads((tmp_path / "out" / "failed-stats.json").read_text())
+    (issue,) = stats["issues"]
+    assert issue["kind"] == "invalid_record" and "--rewrite" in issue["detail"]
+    rewritten = ingest(replace(options, rewrite_tfrecords=True))
+    assert rewritten.images == {"all": 1}
+    assert rewritten.stats["issue_counts"] == {"recovered_truncated": 1}
+    (record,) = read_records(str(tmp_path / "out"), "all")
+    assert tf.io.decode_jpeg(record.encoded).shape[:2] == (good.height, good.width)

@@ -242,7 +242,9 @@ def test_a_crash_inside_beam_leaves_no_beam_temp_folders(tmp_path, monkeypatch):
 def test_coco_nonfinite_iscrowd_or_area_drops_the_box_counted(tmp_path, field, value):
     text = '{"id": 7, "image_id": 1, "category_id": 1, "bbox": [5, 5, 9, 9], "%s": %s}'
     images, annotations = _coco(tmp_path, ["ok.jpg"])
-    data = annotations.read_text().replace('"annotations": [', '"annotations": [' + text % (field, value) + ", ")
+    data = annotations.read_text().replace(
+        '"annotations": [', '"annotations": [' + text % (field, value) + ", "
+    )
     annotations.write_text(data)
     result = ingest(_options(images, annotations, tmp_path / "out"))
     assert result.boxes == {"all": 1} and _kinds(result) == {"box_nonfinite": 1}
