@@ -70,8 +70,10 @@ def qat_from_examples(
     train_split: str = "train",
     eval_split: str = "eval",
     checkpoint_root: str | None = None,
+    run_dir: str | None = None,
 ) -> Any:
-    """QAT of the float Model in ``float_model_dir`` (detector or classifier)."""
+    """QAT of the float Model in ``float_model_dir`` (detector or classifier); its
+    TensorBoard epoch scalars go to ``run_dir`` when given."""
     if model_task(float_model_dir) == IMAGE_CLASSIFICATION:
         # deferred: each task's TensorFlow stack loads only when it runs
         from model_maker.image_classifier.qat_trainer import qat_from_examples as qat
@@ -86,6 +88,7 @@ def qat_from_examples(
         train_split=train_split,
         eval_split=eval_split,
         checkpoint_root=checkpoint_root,
+        run_dir=run_dir,
     )
 
 

@@ -32,6 +32,7 @@ class QATTrainerSpec(component_spec.ComponentSpec):
     }
     OUTPUTS = {
         executor.QAT_MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
+        executor.MODEL_RUN_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelRun),
     }
 
 
@@ -40,7 +41,8 @@ class QATTrainer(base_component.BaseComponent):
 
     The fake-quant model is evaluated on ``eval_split`` (COCO AP, logged and
     saved in ``qat.json`` and as the output's ``fake_quant_AP``/``_AP50``
-    properties) so a collapse shows before conversion.
+    properties) so a collapse shows before conversion. ``model_run`` holds the
+    TensorBoard epoch scalars, as the Trainer's does.
 
     ``checkpoint_dir`` (optional, a stable folder) makes a rerun after a crash
     resume from the last finished QAT epoch; one sub-folder per float model and
@@ -69,5 +71,6 @@ class QATTrainer(base_component.BaseComponent):
             eval_split=eval_split,
             checkpoint_dir=checkpoint_dir,
             qat_model=channel.Channel(type=standard_artifacts.Model),
+            model_run=channel.Channel(type=standard_artifacts.ModelRun),
         )
         super().__init__(spec=spec)

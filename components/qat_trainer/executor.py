@@ -5,7 +5,8 @@ The float Model says its task (:func:`model_maker.tasks.model_task`). See
 :mod:`model_maker.image_classifier.qat_trainer` for the Model artifact layout
 (``keras/config.json`` as the Trainer's, the QAT weights rebuilt by
 ``load_qat_model``, ``serving/``, ``qat.json`` with the fake-quant model's
-COCO AP or top-1 on the eval split).
+COCO AP or top-1 on the eval split). The ``model_run`` output (a ModelRun, as
+the Trainer's) receives the QAT's TensorBoard epoch scalars.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ OPTIONS_KEY = "options"
 EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"
 QAT_MODEL_KEY = "qat_model"
+MODEL_RUN_KEY = "model_run"
+
+
+def _model_run_uri(output_dict: dict[str, list]) -> str | None:
+    # Pipelines compiled before the QATTrainer had a ModelRun output pass none.
+    runs = output_dict.get(MODEL_RUN_KEY)
+    return artifact_utils.get_single_uri(runs) if runs else None
 
 
 class Executor(base_executor.BaseExecutor):
@@ -46,6 +54,7 @@ class Executor(base_executor.BaseExecutor):
             train_split=exec_properties.get("train_split") or "train",
             eval_split=exec_properties.get("eval_split") or "",
             checkpoint_root=exec_properties.get("checkpoint_dir") or None,
+            run_dir=_model_run_uri(output_dict),
         )
         for key in ("AP", "AP50", "top1", "top5"):
             if key in result.metrics:

@@ -6,6 +6,8 @@ files (``dashboard/tensorboard.py``) and TensorBoard shows them as usual.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -43,13 +45,7 @@ class ScalarLogger(keras.callbacks.Callback):
         return self._writers[name]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        metadata = _scalar_metadata()
-        for key, value in (logs or {}).items():
-            split, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            with self._writer(split).as_default():
-                tf.summary.write(
-                    f"epoch_{tag}", tf.constant(float(value)), step=epoch + 1, metadata=metadata
-                )
+        _write(self._writer, epoch + 1, logs or {})
         for writer in self._writers.values():
             writer.flush()
 
@@ -57,3 +53,45 @@ class ScalarLogger(keras.callbacks.Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+
+def _write(writer_of, step: int, logs: Mapping[str, float]) -> None:
+    metadata = _scalar_metadata()
+    for key, value in logs.items():
+        split, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+        with writer_of(split).as_default():
+            tf.summary.write(
+                f"epoch_{tag}", tf.constant(float(value)), step=step, metadata=metadata
+            )
+
+
+def log_scalars(log_dir: str, step: int, logs: Mapping[str, float]) -> None:
+    """Write ``logs`` at epoch ``step`` as :class:`ScalarLogger` does (``val_`` keys to
+    ``validation/``), outside ``fit``: e.g. an evaluation made after the last epoch."""
+    writers: dict[str, Any] = {}
+
+    def writer_of(name: str):
+        if name not in writers:
+            writers[name] = tf.summary.create_file_writer(f"{log_dir}/{name}")
+        return writers[name]
+
+    _write(writer_of, step, logs)
+    for writer in writers.values():
+        writer.close()
+
+
+def copy_logs(src: str, dst: str) -> None:
+    """Copy the ``train/`` and ``validation/`` event files of ``src`` into ``dst`` (a run's
+    logs written beside its checkpoints belong to the run's ModelRun artifact too)."""
+    if os.path.normpath(src) == os.path.normpath(dst):
+        return
+    for split in ("train", "validation"):
+        folder = os.path.join(src, split)
+        if not tf.io.gfile.isdir(folder):
+            continue
+        for root, _, files in tf.io.gfile.walk(folder):
+            target = os.path.join(dst, split, os.path.relpath(root, folder))
+            tf.io.gfile.makedirs(target)
+            for name in files:
+                source = os.path.join(root, name)
+                tf.io.gfile.copy(source, os.path.join(target, name), overwrite=True)

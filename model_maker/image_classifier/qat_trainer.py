@@ -26,6 +26,7 @@ import tf_keras as keras
 
 from model_maker.core.checkpoints import qat_checkpoint_dir
 from model_maker.core.qat_hparams import QATHParams
+from model_maker.core.scalar_logs import ScalarLogger, copy_logs
 from model_maker.image_classifier import train_lib
 from model_maker.image_classifier.dataloader import DataLoader, InputOptions
 from model_maker.image_classifier.export import export_saved_model
@@ -82,13 +83,17 @@ def qat_from_examples(
     export_serving: bool = True,
     checkpoint_dir: str | None = None,
     checkpoint_root: str | None = None,
+    run_dir: str | None = None,
 ) -> QATResult:
     """QAT of the Trainer's classifier (``float_model_dir``) on ``examples_uri``.
 
     ``checkpoint_dir`` makes QAT resumable (per-epoch checkpoints; a rerun goes
     on after the last one); ``checkpoint_root`` is a stable folder holding one
     such sub-folder per float model and hparams (:func:`qat_checkpoint_dir`).
-    The label smoothing is the float training's.
+    The label smoothing is the float training's. ``run_dir`` (the ModelRun
+    artifact) receives the Trainer's TensorBoard epoch scalars (``train/`` and
+    ``validation/``; written beside the checkpoints when there are some, so a
+    resumed run's curves hold the epochs before the restart too).
     """
     hparams = hparams or QATHParams()
     if checkpoint_root and not checkpoint_dir:
@@ -126,9 +131,14 @@ def qat_from_examples(
         val_ds,
         hparams,
         label_smoothing=float(config.hparams.get("label_smoothing", 0.0)),
-        callbacks=[EpochLog(hparams.epochs, "QAT")],
+        callbacks=[
+            *([ScalarLogger(checkpoint_dir or run_dir)] if run_dir else []),
+            EpochLog(hparams.epochs, "QAT"),
+        ],
         checkpoint_dir=checkpoint_dir,
     )
+    if run_dir and checkpoint_dir:
+        copy_logs(checkpoint_dir, run_dir)
     seconds = time.perf_counter() - start
     result = QATResult(
         model=qat_model,

@@ -42,6 +42,7 @@ import tf_keras as keras
 from model_maker.core.checkpoints import qat_checkpoint_dir
 from model_maker.core.options import TrainOptions
 from model_maker.core.qat import QATHParams, calibrate_fake_quant
+from model_maker.core.scalar_logs import ScalarLogger, copy_logs, log_scalars
 from model_maker.object_detector import train_lib
 from model_maker.object_detector.dataloader import SPLIT_PREFIX, DataLoader
 from model_maker.object_detector.efficientdet_spec import (
@@ -116,6 +117,7 @@ def train_qat(
     evaluate_float: bool = False,
     calibration_images: int = 64,
     checkpoint_dir: str | None = None,
+    log_dir: str | None = None,
 ) -> QATResult:
     """Quantization-aware fine-tuning of ``float_model`` on ``train_files``.
 
@@ -138,6 +140,9 @@ def train_qat(
         every epoch, and a call that finds a checkpoint resumes after its last
         finished epoch (a crashed run loses at most one epoch). The folder
         must belong to this float model and these hparams.
+      log_dir: when given, the Trainer's TensorBoard epoch scalars (losses and
+        learning rate under ``train/``) are written there, and the fake-quant
+        model's COCO AP at the last epoch under ``validation/``.
 
     Returns:
       :class:`QATResult`.
@@ -188,7 +193,7 @@ def train_qat(
         epochs=hparams.epochs,
         steps_per_epoch=steps_per_epoch,
         initial_epoch=initial_epoch,
-        callbacks=[train_lib.EpochCheckpoint(state)] if state else None,
+        callbacks=_callbacks(state, log_dir),
         verbose=0,
     )
     seconds = time.perf_counter() - start
@@ -212,6 +217,9 @@ def train_qat(
             result.metrics["AP"],
             result.metrics["AP50"],
         )
+        if log_dir:
+            keys = train_lib.CocoEvalCallback.KEYS
+            log_scalars(log_dir, hparams.epochs, {f"val_{k}": result.metrics[k] for k in keys})
         if evaluate_float:
             result.float_metrics = evaluate(spec, float_model, eval_ds, eval_json_file)
             LOG.info(
@@ -220,6 +228,18 @@ def train_qat(
                 result.float_metrics["AP50"],
             )
     return result
+
+
+def _callbacks(
+    state: train_lib.CheckpointState | None, log_dir: str | None
+) -> list[keras.callbacks.Callback]:
+    callbacks: list[keras.callbacks.Callback] = []
+    if log_dir:
+        # Scalars before the checkpoint: an epoch whose checkpoint exists has its logs.
+        callbacks += [train_lib.LearningRateLogger(), ScalarLogger(log_dir)]
+    if state:
+        callbacks.append(train_lib.EpochCheckpoint(state))
+    return callbacks
 
 
 def evaluate(
@@ -285,6 +305,7 @@ def qat_from_examples(
     export_serving: bool = True,
     checkpoint_dir: str | None = None,
     checkpoint_root: str | None = None,
+    run_dir: str | None = None,
 ) -> QATResult:
     """QAT of the Trainer's model in ``float_model_dir`` on ``examples_uri``; write ``output_dir``.
 
@@ -293,7 +314,9 @@ def qat_from_examples(
     (``qat.json``). ``checkpoint_dir`` makes QAT resumable (see :func:`train_qat`);
     ``checkpoint_root`` is a stable folder holding one such sub-folder per float
     model and hparams (:func:`qat_checkpoint_dir`), so a new float model never
-    resumes from another's QAT.
+    resumes from another's QAT. ``run_dir`` (the ModelRun artifact) receives the
+    TensorBoard logs (written beside the checkpoints when there are some, so a
+    resumed run's curves hold the epochs before the restart too).
     """
     hparams = hparams or QATHParams()
     if checkpoint_root and not checkpoint_dir:
@@ -314,7 +337,10 @@ def qat_from_examples(
         eval_files=list(val.files) if val else None,
         eval_json_file=(val.annotations_json or None) if val else None,
         checkpoint_dir=checkpoint_dir,
+        log_dir=(checkpoint_dir or run_dir) if run_dir else None,
     )
+    if run_dir and checkpoint_dir:
+        copy_logs(checkpoint_dir, run_dir)
     save_qat_model(result, config, output_dir)
     if export_serving:
         spec.export_saved_model(result.model, os.path.join(output_dir, SERVING_SUBDIR))

@@ -232,12 +232,15 @@ class CocoEvalCallback(keras.callbacks.Callback):
       keys: metric names copied into the logs.
     """
 
+    #: The metrics logged by default.
+    KEYS = ("AP", "AP50", "AP75", "ARmax100")
+
     def __init__(
         self,
         evaluate_fn: Callable[[], Mapping[str, float]],
         every: int,
         total_epochs: int,
-        keys: tuple[str, ...] = ("AP", "AP50", "AP75", "ARmax100"),
+        keys: tuple[str, ...] = KEYS,
     ):
         super().__init__()
         self.evaluate_fn = evaluate_fn

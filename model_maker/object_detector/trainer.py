@@ -29,6 +29,7 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
+from model_maker.core.scalar_logs import copy_logs
 from model_maker.core.settings import to_dict
 from model_maker.object_detector.dataloader import SPLIT_PREFIX, DataLoader
 from model_maker.object_detector.efficientdet_spec import EfficientDetSpec
@@ -117,10 +118,8 @@ def train_from_examples(
         None,
         val_json_file=val_json,
     )
-    if run_dir != (checkpoint_dir or run_dir):
-        # the logs belong to the run even when checkpoints live elsewhere
-        _copy_tree(os.path.join(checkpoint_dir, "train"), os.path.join(run_dir, "train"))
-        _copy_tree(os.path.join(checkpoint_dir, "validation"), os.path.join(run_dir, "validation"))
+    if checkpoint_dir:
+        copy_logs(checkpoint_dir, run_dir)  # the logs belong to the run, checkpoints or not
     metrics: dict[str, float] = {}
     if val_ds is not None:
         metrics = spec.evaluate(model, val_ds, None, val_json)
@@ -132,13 +131,3 @@ def train_from_examples(
     with tf.io.gfile.GFile(os.path.join(run_dir, "trainer_options.json"), "w") as fh:
         json.dump(to_dict(options), fh, indent=2, sort_keys=True)
     return metrics
-
-
-def _copy_tree(src: str, dst: str) -> None:
-    if not tf.io.gfile.isdir(src):
-        return
-    for root, _, files in tf.io.gfile.walk(src):
-        target = os.path.join(dst, os.path.relpath(root, src))
-        tf.io.gfile.makedirs(target)
-        for name in files:
-            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)

@@ -117,3 +117,24 @@ def test_third_run_takes_everything_from_cache(tiny_pipeline, third_run):
     # Nothing was pushed twice: the Pusher's output is the cached one.
     versions = [d for d in os.listdir(tiny_pipeline.root / "serving") if d.startswith("v")]
     assert len(versions) <= 1
+
+
+def test_qat_curves_span_the_kill_and_the_resume(tiny_pipeline):
+    # The QATTrainer logs the Trainer's scalars into its ModelRun; the killed attempt's
+    # first epoch and the resumed second both show, as the Trainer's curves do.
+    from tests.pipeline.test_e2e_classification import _event_scalars
+
+    root = tiny_pipeline.root
+    runs = {p.parent.name: p for p in root.glob("QATTrainer/model_run/*/train")}
+    assert runs, "the QATTrainer wrote no ModelRun with train/ logs"
+    latest = max(runs, key=int)
+    train = _event_scalars(runs[latest])
+    float_train = _event_scalars(next(root.glob("Trainer/model_run/*/train")))
+    assert {"epoch_loss", "epoch_det_loss", "epoch_learning_rate"} <= set(train)
+    assert set(float_train) <= set(train)
+    assert sorted({step for step, _ in train["epoch_loss"]}) == [1, 2]
+    validation = _event_scalars(runs[latest].parent / "validation")
+    report = json.loads(
+        max(root.glob("QATTrainer/qat_model/*/qat.json"), key=os.path.getmtime).read_text()
+    )
+    assert validation["epoch_AP"] == [(2, pytest.approx(report["metrics"]["AP"]))]

@@ -102,3 +102,36 @@ def test_int8_file_in_litert_gives_the_evaluators_top1(run):
         assert scores["input_dtype"] == "uint8"
         assert scores["top1"] == by_name[variant]["metrics"]["top1"]
         assert scores["confusion_matrix"] == by_name[variant]["confusion_matrix"]
+
+
+def _event_scalars(folder):
+    """{tag: [(step, value), ...]} of the TensorBoard event files in ``folder``."""
+    import tensorflow as tf
+
+    found = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                number = (
+                    float(tf.make_ndarray(value.tensor))
+                    if value.HasField("tensor")
+                    else value.simple_value
+                )
+                found.setdefault(value.tag, []).append((event.step, number))
+    return found
+
+
+def test_qat_trainer_logs_the_trainers_scalars(run):
+    root, _, _ = run
+    (trainer_run,) = root.glob("Trainer/model_run/*")
+    (qat_run,) = root.glob("QATTrainer/model_run/*")
+    float_train = _event_scalars(trainer_run / "train")
+    qat_train = _event_scalars(qat_run / "train")
+    # The same train scalars as the float run, one point per QAT epoch (1 here).
+    assert set(float_train) <= set(qat_train) and "epoch_loss" in qat_train
+    assert [step for step, _ in qat_train["epoch_loss"]] == [1]
+    assert all(np.isfinite(v) for _, v in qat_train["epoch_loss"])
+    # The fake-quant model's top-1 on the eval split, at the last QAT epoch.
+    qat_validation = _event_scalars(qat_run / "validation")
+    report = json.loads(next(root.glob("QATTrainer/qat_model/*/qat.json")).read_text())
+    assert qat_validation["epoch_top1"] == [(1, pytest.approx(report["metrics"]["top1"]))]
