@@ -3,12 +3,17 @@
 Pages: the runs list (``/``: task and the candidate's headline metric, AP or
 top-1), a run (``/run``: DAG, executions, lineage, settings), its evaluation
 (``/evaluation``; detection: float/PTQ/QAT table, AP vs size and latency,
-per-class AP; classification: the table with top-1/top-5/macro-F1, top-1 per
-variant and vs size and latency, per-class accuracy, the confusion matrix of a
-variant picked with ``matrix=``; both: the blessing), its training curves (``/training``, data
-from ``/api/training``), two runs side by side (``/compare``) and the files of
-the pipeline root (``/files/...``, nothing outside root). Runs are named by
-their store (folder of the pipeline root, relative to root) and run id.
+per-class AP, precision-recall curves of a class picked with ``pr_class=``;
+classification: the table with top-1/top-5/macro-F1, top-1 per variant and vs
+size and latency, per-class accuracy, the confusion matrix of a variant picked with
+``matrix=``; both: the blessing), its gallery (``/gallery``; detection: eval images
+with every variant's boxes, most different from float first, ``/gallery/image``
+one image with a panel per variant; classification: the images a variant picked
+with ``variant=`` got wrong; thumbnails from ``/gallery/thumbnail``, only out of the
+run's own evaluation artifact), its training curves (``/training``: float and QAT
+side by side, data from ``/api/training``), two runs side by side (``/compare``)
+and the files of the pipeline root (``/files/...``, nothing outside root). Runs are
+named by their store (folder of the pipeline root, relative to root) and run id.
 
 Only requests whose ``Host`` names this machine's loopback (:data:`LOCAL_HOSTS`),
 the bound address or an allowed name are answered; others get 400, so a web
@@ -42,12 +47,16 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException
 
-from dashboard import charts, classification, files, store, tensorboard
+from dashboard import charts, classification, files, gallery, pr_curves, store, tensorboard
 from model_maker.core.metrics_document import SUMMARY_KEYS
 from pipeline.run_summary import read_latest_run
 
 EXTENSION = "qatflow_dashboard"
 _CACHE_SIZE = 2048
+#: Seconds browsers may keep a gallery thumbnail (an artifact's files never change).
+_THUMBNAIL_MAX_AGE = 300
+#: Component id of the QATTrainer (also recognised by its execution type).
+QAT_COMPONENT = "QATTrainer"
 TASK_LABELS = {store.DETECTION: "detection", store.CLASSIFICATION: "classification"}
 METRIC_LABELS = dict(classification.SUMMARY)
 #: Host names always answered (with any port): this machine's loopback.
@@ -145,6 +154,16 @@ class DashboardState:
         if detail is None:
             abort(404, f"no run {run_id!r} in store {key!r}")
         return detail
+
+    def document(self, path: str, read: Callable[[str], Any]) -> Any:
+        """``read(path)``, cached until the file's size or mtime changes."""
+        try:
+            stat = os.stat(path)
+            signature = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            signature = None
+        name = f"{read.__module__}.{read.__qualname__}"
+        return self.cached(("document", name, path, signature), lambda: read(path))
 
     def scalars(self, log_dir: str) -> list[tensorboard.Series]:
         signature = tensorboard.signature(log_dir)
@@ -309,6 +328,73 @@ def evaluation_context(detail: store.RunDetail, matrix: str = "") -> dict[str, A
     }
 
 
+def pr_context(curves: pr_curves.PRCurves, class_name: str = "") -> dict[str, Any]:
+    """The precision-recall section of a detection evaluation page: one chart per IoU
+    setting, one line per variant, over all classes or for ``class_name``."""
+    if curves.error:
+        return {"error": curves.error}
+    if class_name not in curves.classes:
+        class_name = pr_curves.ALL_CLASSES
+    colours = gallery.colours(curves.variants)
+    label = class_name or "all classes"
+    figures = {
+        key: charts.pr_curves(
+            curves.recall, curves.curves(class_name, key), f"{text}: {label}", colours
+        )
+        for key, text in pr_curves.IOUS
+    }
+    undefined = not any(
+        p is not None
+        for key, _ in pr_curves.IOUS
+        for c in curves.curves(class_name, key).values()
+        for p in c
+    )
+    return {
+        "error": "",
+        "classes": curves.classes,
+        "selected": class_name,
+        "figures": figures,
+        "undefined": undefined,
+    }
+
+
+def qat_note(detail: store.RunDetail) -> str:
+    """Why the training page shows no QAT curves ("" when the QATTrainer left logs)."""
+    qat = [
+        e
+        for e in detail.executions
+        if e.component == QAT_COMPONENT or e.type_name.endswith("." + QAT_COMPONENT)
+    ]
+    if any(component in {e.component for e in qat} for component, _ in detail.log_dirs):
+        return ""
+    if not qat:
+        return "No QAT training curves: this run has no QATTrainer (QAT was off)."
+    if qat[-1].state == "FAILED":
+        return "No QAT training curves: the QATTrainer of this run failed."
+    if qat[-1].state in ("RUNNING", "NEW"):
+        return "No QAT training curves yet: the QATTrainer of this run is running."
+    return (
+        "No QAT training curves in this run: its QATTrainer has no model_run output "
+        "(trained before the QATTrainer wrote TensorBoard logs)."
+    )
+
+
+def _threshold(default: float) -> float:
+    """The ``threshold`` query argument when it is a number in 0..1, else ``default``."""
+    value = request.args.get("threshold", type=float)
+    return value if value is not None and 0.0 <= value <= 1.0 else default
+
+
+def _send_artifact_file(path: str, max_age: int | None = None) -> Response:
+    """An artifact's file (the caller checked that it may be served): text as plain text,
+    never allowed to run scripts."""
+    text_like = path.endswith((".md", ".json", ".txt", ".yaml", ".yml", ".csv", ".log"))
+    response = send_file(path, mimetype="text/plain" if text_like else None, max_age=max_age)
+    # Files from artifacts may be HTML: shown, but never allowed to run scripts.
+    response.headers["Content-Security-Policy"] = "sandbox"
+    return response
+
+
 def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
     missing = object()
     rows = []
@@ -363,12 +449,21 @@ def create_app(
         rel = files.relative_to(state.root, path)
         return None if rel is None else url_for("browse", relative=rel)
 
+    def thumbnail(detail: store.RunDetail, relative: str) -> str | None:
+        if not relative:
+            return None
+        return url_for(
+            "gallery_thumbnail", store=detail.row.store, run=detail.row.run_id, path=relative
+        )
+
     @app.context_processor
     def _globals() -> dict[str, Any]:
         return {
             "root": state.root,
             "link": link,
             "relpath": lambda path: files.relative_to(state.root, path),
+            "gallery_status": gallery.availability,
+            "thumbnail": thumbnail,
         }
 
     @app.errorhandler(store.StoreError)
@@ -469,12 +564,92 @@ def create_app(
     def evaluation():
         detail = state.detail(request.args.get("store", ""), request.args.get("run", ""))
         context = evaluation_context(detail, request.args.get("matrix", ""))
+        if context["rows"] and not context["c"]:
+            path = os.path.join(detail.evaluation_uri, pr_curves.PR_CURVES_FILE)
+            curves = state.document(path, pr_curves.read_pr_curves)
+            context["pr"] = pr_context(curves, request.args.get("pr_class", ""))
         return render_template("evaluation.html", **context)
+
+    @app.get("/gallery")
+    def gallery_page():
+        detail = state.detail(request.args.get("store", ""), request.args.get("run", ""))
+        status = gallery.availability(detail)
+        number = request.args.get("page", 1, type=int)
+        if status.kind == "classification":
+            found = state.document(status.path, gallery.read_predictions)
+            variant = found.pick(
+                request.args.get("variant", ""), str(detail.metrics.get("candidate") or "")
+            )
+            return render_template(
+                "gallery_classification.html",
+                d=detail,
+                g=found,
+                variant=variant,
+                errors=found.errors(),
+                page=gallery.paginate(found.misclassified(variant), number),
+            )
+        if status.kind == "detection":
+            found = state.document(status.path, gallery.read_detections)
+            page = gallery.paginate(found.images, number)
+            return render_template(
+                "gallery.html",
+                d=detail,
+                g=found,
+                page=page,
+                data=found.client_data(page.items),
+                threshold=_threshold(found.diff_threshold),
+                hidden=set(request.args.getlist("hide")),
+            )
+        return render_template("gallery.html", d=detail, g=None, status=status)
+
+    @app.get("/gallery/image")
+    def gallery_image():
+        detail = state.detail(request.args.get("store", ""), request.args.get("run", ""))
+        status = gallery.availability(detail)
+        if status.kind != "detection":
+            abort(404, status.message or "the full-size view shows detection galleries only")
+        found = state.document(status.path, gallery.read_detections)
+        image_id = request.args.get("image", type=int)
+        position = found.position(image_id) if image_id is not None else None
+        if position is None:
+            abort(404, f"no image {request.args.get('image', '')!r} in {gallery.DETECTIONS_FILE}")
+        image = found.images[position]
+        return render_template(
+            "gallery_image.html",
+            d=detail,
+            g=found,
+            im=image,
+            previous=found.images[position - 1] if position > 0 else None,
+            next=found.images[position + 1] if position + 1 < len(found.images) else None,
+            back_page=position // gallery.PAGE_SIZE + 1,
+            data=found.client_data([image]),
+            threshold=_threshold(found.diff_threshold),
+            hidden=set(request.args.getlist("hide")),
+        )
+
+    @app.get("/gallery/thumbnail")
+    def gallery_thumbnail():
+        detail = state.detail(request.args.get("store", ""), request.args.get("run", ""))
+        if not detail.evaluation_uri:
+            abort(404, "this run has no evaluation")
+        refused = "only images of the run's evaluation artifact, inside the root, are served"
+        try:
+            path = files.resolve(detail.evaluation_uri, request.args.get("path", ""))
+        except files.OutsideRoot:
+            abort(403, refused)
+        pipeline_root = state.ref(detail.row.store).pipeline_root
+        if not files.inside(path, state.root, pipeline_root):
+            abort(403, refused)
+        if not path.lower().endswith(gallery.IMAGE_SUFFIXES):
+            abort(403, refused)
+        if not os.path.isfile(path):
+            abort(404, "no such thumbnail in this run's evaluation artifact")
+        return _send_artifact_file(path, max_age=_THUMBNAIL_MAX_AGE)
 
     @app.get("/training")
     def training():
         detail = state.detail(request.args.get("store", ""), request.args.get("run", ""))
-        return render_template("training.html", d=detail)
+        return render_template("training.html", d=detail, qat_note=qat_note(detail))
 
     @app.get("/api/training")
     def training_data():
@@ -535,11 +710,7 @@ def create_app(
             return render_template("files.html", rel="" if rel == "." else rel, entries=entries)
         if not os.path.isfile(path):
             abort(404, f"no file {relative!r} under the dashboard root")
-        text_like = path.endswith((".md", ".json", ".txt", ".yaml", ".yml", ".csv", ".log"))
-        response = send_file(path, mimetype="text/plain" if text_like else None)
-        # Files from artifacts may be HTML: shown, but never allowed to run scripts.
-        response.headers["Content-Security-Policy"] = "sandbox"
-        return response
+        return _send_artifact_file(path)
 
     @app.get("/vendor/plotly.min.js")
     def plotly_js():

@@ -30,6 +30,10 @@ STATE_COLOURS = {
     "UNKNOWN": "#9e9e9e",
 }
 PER_CLASS_PREFIX = "AP_/"
+#: Column titles of the training charts, by component id (others: the id).
+COMPONENT_LABELS = {"Trainer": "float (Trainer)", "QATTrainer": "QAT (QATTrainer)"}
+#: Line colours of the training charts, one per split and tag, the same in every column.
+_LINE_COLOURS = ("#1565c0", "#ef6c00", "#2e7d32", "#c62828", "#6a1b9a", "#00838f", "#5d4037")
 _LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
 
 
@@ -250,7 +254,13 @@ def _group(series: Series) -> str:
 
 
 def training(curves: Sequence[tuple[str, Sequence[Series]]]) -> list[dict[str, Any]]:
-    """Loss, learning rate, AP (and other) charts; one line per component, split and tag."""
+    """Loss, learning rate, AP (and other) charts; one line per split and tag.
+
+    With logs of several components (the Trainer's float training and the
+    QATTrainer's fine-tuning), each chart has one column per component, side by side
+    with a shared y axis; a split and tag has the same colour in every column.
+    ``components`` of each chart lists its columns.
+    """
     groups: dict[str, list[tuple[str, Series]]] = {}
     for component, series_list in curves:
         for series in series_list:
@@ -260,29 +270,59 @@ def training(curves: Sequence[tuple[str, Sequence[Series]]]) -> list[dict[str, A
         members = groups.get(title)
         if not members:
             continue
-        many = len({c for c, _ in members}) > 1
-        fig = go.Figure(
-            [
-                go.Scatter(
-                    x=s.steps,
-                    y=[v * 100 for v in s.values] if title == "AP" else s.values,
-                    mode="lines+markers",
-                    name=" ".join(p for p in (c if many else "", s.split, s.name) if p),
-                )
-                for c, s in members
-            ]
-        )
+        columns = list(dict.fromkeys(c for c, _ in members))
+        fig = _columns_figure(title, members, columns)
         fig.update_layout(
             **_LAYOUT,
             title=title,
-            xaxis_title="epoch",
-            yaxis_title="points" if title == "AP" else title,
-            yaxis_type="log" if title == "learning rate" and _spans_decades(members) else None,
-            height=320,
+            yaxis_title="points" if title == "AP" else title,  # the first column's axis
+            height=320 if len(columns) == 1 else 340,
             showlegend=True,
         )
-        out.append({"title": title, "figure": _figure(fig)})
+        if len(columns) > 1:
+            fig.update_layout(margin={**_LAYOUT["margin"], "t": 80})
+        fig.update_xaxes(title_text="epoch")
+        if title == "learning rate" and _spans_decades(members):
+            fig.update_yaxes(type="log")
+        out.append({"title": title, "components": columns, "figure": _figure(fig)})
     return out
+
+
+def _columns_figure(
+    title: str, members: Sequence[tuple[str, Series]], columns: Sequence[str]
+) -> Any:
+    if len(columns) == 1:
+        fig = go.Figure()
+    else:
+        from plotly.subplots import make_subplots  # deferred: only runs with several trainers
+
+        fig = make_subplots(
+            rows=1,
+            cols=len(columns),
+            shared_yaxes=True,
+            horizontal_spacing=0.04,
+            subplot_titles=[_label(COMPONENT_LABELS.get(c, c)) for c in columns],
+        )
+    lines = list(dict.fromkeys((s.split, s.name) for _, s in members))
+    shown: set[tuple[str, str]] = set()
+    for component, s in members:
+        key = (s.split, s.name)
+        line = lines.index(key)
+        trace = go.Scatter(
+            x=s.steps,
+            y=[v * 100 for v in s.values] if title == "AP" else s.values,
+            mode="lines+markers",
+            name=" ".join(p for p in key if p),
+            legendgroup=f"line{line}",
+            showlegend=key not in shown,  # one legend entry per line, for every column
+            line={"color": _LINE_COLOURS[line % len(_LINE_COLOURS)]},
+        )
+        shown.add(key)
+        if len(columns) == 1:
+            fig.add_trace(trace)
+        else:
+            fig.add_trace(trace, row=1, col=columns.index(component) + 1)
+    return fig
 
 
 def _spans_decades(members: Sequence[tuple[str, Series]]) -> bool:
@@ -314,5 +354,36 @@ def compare_metric(
         barmode="group",
         yaxis_title=f"{label} (points)",
         height=340,
+    )
+    return _figure(fig)
+
+
+def pr_curves(
+    recall: Sequence[float],
+    curves: Mapping[str, Sequence[float | None]],
+    title: str,
+    colours: Mapping[str, str],
+) -> dict[str, Any]:
+    """Precision against recall, one line per variant (gaps where precision is undefined)."""
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=list(recall),
+                y=list(curve),
+                mode="lines",
+                name=_label(variant),
+                line={"color": colours.get(variant), "width": 2},
+                hovertemplate="recall %{x:.2f}: precision %{y:.3f}",
+            )
+            for variant, curve in curves.items()
+        ]
+    )
+    fig.update_layout(
+        **_LAYOUT,
+        title=_label(title),
+        xaxis={"title": "recall", "range": [0, 1]},
+        yaxis={"title": "precision", "range": [0, 1.02]},
+        height=380,
+        showlegend=True,
     )
     return _figure(fig)

@@ -1,8 +1,11 @@
-"""Paths the dashboard may serve: only files inside its root, symlinks resolved first."""
+"""Paths the dashboard may serve (only files inside its root, symlinks resolved first), and
+the JSON documents it reads from artifacts."""
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 
 class OutsideRoot(Exception):
@@ -33,3 +36,19 @@ def relative_to(root: str, path: str) -> str | None:
         return None
     rel = os.path.relpath(real, real_root)
     return "" if rel == "." else rel
+
+
+def inside(path: str, *folders: str) -> bool:
+    """Whether ``path`` (symlinks resolved) is inside every one of ``folders``."""
+    return all(relative_to(folder, path) is not None for folder in folders)
+
+
+def read_json(path: str) -> tuple[Any, str]:
+    """(document, "") of a JSON file; (None, why not) when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh), ""
+    except FileNotFoundError:
+        return None, f"no {os.path.basename(path)}"
+    except (OSError, ValueError) as exc:
+        return None, f"{os.path.basename(path)} is not readable JSON: {exc}"

@@ -1,9 +1,9 @@
 """Scalars of TensorBoard event files (training curves), read with TensorFlow's summary_iterator.
 
-The Trainer's ModelRun holds ``train/`` and ``validation/`` event files with
-``epoch_<name>`` scalars (``model_maker.object_detector.train_lib.ScalarLogger``
-writes them with ``tf.summary.write`` as tensors; TensorBoard's ``simple_value``
-form is read too). TensorFlow is imported on the first read only.
+The Trainer's ModelRun (and the QATTrainer's ``model_run``) holds ``train/`` and
+``validation/`` event files with ``epoch_<name>`` scalars (a ScalarLogger writes
+them with ``tf.summary.write`` as tensors; TensorBoard's ``simple_value`` form is
+read too). TensorFlow is imported on the first read only.
 """
 
 from __future__ import annotations

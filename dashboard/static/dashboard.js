@@ -1,6 +1,8 @@
 // Renders every <script type="application/json" data-plot="ID"> figure into the element ID,
-// and the training curves fetched from data-training-url. Sets data-rendered when done.
-// Submits the confusion matrix form when another variant is picked.
+// and the training curves fetched from data-training-url (a chart with several trainers'
+// columns spans the row). Sets data-rendered when done.
+// Submits the form of a <select data-autosubmit> (confusion matrix variant, PR-curve class,
+// misclassified-images variant) when another option is picked.
 (function () {
   "use strict";
   const config = { responsive: true, displaylogo: false };
@@ -34,6 +36,7 @@
           div.className = "chart";
           div.id = "training-" + i;
           div.setAttribute("data-title", chart.title);
+          if ((chart.components || []).length > 1) { div.classList.add("wide"); }
           holder.appendChild(div);
           return div;
         });
@@ -46,17 +49,16 @@
       });
   }
 
-  // The confusion matrix's variant picker reloads the page with the variant picked.
-  function confusionPicker() {
-    const select = document.getElementById("confusion-variant");
-    if (select) {
+  // Pickers reload the page with the option picked.
+  function autoSubmit() {
+    document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
       select.addEventListener("change", function () { select.form.submit(); });
-    }
+    });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     drawEmbedded();
     drawTraining();
-    confusionPicker();
+    autoSubmit();
   });
 })();

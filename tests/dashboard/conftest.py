@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from gallery_builder import GallerySpec  # noqa: E402
 from store_builder import RunSpec, build_runs, many_specs  # noqa: E402
 
 from model_maker.core.options import IMAGE_CLASSIFICATION  # noqa: E402
@@ -56,6 +57,22 @@ MIXED_SPECS = (
 )
 
 
+#: A file name prefix that tries to break out of HTML text, attributes and SVG.
+XSS_FILE = '<img src=x onerror="window.__xss = 5"><svg onload=window.__xss=6>'
+#: The gallery store's runs (contract 18 files), oldest first: a detection run with
+#: float and QAT training logs, the same with hostile class and file names, a
+#: classification run and the same with hostile class names (so hostile file names).
+GALLERY_SPECS = (
+    RunSpec(logs=True, qat_logs=True, epochs=3, gallery=GallerySpec()),
+    RunSpec(
+        class_names=(*XSS_CLASSES, "triangle"),
+        gallery=GallerySpec(images=3, thumbnails=3, file_prefix=XSS_FILE),
+    ),
+    RunSpec(task=IMAGE_CLASSIFICATION, gallery=GallerySpec()),
+    RunSpec(task=IMAGE_CLASSIFICATION, class_names=XSS_CLASSES, gallery=GallerySpec()),
+)
+
+
 @pytest.fixture(scope="session")
 def small_root(tmp_path_factory) -> tuple[pathlib.Path, list]:
     """A dashboard root holding ``demo/metadata.sqlite`` with the three SMALL_SPECS runs."""
@@ -82,6 +99,14 @@ def many_root() -> tuple[pathlib.Path, list]:
         yield root, runs
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def gallery_root(tmp_path_factory) -> tuple[pathlib.Path, list]:
+    """A dashboard root holding ``gallery/metadata.sqlite`` with the four GALLERY_SPECS runs."""
+    root = tmp_path_factory.mktemp("dash-gallery")
+    runs = build_runs(str(root / "gallery"), GALLERY_SPECS)
+    return root, runs
 
 
 class LiveServer:
@@ -114,5 +139,14 @@ def mixed_server(mixed_root):
     from dashboard.app import create_app  # deferred: Flask loads only when a server is needed
 
     server = LiveServer(create_app(str(mixed_root[0])))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def gallery_server(gallery_root):
+    from dashboard.app import create_app
+
+    server = LiveServer(create_app(str(gallery_root[0])))
     yield server
     server.close()

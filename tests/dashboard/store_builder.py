@@ -14,7 +14,10 @@ are written by ``model_maker.core.evaluation.write_reports`` itself for
 detection runs; a classification run's metrics.json is the hand-checked
 ``fixtures/classification_metrics.json`` (class names optionally replaced); the
 Trainer's ModelRun gets TensorBoard event files written with ``tf.summary``
-(``train/`` and ``validation/``, ``epoch_<name>`` tags, as ScalarLogger does).
+(``train/`` and ``validation/``, ``epoch_<name>`` tags, as ScalarLogger does), and so
+does the QATTrainer's ``model_run`` output when a spec asks for QAT logs. The gallery
+files of contract 18 (detections.json, pr_curves.json, predictions.json, thumbnails)
+come from :mod:`gallery_builder` when a spec asks for a gallery.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from gallery_builder import GallerySpec, write_classification_gallery, write_detection_gallery
 
 from model_maker.core.data.options import IngestOptions
 from model_maker.core.detection_postprocess import NMSOptions
@@ -77,7 +82,11 @@ class RunSpec:
       logs: write TensorBoard logs into the Trainer's ModelRun.
       task: object_detection, or image_classification (metrics.json is then
         CLASSIFICATION_METRICS; the AP settings above are not used).
-      class_names: classification only: replace the fixture's class names, in order.
+      class_names: replace the class names, in order (classification: the fixture's;
+        detection: CLASSES, in metrics.json and the gallery files).
+      qat_logs: the QATTrainer gets a ``model_run`` output with TensorBoard logs.
+      gallery: write the Evaluator's gallery files (contract 18): detection as the
+        spec says; classification: predictions.json from the confusion matrices.
     """
 
     float_ap: float = 0.42
@@ -90,6 +99,8 @@ class RunSpec:
     logs: bool = False
     task: str = OBJECT_DETECTION
     class_names: tuple[str, ...] = ()
+    qat_logs: bool = False
+    gallery: GallerySpec | None = None
 
 
 @dataclass
@@ -102,6 +113,8 @@ class BuiltRun:
     blessed: bool | None = None
     evaluation_uri: str = ""
     log_dir: str = ""
+    qat_log_dir: str = ""
+    gallery: dict[str, Any] = field(default_factory=dict)
 
 
 def _store(path: str):
@@ -271,13 +284,18 @@ class StoreBuilder:
                 ("model_run", self._artifact("ModelRun", model_run_uri)),
             ],
         )  # fmt: skip
-        _, _, qat_model = self._execute(
+        qat_outputs = [("qat_model", self._artifact("Model", uri("QATTrainer", "qat_model")))]
+        if spec.qat_logs:
+            built.qat_log_dir = uri("QATTrainer", "model_run")
+            write_training_logs(built.qat_log_dir, spec, qat=True)
+            qat_outputs.append(("model_run", self._artifact("ModelRun", built.qat_log_dir)))
+        _, _, qat_model, *_ = self._execute(
             run_context, "QATTrainer", done,
             {"options": to_json(QATHParams(learning_rate=0.03, batch_size=32, epochs=2,
                                            decay_steps=231, decay_rate=0.96)),
              "train_split": "train", "eval_split": "eval", "checkpoint_dir": ""},
             inputs=[("examples", examples), ("model", model)],
-            outputs=[("qat_model", self._artifact("Model", uri("QATTrainer", "qat_model")))],
+            outputs=qat_outputs,
         )  # fmt: skip
         variants = ["float32", "ptq_int8", "qat_int8"]
         *_, tflite = self._execute(
@@ -312,6 +330,11 @@ class StoreBuilder:
         built.evaluation_uri = evaluation_uri
         with open(os.path.join(evaluation_uri, "metrics.json"), encoding="utf-8") as fh:
             built.metrics = json.load(fh)
+        if spec.gallery is not None and classifier:
+            built.gallery = write_classification_gallery(evaluation_uri, built.metrics)
+        elif spec.gallery is not None:
+            names = spec.class_names or CLASSES
+            built.gallery = write_detection_gallery(evaluation_uri, spec.gallery, names)
         built.blessed = decision.blessed
         blessing_uri = uri("Evaluator", "blessing")
         blessing = self._artifact(
@@ -371,7 +394,7 @@ def variant_metrics(spec: RunSpec) -> dict[str, dict[str, float]]:
         metrics = {"AP": ap, "AP50": min(ap + 0.25, 1.0), "AP75": ap * 0.9, "APs": -1.0,
                    "APm": ap * 0.8, "APl": ap * 1.1, "ARmax1": ap * 0.7, "ARmax10": ap + 0.1,
                    "ARmax100": ap + 0.12}  # fmt: skip
-        for k, cls in enumerate(CLASSES):
+        for k, cls in enumerate(spec.class_names or CLASSES):
             metrics[f"AP_/{cls}"] = ap + (k - 1) * 0.05 - 0.01 * index * k
         out[name] = metrics
     return out
@@ -455,8 +478,27 @@ def write_classification_evaluation(folder: str, spec: RunSpec):
     return decision
 
 
-def training_scalars(spec: RunSpec) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """split -> tag -> [(epoch, value)] of a run's training logs."""
+#: Epochs of the QATTrainer's fine-tuning in the generated runs (QATHParams.epochs).
+QAT_EPOCHS = 2
+
+
+def training_scalars(
+    spec: RunSpec, qat: bool = False
+) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """split -> tag -> [(epoch, value)] of a run's training logs (the QATTrainer's if ``qat``)."""
+    if qat:
+        epochs = range(1, QAT_EPOCHS + 1)
+        return {
+            "train": {
+                "epoch_loss": [(e, round(0.6 / e, 6)) for e in epochs],
+                "epoch_learning_rate": [(e, 0.03 * 0.96**e) for e in epochs],
+            },
+            "validation": {
+                "epoch_loss": [(e, round(0.7 / e, 6)) for e in epochs],
+                "epoch_AP": [(e, spec.float_ap - spec.qat_drop * (QAT_EPOCHS + 1 - e))
+                             for e in epochs],
+            },
+        }  # fmt: skip
     epochs = range(1, spec.epochs + 1)
     return {
         "train": {
@@ -470,15 +512,15 @@ def training_scalars(spec: RunSpec) -> dict[str, dict[str, list[tuple[int, float
     }
 
 
-def write_training_logs(run_dir: str, spec: RunSpec) -> None:
-    """TensorBoard event files with tf.summary, like the Trainer's ScalarLogger."""
+def write_training_logs(run_dir: str, spec: RunSpec, qat: bool = False) -> None:
+    """TensorBoard event files with tf.summary, like the (QAT)Trainer's ScalarLogger."""
     import tensorflow as tf
     from tensorflow.core.framework import summary_pb2
 
     metadata = summary_pb2.SummaryMetadata(
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
     )
-    for split, tags in training_scalars(spec).items():
+    for split, tags in training_scalars(spec, qat).items():
         writer = tf.summary.create_file_writer(os.path.join(run_dir, split))
         with writer.as_default():
             for tag, points in tags.items():
