@@ -8,12 +8,16 @@ model, third-party ``.tflite`` files):
    emits COCO detection dicts (``bbox`` ``[x, y, w, h]`` in original pixels,
    ``category_id`` = 0-based class + 1, the ids of ``label_map.json``);
 2. the detections are gathered and scored by
-   :func:`model_maker.core.coco_metrics.coco_metrics` (pycocotools COCOeval)
+   :func:`model_maker.core.coco_metrics.evaluate_coco` (one pycocotools
+   COCOeval run per variant gives the metrics and the precision/recall curves)
    against the split's COCO ground truth;
 3. :func:`evaluate_variants` adds file size and latency (median/p90 of
    interpreter invocations, 1 thread), the delta of every metric to the float
    baseline, a blessing decision, and writes ``metrics.json``, ``report.md``,
-   ``report.html`` and ``blessing.json``.
+   ``report.html`` and ``blessing.json``; plus ``pr_curves.json`` (the curves),
+   ``detections.json`` (every variant's boxes per image and their difference
+   to the baseline) and ``gallery/`` thumbnails (:mod:`model_maker.core.gallery`),
+   whose most different images report.html shows with their boxes drawn.
 
 Units: metrics are pycocotools fractions 0..1 everywhere in files and objects;
 the reports print them as AP points (x100). The blessing threshold
@@ -30,15 +34,27 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from model_maker.core.coco_metrics import coco_metrics
+from model_maker.core.coco_metrics import (
+    PR_CURVES_FILE,
+    evaluate_coco,
+    pr_curves,
+    pr_curves_document,
+)
 from model_maker.core.data import fileio
 from model_maker.core.data.records import decode_example
 from model_maker.core.errors import DataError, UsageError
 from model_maker.core.evaluate_options import BlessingRule, EvaluateOptions  # noqa: F401 - API
+from model_maker.core.gallery import (
+    DETECTIONS_FILE,
+    GALLERY_DIR,
+    compact_detections,
+    detection_gallery,
+    strict_json,
+)
 from model_maker.core.litert_detector import Preprocessing, TFLiteDetectorFactory
 from model_maker.core.metrics_document import (
     METRICS_FILE,
@@ -132,6 +148,29 @@ def _from_record(serialized: bytes) -> tuple[Any, bytes]:
 def _from_file(item: tuple[Any, str]) -> tuple[Any, bytes]:
     image_id, path = item
     return image_id, fileio.read_bytes(path)
+
+
+def source_images(source: EvalSource) -> Iterator[tuple[Any, bytes]]:
+    """``(image id, encoded bytes)`` of the images of ``source``, read in this process,
+    one at a time, in file order (records: each pattern's files sorted).
+
+    Raises:
+      RecordError: a record that is not a tf.train.Example of the contract.
+      OSError: a file cannot be read.
+    """
+    if source.images:
+        for item in source.images:
+            yield _from_file(item)
+        return
+    # deferred: TensorFlow takes seconds to import; only the record path needs it
+    import tensorflow as tf
+
+    for pattern in source.record_files:
+        for path in sorted(tf.io.gfile.glob(pattern)) or [pattern]:
+            compression = "GZIP" if path.endswith(".gz") else ""
+            records = tf.data.TFRecordDataset(path, compression_type=compression)
+            for serialized in records.as_numpy_iterator():
+                yield _from_record(serialized)
 
 
 def decode_image(encoded: bytes):
@@ -406,7 +445,7 @@ class EvaluationResult:
       variants: one dict per variant (the entries of metrics.json).
       baseline: float reference variant ("" when none).
       decision: the blessing decision.
-      files: written file name -> path.
+      files: written file name -> path (the thumbnails: their folder, ``gallery``).
     """
 
     variants: list[dict[str, Any]]
@@ -433,52 +472,92 @@ def evaluate_variants(
       variants: models to evaluate.
       source: eval images.
       ground_truth: COCO ground truth (dict or JSON path) with the same image ids.
-      output_dir: folder for metrics.json, report.md, report.html, blessing.json.
+      output_dir: folder for metrics.json, report.md, report.html, blessing.json,
+        pr_curves.json, detections.json and the gallery/ thumbnails.
       label_names: category id (1-based) -> name; defaults to the ground truth's.
       rule: blessing rule.
       latency_runs: timed invocations per variant (0 skips latency).
       beam: pipeline options.
       work_dir: intermediate files (see :func:`run_detection`).
+
+    Raises:
+      ValueError: variant names that are not unique, or a detection of an
+        image the ground truth does not list.
+      OSError: a file cannot be read or written.
     """
     if isinstance(ground_truth, str | os.PathLike):
         ground_truth = json.loads(fileio.read_text(os.fspath(ground_truth)))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must be unique, got {names}")
+    if label_names is None:
+        label_names = {int(c["id"]): str(c["name"]) for c in ground_truth.get("categories") or []}
     entries: list[dict[str, Any]] = []
+    curves: dict[str, Any] = {}
+    boxes: dict[str, dict[str, list[list[float]]]] = {}
+    recall_points: Sequence[float] = ()
     for variant in variants:
         LOG.info("evaluating %s", variant.name)
         detections, count = run_detection(variant.factory, source, beam, work_dir=work_dir)
-        metrics = coco_metrics(ground_truth, detections, label_names)
-        latency = None
-        if latency_runs > 0:
-            detector = variant.factory()
-            if hasattr(detector, "latency"):
-                stats = detector.latency(runs=latency_runs)
-                latency = {
-                    "median_ms": stats.median_ms,
-                    "p90_ms": stats.p90_ms,
-                    "runs": stats.runs,
-                    "num_threads": stats.num_threads,
-                }
-        entries.append(
-            {
-                "variant": variant.name,
-                "file": os.path.basename(variant.path.rstrip("/")) if variant.path else "",
-                "bytes": size_bytes(variant.path),
-                "latency": latency,
-                "num_images": count,
-                "num_detections": len(detections),
-                "metrics": metrics,
-            }
-        )
+        scored = evaluate_coco(ground_truth, detections, label_names)
+        curves[variant.name], recall_points = pr_curves(scored), scored.recall_points
+        boxes[variant.name] = compact_detections(detections)  # the dicts can go now
+        latency = _latency(variant, latency_runs)
+        entries.append(_variant_entry(variant, count, len(detections), scored.metrics, latency))
     by_name = {e["variant"]: e["metrics"] for e in entries}
     baseline = pick_baseline(by_name, rule.baseline)
     for entry in entries:
         entry["delta_to_float"] = deltas(entry["metrics"], by_name.get(baseline))
     decision = decide_blessing(by_name, rule)
-    files = write_reports(entries, baseline, decision, output_dir)
+    gallery = detection_gallery(
+        ground_truth, label_names, boxes, baseline, source_images(source), output_dir
+    )
+    files = write_files(
+        output_dir,
+        {
+            PR_CURVES_FILE: strict_json(pr_curves_document(curves, recall_points)),
+            DETECTIONS_FILE: strict_json(gallery.document),
+        },
+    )
+    files.update(write_reports(entries, baseline, decision, output_dir, gallery.report_html))
+    if gallery.thumbnails:
+        files[GALLERY_DIR] = os.path.join(output_dir, GALLERY_DIR)
     return EvaluationResult(entries, baseline, decision, files)
+
+
+def _variant_entry(
+    variant: Variant,
+    num_images: int,
+    num_detections: int,
+    metrics: dict[str, float],
+    latency: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The metrics.json entry of a variant (without ``delta_to_float``)."""
+    return {
+        "variant": variant.name,
+        "file": os.path.basename(variant.path.rstrip("/")) if variant.path else "",
+        "bytes": size_bytes(variant.path),
+        "latency": latency,
+        "num_images": num_images,
+        "num_detections": num_detections,
+        "metrics": metrics,
+    }
+
+
+def _latency(variant: Variant, runs: int) -> dict[str, Any] | None:
+    """Median/p90 of ``runs`` timed invocations (None: no runs, or a detector that cannot time)."""
+    if runs <= 0:
+        return None
+    detector = variant.factory()
+    if not hasattr(detector, "latency"):
+        return None
+    stats = detector.latency(runs=runs)
+    return {
+        "median_ms": stats.median_ms,
+        "p90_ms": stats.p90_ms,
+        "runs": stats.runs,
+        "num_threads": stats.num_threads,
+    }
 
 
 # --- reports ----------------------------------------------------------------------------
@@ -569,6 +648,8 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .blessed { color: #176f2c; } .not-blessed { color: #a4161a; }
+table.gallery td { vertical-align: top; text-align: center; }
+figure { margin: 0; } figcaption { font-size: 0.85em; }
 """
 
 _HTML = """<!doctype html>
@@ -583,14 +664,19 @@ latency: interpreter invoke, 1 thread.</p>
 <h2 class="{css}">Blessing: {verdict} ({candidate})</h2>
 <p>{rule}</p>
 <ul>{reasons}</ul>
+{gallery}
 </body></html>
 """
 
 
 def render_html(
-    entries: Sequence[Mapping[str, Any]], baseline: str, decision: BlessingDecision
+    entries: Sequence[Mapping[str, Any]],
+    baseline: str,
+    decision: BlessingDecision,
+    gallery_html: str = "",
 ) -> str:
-    """report.html: the same content as report.md, self-contained."""
+    """report.html: the same content as report.md, self-contained, and ``gallery_html``
+    (the most different images, :func:`model_maker.core.gallery.detection_gallery`)."""
     rule = (
         f"Rule: {decision.metric} of {decision.candidate} >= {decision.metric} of "
         f"{decision.baseline or 'the float baseline'} - {decision.max_drop:g} points."
@@ -605,6 +691,7 @@ def render_html(
         candidate=html.escape(decision.candidate),
         rule=html.escape(rule),
         reasons="".join(f"<li>{html.escape(r)}</li>" for r in decision.reasons),
+        gallery=gallery_html,
     )
 
 
@@ -613,14 +700,20 @@ def write_reports(
     baseline: str,
     decision: BlessingDecision,
     output_dir: str,
+    gallery_html: str = "",
 ) -> dict[str, str]:
-    """Write metrics.json, report.md, report.html and blessing.json; return their paths."""
+    """Write metrics.json, report.md, report.html (with ``gallery_html``) and
+    blessing.json; return their paths.
+
+    Raises:
+      OSError: a file cannot be written.
+    """
     contents = {
         METRICS_FILE: json.dumps(
             metrics_document(entries, baseline, decision.candidate, decision.to_dict()), indent=2
         ),
         REPORT_MD: render_markdown(entries, baseline, decision),
-        REPORT_HTML: render_html(entries, baseline, decision),
+        REPORT_HTML: render_html(entries, baseline, decision, gallery_html),
         BLESSING_FILE: json.dumps(decision.to_dict(), indent=2),
     }
     return write_files(output_dir, contents)

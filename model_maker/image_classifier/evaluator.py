@@ -12,7 +12,11 @@ macro-F1), its file size and its latency (median / p90 of interpreter calls,
 1 thread). The blessing is the detectors' rule on ``top1`` (or ``top5``):
 ``candidate >= baseline - max_drop points``. Written into ``output_dir``:
 ``metrics.json`` (:mod:`model_maker.core.metrics_document`), ``report.md``,
-``report.html`` and ``blessing.json``.
+``report.html`` and ``blessing.json``; and ``predictions.json`` (every
+variant's predicted class and its probability per eval image, in record
+order) with ``gallery/<index>.jpg`` thumbnails of the images some variant
+misclassifies (:mod:`model_maker.core.gallery`), the first of which
+report.html shows with each variant's prediction.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import tensorflow as tf
 
 from model_maker.core.data import fileio, folder
 from model_maker.core.data.images import ImageReadError, load_image
+from model_maker.core.data.records import decode_example
 from model_maker.core.errors import DataError, UsageError
 from model_maker.core.evaluate_options import EvaluateOptions
 from model_maker.core.evaluation import (
@@ -51,6 +56,20 @@ from model_maker.core.evaluation import (
     size_bytes,
     write_files,
 )
+from model_maker.core.gallery import (
+    GALLERY_DIR,
+    GALLERY_IMAGES,
+    PREDICTIONS_FILE,
+    REPORT_IMAGES,
+    ImageError,
+    ReportImage,
+    classification_report_html,
+    misclassified_order,
+    predictions_document,
+    strict_json,
+    top_predictions,
+    write_thumbnail,
+)
 from model_maker.core.metrics_document import (
     CLASSIFICATION_KEYS,
     IMAGE_CLASSIFICATION,
@@ -64,6 +83,7 @@ from model_maker.image_classifier.dataloader import DataLoader, InputOptions
 from model_maker.image_classifier.evaluate import (
     classification_metrics,
     evaluate_tflite,
+    predict_tflite,
     tflite_latency,
 )
 from model_maker.image_classifier.model_io import load_trained_model
@@ -72,6 +92,8 @@ LOG = logging.getLogger("qatflow")
 
 #: Classes needed for top-5.
 TOP_K = 5
+#: Eval images per LiteRT interpreter (``predict_tflite`` builds one per call).
+PREDICT_BATCH = 64
 
 
 def _entry_size(entry: Mapping[str, Any]) -> int:
@@ -100,7 +122,10 @@ def _variant_entry(
     }
 
 
-def _keras_scores(model_dir: str, loader: DataLoader, batch_size: int = 16) -> dict[str, Any]:
+def _keras_outputs(
+    model_dir: str, loader: DataLoader, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """(true class indices [N], logits [N, C]) of the Keras float model, eval order."""
     model, config = load_trained_model(model_dir)
     dataset = loader.gen_tf_dataset(
         InputOptions(image_size=config.image_size, batch_size=batch_size)
@@ -111,9 +136,44 @@ def _keras_scores(model_dir: str, loader: DataLoader, batch_size: int = 16) -> d
     for images, labels in dataset:
         logits.append(predict(images).numpy())
         true.append(labels.numpy())
-    return classification_metrics(
-        np.concatenate(true), np.concatenate(logits), loader.num_classes, TOP_K
-    )
+    return np.concatenate(true), np.concatenate(logits)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (max subtracted)."""
+    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _tflite_outputs(
+    content: bytes, loader: DataLoader, image_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(true class indices [N], probabilities [N, C]) of a classifier file through LiteRT,
+    eval order (images prepared as :func:`evaluate_tflite` prepares them).
+
+    Raises:
+      UsageError: the model does not have the split's number of classes.
+    """
+    dataset = loader.gen_tf_dataset(InputOptions(image_size=image_size, batch_size=PREDICT_BATCH))
+    true, probabilities = [], []
+    for images, labels in dataset:
+        batch = predict_tflite(content, images.numpy())
+        if batch.shape[1] != loader.num_classes:
+            raise UsageError(
+                f"the model has {batch.shape[1]} classes, expected {loader.num_classes}"
+            )
+        probabilities.append(batch)
+        true.append(labels.numpy())
+    return np.concatenate(true), np.concatenate(probabilities)
+
+
+def _input_dtype(content: bytes) -> str:
+    """The numpy dtype name of a classifier file's image input."""
+    # deferred: LiteRT loads only where a model is run
+    from ai_edge_litert.interpreter import Interpreter
+
+    detail = Interpreter(model_content=content).get_input_details()[0]
+    return np.dtype(detail["dtype"]).name
 
 
 def evaluate_artifacts(
@@ -137,10 +197,14 @@ def evaluate_artifacts(
       beam_args: accepted for the component's interface; the classifier
         evaluation runs in this process (one interpreter per variant).
 
+    Also writes ``predictions.json`` and the ``gallery/`` thumbnails of the
+    misclassified images (see the module doc).
+
     Raises:
       DataError: the files' labels are not the Examples' classes, or the
         number of classes differs.
-      UsageError: a blessing metric other than top1/top5.
+      UsageError: a blessing metric other than top1/top5, or a file whose
+        number of classes is not the split's.
     """
     del beam_args  # one process: eval splits of classifiers are small enough
     if options.metric not in ("top1", "top5"):
@@ -151,11 +215,14 @@ def evaluate_artifacts(
     classes = loader.index_to_label
     data_names = {i + 1: name for i, name in enumerate(classes)}
     entries: list[dict[str, Any]] = []
+    predictions: dict[str, list[list[float]]] = {}
+    labels: np.ndarray | None = None
     if model_dir:
         LOG.info("evaluating %s on %d %s images", KERAS_FLOAT, loader.size, options.split)
-        entries.append(
-            _variant_entry(KERAS_FLOAT, model_dir, _keras_scores(model_dir, loader), classes)
-        )
+        labels, logits = _keras_outputs(model_dir, loader)
+        scores = classification_metrics(labels, logits, loader.num_classes, TOP_K)
+        entries.append(_variant_entry(KERAS_FLOAT, model_dir, scores, classes))
+        predictions[KERAS_FLOAT] = top_predictions(_softmax(logits), ranked_by=logits)
     for entry in read_manifest(tflite_dir):
         name, path = entry["variant"], os.path.join(tflite_dir, entry["file"])
         mismatches = check_label_names(name, model_label_names(path), data_names)
@@ -164,21 +231,86 @@ def evaluate_artifacts(
                 "the TFLite set's labels are not the Examples' classes: " + "; ".join(mismatches)
             )
         LOG.info("evaluating %s", name)
-        dataset = loader.gen_tf_dataset(InputOptions(image_size=_entry_size(entry), batch_size=16))
-        scores = evaluate_tflite(path, dataset, num_classes=loader.num_classes, k=TOP_K)
+        content = fileio.read_bytes(path)
+        labels, probabilities = _tflite_outputs(content, loader, _entry_size(entry))
+        scores = classification_metrics(labels, probabilities, loader.num_classes, TOP_K)
         row = _variant_entry(name, path, scores, classes)
-        row["input_dtype"] = scores["input_dtype"]
+        row["input_dtype"] = _input_dtype(content)
         if options.latency_runs > 0:
-            stats = tflite_latency(path, runs=options.latency_runs)
+            stats = tflite_latency(content, runs=options.latency_runs)
             row["latency"] = dataclasses.asdict(stats)
         entries.append(row)
+        predictions[name] = top_predictions(probabilities)
     by_name = {e["variant"]: e["metrics"] for e in entries}
     baseline = pick_baseline(by_name, options.baseline)
     for row in entries:
         row["delta_to_float"] = deltas(row["metrics"], by_name.get(baseline))
     decision = decide_blessing(by_name, options)
-    files = write_reports(entries, baseline, decision, classes, output_dir)
+    document, gallery_html = _gallery(loader, labels, predictions, baseline, output_dir)
+    files = write_reports(
+        entries, baseline, decision, classes, output_dir, gallery_html=gallery_html
+    )
+    files.update(write_files(output_dir, {PREDICTIONS_FILE: strict_json(document)}))
+    if any(image["thumbnail"] for image in document["images"]):
+        files[GALLERY_DIR] = os.path.join(output_dir, GALLERY_DIR)
     return EvaluationResult(entries, baseline, decision, files)
+
+
+# --- per-image predictions and thumbnails -------------------------------------------------
+
+
+def _eval_records(files: Sequence[str]):
+    """The split's records in the order of the evaluation dataset (files in order)."""
+    compression = "GZIP" if str(files[0]).endswith(".gz") else ""
+    for serialized in tf.data.TFRecordDataset(list(files), compression_type=compression):
+        yield decode_example(serialized.numpy())
+
+
+def _gallery(
+    loader: DataLoader,
+    labels: np.ndarray | None,
+    predictions: Mapping[str, list[list[float]]],
+    baseline: str,
+    output_dir: str,
+) -> tuple[dict[str, Any], str]:
+    """``predictions.json``'s content and the report section; writes the thumbnails.
+
+    One pass over the split's records: file names and labels of every image,
+    a thumbnail of the first :data:`~model_maker.core.gallery.GALLERY_IMAGES`
+    misclassified ones.
+
+    Raises:
+      DataError: a record's label is not the one the evaluation saw at its index
+        (the predictions would not be aligned with the images).
+    """
+    labels = np.zeros(0, np.int64) if labels is None else labels
+    order = misclassified_order(labels.tolist(), predictions)
+    wanted, keep = set(order[:GALLERY_IMAGES]), set(order[:REPORT_IMAGES])
+    if wanted:
+        fileio.makedirs(fileio.join(output_dir, GALLERY_DIR))
+    index_of = {c.id: i for i, c in enumerate(loader.label_map.classes)}
+    images: list[dict[str, Any]] = []
+    kept: dict[int, ReportImage] = {}
+    for index, example in enumerate(_eval_records(loader.files) if predictions else ()):
+        label = index_of.get(example.class_label, -1)
+        if index >= len(labels) or label != labels[index]:
+            raise DataError(
+                f"record {index} ({example.filename}): label {label} is not the evaluated one"
+            )
+        image = {"index": index, "file_name": example.filename, "label": label, "thumbnail": None}
+        if index in wanted:
+            try:
+                image["thumbnail"], small = write_thumbnail(
+                    index, example.encoded, output_dir, index in keep
+                )
+            except ImageError as exc:
+                LOG.warning("no thumbnail of %s: %s", example.filename, exc)
+                small = None
+            if small is not None:
+                kept[index] = small
+        images.append(image)
+    document = predictions_document(loader.index_to_label, baseline, images, predictions)
+    return document, classification_report_html(document, kept, order)
 
 
 # --- reports ----------------------------------------------------------------------------
@@ -295,6 +427,7 @@ _HTML = """<!doctype html>
 <h2 class="{css}">Blessing: {verdict} ({candidate})</h2>
 <p>{rule}</p>
 <ul>{reasons}</ul>
+{gallery}
 </body></html>
 """
 
@@ -304,8 +437,10 @@ def render_html(
     baseline: str,
     decision: BlessingDecision,
     classes: Sequence[str],
+    gallery_html: str = "",
 ) -> str:
-    """report.html: the same content as report.md, self-contained."""
+    """report.html: the same content as report.md, self-contained, and ``gallery_html``
+    (the misclassified images, :func:`model_maker.core.gallery.classification_report_html`)."""
     confusion = "".join(
         f"<h3>{html.escape(e['variant'])}</h3>" + html_table(*_confusion_table(e, classes))
         for e in entries
@@ -321,6 +456,7 @@ def render_html(
         candidate=html.escape(decision.candidate),
         rule=html.escape(_rule(decision)),
         reasons="".join(f"<li>{html.escape(r)}</li>" for r in decision.reasons),
+        gallery=gallery_html,
     )
 
 
@@ -330,8 +466,15 @@ def write_reports(
     decision: BlessingDecision,
     classes: Sequence[str],
     output_dir: str,
+    *,
+    gallery_html: str = "",
 ) -> dict[str, str]:
-    """Write metrics.json, report.md, report.html and blessing.json; return their paths."""
+    """Write metrics.json, report.md, report.html (with ``gallery_html``) and
+    blessing.json; return their paths.
+
+    Raises:
+      OSError: a file cannot be written.
+    """
     document = metrics_document(
         entries,
         baseline,
@@ -345,7 +488,7 @@ def write_reports(
         {
             METRICS_FILE: json.dumps(document, indent=2),
             REPORT_MD: render_markdown(entries, baseline, decision, classes),
-            REPORT_HTML: render_html(entries, baseline, decision, classes),
+            REPORT_HTML: render_html(entries, baseline, decision, classes, gallery_html),
             BLESSING_FILE: json.dumps(decision.to_dict(), indent=2),
         },
     )

@@ -55,6 +55,26 @@ def test_metrics_reports_and_blessing_are_written(evaluated):
     assert not [p for p in (root / "evaluation").iterdir() if p.name.startswith(".detections")]
 
 
+def test_per_image_outputs_are_in_the_evaluation_artifact(evaluated):
+    root, _, _ = evaluated
+    out = root / "evaluation"
+    strict = {"parse_constant": lambda c: pytest.fail(f"not strict JSON: {c}")}
+    detections = json.loads((out / "detections.json").read_text(), **strict)
+    curves = json.loads((out / "pr_curves.json").read_text(), **strict)
+    assert detections["baseline"] == "float32" and len(detections["images"]) == 6
+    # the grid detector's int8 file finds the same cells: nothing differs, images in id order
+    assert [i["id"] for i in detections["images"]] == [1, 2, 3, 4, 5, 6]
+    assert all(i["difference"] == {"ptq_int8": 0.0} for i in detections["images"])
+    assert [i["thumbnail"] for i in detections["images"]] == [
+        f"gallery/{k}.jpg" for k in range(1, 7)
+    ]
+    assert sorted(p.name for p in (out / "gallery").iterdir()) == [f"{k}.jpg" for k in range(1, 7)]
+    assert list(curves["variants"]) == ["float32", "ptq_int8"]
+    assert curves["variants"]["ptq_int8"]["all"]["mean"] == [1.0] * 101  # AP 1.0
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/jpeg;base64,') == 6 * 2  # top 6 images, 2 variants
+
+
 def test_component_wires_channels_and_parameters():
     from tfx.types import channel_utils, standard_artifacts
 

@@ -254,3 +254,172 @@ def test_image_folder_and_ground_truth_on_a_beam_filesystem_uri(dataset, mem, tm
     assert 0.0 < results[1].variants[0]["metrics"]["AP"] < 1.0
     with pytest.raises(DataError, match="not in memtest://"):
         EvalSource.from_image_folder(dataset["gt"], fileio.join(mem, "empty"))
+
+
+# --- per-image outputs: detections.json, pr_curves.json, gallery/, report.html --------------
+
+
+def _variant_tables(dataset) -> dict[str, LookupDetector]:
+    """float32: the ground truth (+ a 0.2 box that is stored but never counts, a 0.01 box that
+    is not stored); qat_int8: the same; ptq_int8: the same except on images 1, 2 and 5."""
+    gt = dataset["gt"]
+    tables: dict[str, list] = {"float32": [], "ptq_int8": [], "qat_int8": []}
+    for image, image_id in dataset["images"]:
+        exact = []
+        for k, ann in enumerate(a for a in gt["annotations"] if a["image_id"] == image_id):
+            x, y, w, h = ann["bbox"]
+            exact.append((ann["category_id"] - 1, (y, x, y + h, x + w), 0.9 - 0.1 * k))
+        extras = [(0, (0.0, 0.0, 3.0, 3.0), 0.2), (1, (0.0, 0.0, 5.0, 5.0), 0.01)]
+        changed = list(exact)
+        if image_id == 1:  # first box 4 px right: IoU 1/3, no match -> 1 - 2/3
+            cls, (y0, x0, y1, x1), score = changed[0]
+            changed[0] = (cls, (y0, x0 + 4, y1, x1 + 4), score)
+        elif image_id == 2:  # its one box missed -> 1.0
+            changed = []
+        elif image_id == 5:  # second box of the other class -> 1 - 1/2
+            cls, box, score = changed[1]
+            changed[1] = (1 - cls, box, score)
+        key = image_key(image)
+        tables["float32"].append((key, tuple(exact + extras)))
+        tables["qat_int8"].append((key, tuple(exact + extras)))
+        tables["ptq_int8"].append((key, tuple(changed + extras)))
+    return {name: LookupDetector(tuple(rows)) for name, rows in tables.items()}
+
+
+def _strict_json(path):
+    return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"not strict: {c}"))
+
+
+@pytest.fixture(scope="module")
+def gallery_run(dataset, tmp_path_factory):
+    from pycocotools.cocoeval import COCOeval
+
+    from model_maker.core import gallery
+
+    out = tmp_path_factory.mktemp("gallery") / "evaluation"
+    runs = []
+    evaluate = COCOeval.evaluate
+
+    def counting(self):
+        runs.append(self)
+        return evaluate(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(COCOeval, "evaluate", counting)
+        patch.setattr(gallery, "GALLERY_IMAGES", 4)
+        patch.setattr(gallery, "REPORT_IMAGES", 3)
+        detectors = _variant_tables(dataset)
+        result = evaluate_variants(
+            [Variant(name, detector) for name, detector in detectors.items()],
+            EvalSource(record_files=(str(dataset["records"]),)),
+            str(dataset["annotations"]),
+            str(out),
+            rule=BlessingRule(candidate="qat_int8"),
+            latency_runs=0,
+        )
+    return result, out, len(runs)
+
+
+def test_one_cocoeval_run_per_variant_gives_metrics_and_curves(gallery_run):
+    result, out, runs = gallery_run
+    assert runs == 3
+    assert {"pr_curves.json", "detections.json", "gallery", "metrics.json"} <= set(result.files)
+    curves = _strict_json(out / "pr_curves.json")
+    metrics = {e["variant"]: e["metrics"] for e in _strict_json(out / "metrics.json")["variants"]}
+    assert curves["version"] == 1 and len(curves["recall"]) == 101
+    assert list(curves["variants"]) == ["float32", "ptq_int8", "qat_int8"]
+    for variant, curve in curves["variants"].items():
+        assert np.mean(curve["all"]["iou50"]) == pytest.approx(metrics[variant]["AP50"], abs=1e-6)
+        assert np.mean(curve["all"]["mean"]) == pytest.approx(metrics[variant]["AP"], abs=1e-6)
+        assert set(curve["per_class"]) == {"class0", "class1"}
+    assert metrics["ptq_int8"]["AP"] < metrics["float32"]["AP"]
+
+
+def test_detections_json_follows_the_contract(gallery_run, dataset):
+    _, out, _ = gallery_run
+    doc = _strict_json(out / "detections.json")
+    assert set(doc) == {"version", "score_floor", "diff_threshold", "baseline", "categories",
+                        "images", "detections"}  # fmt: skip
+    assert (doc["version"], doc["score_floor"], doc["diff_threshold"]) == (1, 0.05, 0.3)
+    assert doc["baseline"] == "float32"
+    assert doc["categories"] == [{"id": 1, "name": "class0"}, {"id": 2, "name": "class1"}]
+    # most different first (over ptq_int8 and qat_int8), ties by id; every image listed
+    assert [i["id"] for i in doc["images"]] == [2, 5, 1, 3, 4, 6]
+    by_id = {i["id"]: i for i in doc["images"]}
+    assert by_id[2]["difference"] == {"ptq_int8": 1.0, "qat_int8": 0.0}
+    assert by_id[5]["difference"] == {"ptq_int8": 0.5, "qat_int8": 0.0}
+    assert by_id[1]["difference"] == {"ptq_int8": 0.3333, "qat_int8": 0.0}
+    assert by_id[4]["difference"] == {"ptq_int8": 0.0, "qat_int8": 0.0}
+    gt_image = next(i for i in dataset["gt"]["images"] if i["id"] == 5)
+    assert (by_id[5]["file_name"], by_id[5]["width"], by_id[5]["height"]) == (
+        gt_image["file_name"], gt_image["width"], gt_image["height"])  # fmt: skip
+    assert by_id[5]["ground_truth"] == [[0.0, 16.0, 16.0, 16.0, 1], [32.0, 16.0, 16.0, 16.0, 2]]
+    assert set(doc["detections"]) == {"float32", "ptq_int8", "qat_int8"}
+    # float32 on image 5: the two exact boxes (0.9, 0.8) and the 0.2 box; not the 0.01 one
+    assert doc["detections"]["float32"]["5"] == [
+        [0.0, 16.0, 16.0, 16.0, 0.9, 1],
+        [32.0, 16.0, 16.0, 16.0, 0.8, 2],
+        [0.0, 0.0, 3.0, 3.0, 0.2, 1],
+    ]
+    assert doc["detections"]["ptq_int8"]["2"] == [[0.0, 0.0, 3.0, 3.0, 0.2, 1]]
+    for boxes in doc["detections"].values():
+        assert set(boxes) == {"1", "2", "3", "4", "5", "6"}
+        for found in boxes.values():
+            assert all(b[4] >= 0.05 for b in found)
+            assert [b[4] for b in found] == sorted((b[4] for b in found), reverse=True)
+
+
+def test_thumbnails_of_the_first_images_never_upscaled(gallery_run, dataset):
+    from PIL import Image
+
+    _, out, _ = gallery_run
+    doc = _strict_json(out / "detections.json")
+    thumbs = [i["thumbnail"] for i in doc["images"]]
+    assert thumbs == [
+        "gallery/2.jpg",
+        "gallery/5.jpg",
+        "gallery/1.jpg",
+        "gallery/3.jpg",
+        None,
+        None,
+    ]
+    assert sorted(p.name for p in (out / "gallery").iterdir()) == [
+        "1.jpg",
+        "2.jpg",
+        "3.jpg",
+        "5.jpg",
+    ]
+    for image in doc["images"][:4]:
+        with Image.open(out / image["thumbnail"]) as thumb:
+            # the fixture's images are 32 or 64 px: kept at their size (<= 512, never upscaled)
+            assert thumb.format == "JPEG" and thumb.mode == "RGB"
+            assert thumb.size == (image["width"], image["height"])
+
+
+def test_report_html_embeds_the_top_images_with_their_boxes(gallery_run, dataset):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from model_maker.core.gallery import box_colour
+
+    _, out, _ = gallery_run
+    page = (out / "report.html").read_text()
+    assert "Most different images" in page
+    shown = re.findall(r'<img src="data:image/jpeg;base64,[^"]+" width="\d+" height="\d+" '
+                       r'alt="([^"]+)">', page)  # fmt: skip
+    # the top 3 images (REPORT_IMAGES patched to 3), baseline + the two int8 variants each
+    assert shown == [
+        f"{v}, image {i}" for i in (2, 5, 1) for v in ("float32", "ptq_int8", "qat_int8")
+    ]
+    uri = re.search(r'src="data:image/jpeg;base64,([^"]+)"[^>]*alt="ptq_int8, image 5"', page)
+    drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.group(1)))).convert("RGB"))
+    source = np.asarray(Image.open(dataset["images_dir"] / "img0005.png").convert("RGB"))
+    assert drawn.shape == source.shape == (32, 64, 3)
+    # ptq_int8's first box [0, 16, 16, 16] of class 0 (category 1): left edge at x=0, y=24
+    edge = drawn[24, 0].astype(int)
+    assert np.abs(edge - box_colour(1)).max() < 60  # the outline colour (JPEG)
+    assert np.abs(edge - source[24, 0]).max() > 150  # where the source is red
+    assert np.abs(drawn[4, 20].astype(int) - source[4, 20]).max() < 40  # away from boxes
