@@ -13,7 +13,7 @@ RUN_ROOT ?= runs/demo
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install run test test-all lint bench clean images image-cpu image-gpu image-tpu \
+.PHONY: help install run screenshots test test-all lint bench clean images image-cpu image-gpu image-tpu \
 	container-smoke pretrained mediapipe
 
 help: ## show this help
@@ -70,6 +70,9 @@ run: $(STAMP) pretrained ## install if needed, convert the ImageNet backbone, ma
 	  $(VENV)/bin/qatflow demo-data --output $(RUN_ROOT)/data --images $(DEMO_IMAGES) --seed 0
 	$(VENV)/bin/qatflow run --config configs/demo.yaml --set runner.pipeline_root=$(RUN_ROOT) \
 	  --set data.input=$(RUN_ROOT)/data/images --set data.annotations=$(RUN_ROOT)/data/annotations.json
+
+screenshots: $(STAMP) $(CHROMIUM) ## the README's dashboard screenshots (docs/*.png) from the latest `make run` (RUN_ROOT, runs/demo)
+	$(PY) tools/screenshots.py --root $(dir $(RUN_ROOT)) --store $(notdir $(RUN_ROOT)) --out docs
 
 test: $(STAMP) $(CHROMIUM) pretrained mediapipe ## install if needed (MediaPipe side venv included), then run the fast test suite
 	$(PY) -m pytest

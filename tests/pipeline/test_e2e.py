@@ -138,3 +138,23 @@ def test_qat_curves_span_the_kill_and_the_resume(tiny_pipeline):
         max(root.glob("QATTrainer/qat_model/*/qat.json"), key=os.path.getmtime).read_text()
     )
     assert validation["epoch_AP"] == [(2, pytest.approx(report["metrics"]["AP"]))]
+
+
+def test_dashboard_reads_the_evaluators_gallery_and_pr_curves(tiny_pipeline):
+    # The two sides of the gallery contract, the Evaluator's writer and the dashboard's
+    # reader, on a real run: nothing left out, every variant, thumbnails in the artifact.
+    from dashboard.gallery import read_detections
+    from dashboard.pr_curves import read_pr_curves
+
+    latest = json.loads((tiny_pipeline.root / "latest_run.json").read_text())
+    evaluation = latest["evaluation"]
+    document = json.loads(open(os.path.join(evaluation, "metrics.json")).read())
+    variants = {e["variant"] for e in document["variants"]}
+    gallery = read_detections(os.path.join(evaluation, "detections.json"))
+    assert not gallery.error and gallery.skipped == 0 and gallery.images
+    assert set(gallery.variants) == variants
+    assert all(os.path.isfile(os.path.join(evaluation, im.thumbnail)) for im in gallery.images)
+    curves = read_pr_curves(os.path.join(evaluation, "pr_curves.json"))
+    assert set(curves.variants) == variants
+    assert os.path.getsize(os.path.join(evaluation, "report.html")) > 0
+    assert "data:image/jpeg;base64," in open(os.path.join(evaluation, "report.html")).read()

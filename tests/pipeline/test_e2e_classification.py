@@ -135,3 +135,15 @@ def test_qat_trainer_logs_the_trainers_scalars(run):
     qat_validation = _event_scalars(qat_run / "validation")
     report = json.loads(next(root.glob("QATTrainer/qat_model/*/qat.json")).read_text())
     assert qat_validation["epoch_top1"] == [(1, pytest.approx(report["metrics"]["top1"]))]
+
+
+def test_dashboard_reads_the_evaluators_predictions(run):
+    from dashboard.gallery import read_predictions
+
+    _, _, latest = run
+    evaluation = latest["evaluation"]
+    document = json.loads(open(os.path.join(evaluation, "metrics.json")).read())
+    gallery = read_predictions(os.path.join(evaluation, "predictions.json"))
+    assert not gallery.error and gallery.skipped == 0
+    assert gallery.classes == list(CLASSES)
+    assert set(gallery.variants) == {e["variant"] for e in document["variants"]}
