@@ -38,6 +38,10 @@ def load_json(path: str) -> object:
         raise DataError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
+    except RecursionError:
+        raise DataError(f"{path}: invalid JSON: nested too deeply to read") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise DataError(f"{path}: invalid JSON: {exc}") from None
 
 
 def _record(path: str, section: str, index: int, item: object) -> str:
@@ -79,6 +83,14 @@ def _coordinate(value: numbers.Real) -> float:
         return float(value)
     except OverflowError:
         return math.inf if value > 0 else -math.inf
+
+
+def _known(key: object, table: Mapping) -> bool:
+    """``key in table`` for any JSON value (a list or an object is no id: not known)."""
+    try:
+        return key in table
+    except TypeError:
+        return False
 
 
 def _nonfinite_fields(ann: Mapping) -> str:
@@ -164,9 +176,9 @@ def read_coco(
     for i, ann in enumerate(data["annotations"]):
         where = _record(path, "annotations", i, ann)
         ann = _need(ann, ("image_id", "category_id", "bbox"), where)
-        if ann["image_id"] not in images:
+        if not _known(ann["image_id"], images):
             raise DataError(f"{where}: unknown image_id {ann['image_id']!r}")
-        if ann["category_id"] not in cats:
+        if not _known(ann["category_id"], cats):
             raise DataError(f"{where}: unknown category_id {ann['category_id']!r}")
         bbox = ann["bbox"]
         if (

@@ -330,6 +330,8 @@ def _read(path: str) -> bytes:
         raise ImageReadError("missing_image", f"no file {path}") from None
     except OSError as exc:
         raise ImageReadError("missing_image", f"{path}: {exc.strerror}") from None
+    except ValueError as exc:  # a NUL in the name: no file can have it
+        raise ImageReadError("missing_image", f"{path!r}: {exc}") from None
 
 
 def load_image(
@@ -355,6 +357,24 @@ def load_image(
         raise
     except Exception as exc:  # e.g. a Pillow bug on hostile bytes, MemoryError
         raise ImageReadError("unreadable_image", f"cannot decode: {_describe(exc)}") from None
+
+
+def _stream_damage(data: bytes, source_format: str) -> str:
+    """Why TensorFlow's decoder would refuse bytes that Pillow decoded ("" if it would not).
+
+    Pillow skips PNG chunk checksums and tolerates a JPEG without its end marker;
+    TensorFlow's ``decode_png``/``decode_jpeg`` refuse both, so such files cannot go
+    into a record unchanged.
+    """
+    if source_format == "png":
+        try:
+            with warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning):
+                Image.open(io.BytesIO(data)).verify()  # reads every chunk, checks its CRC
+        except Exception as exc:  # noqa: BLE001 - any failure means "not as stored"
+            return f"PNG chunk check failed: {_describe(exc)}"
+    if source_format == "jpeg" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        return "no JPEG end marker after the last scan"
+    return ""
 
 
 def _load(data: bytes, declared_size: tuple[int, int]) -> LoadedImage:
@@ -392,6 +412,10 @@ def _load(data: bytes, declared_size: tuple[int, int]) -> LoadedImage:
         )
 
     fmt = "jpeg" if source_format == "jpeg" else "png"
+    if not repairs:
+        damage = _stream_damage(data, source_format)
+        if damage:
+            repairs.append(("reencoded_damaged", damage))
     encoded = data if not repairs else _encode(image, fmt)
     width, height = image.size
     return LoadedImage(encoded, fmt, width, height, tuple(repairs))

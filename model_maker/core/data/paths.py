@@ -48,8 +48,8 @@ def outside_reason(root: str, file_name: str, path: str) -> str:
     ``file_name``, one climbing with ``..`` and a symlink leading out are all
     outside; the reason says which.
     """
-    if not root or _inside(root, path):
-        return ""
+    if not root or "\0" in path or _inside(root, path):
+        return ""  # a NUL names no file at all: reading it reports the image missing
     shown = repr(printable_name(file_name))
     if posixpath.isabs(file_name) or os.path.isabs(file_name) or fileio.is_remote(file_name):
         return f"{shown} is an absolute name, not one under {printable_name(root)}"

@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from model_maker.core.data.images import ImageReadError, load_image
 from model_maker.core.data.labels import LabelMap
 from model_maker.core.data.paths import outside_reason, printable_name
@@ -67,6 +69,13 @@ class ProcessSettings:
 def choose_split(src: SourceImage, ratios: Mapping[str, float]) -> str:
     """The fixed split of ``src``, or the hash split of its (printable) file name."""
     return src.split or hash_split(printable_name(src.file_name), ratios)
+
+
+def _has_float32_area(xmin: float, ymin: float, xmax: float, ymax: float) -> bool:
+    """Whether the normalised box keeps a positive width and height in float32."""
+    lo = np.float32([xmin, ymin])
+    hi = np.float32([xmax, ymax])
+    return bool(np.all(lo < hi))
 
 
 def process_image(
@@ -126,6 +135,15 @@ def process_image(
                 "box_dropped",
                 f"({box.xmin:g}, {box.ymin:g}, {box.xmax:g}, {box.ymax:g}) lies outside the "
                 f"{width}x{height} image",
+                where,
+            )
+            continue
+        if not _has_float32_area(x0 / width, y0 / height, x1 / width, y1 / height):
+            # Records store float32: narrower than its step, the box would have no area.
+            issue(
+                "box_dropped",
+                f"({box.xmin:g}, {box.ymin:g}, {box.xmax:g}, {box.ymax:g}) is narrower than "
+                "float32 resolves once normalised",
                 where,
             )
             continue

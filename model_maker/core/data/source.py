@@ -78,6 +78,10 @@ ISSUE_KINDS = {
     ),
     "duplicate_file_name": "the same image file under several image ids; each one written",
     "recovered_truncated": "truncated image: the part that decodes kept, the rest filled gray",
+    "reencoded_damaged": (
+        "image whose bytes TensorFlow's decoder refuses (a PNG checksum, a JPEG without its "
+        "end marker) re-encoded from the pixels that decode"
+    ),
     "converted_grayscale": "grayscale image converted to RGB",
     "converted_rgba": "image with alpha converted to RGB (alpha dropped)",
     "converted_cmyk": "CMYK image converted to RGB",

@@ -331,3 +331,19 @@ def test_unexpected_decoder_errors_make_the_image_unreadable(monkeypatch, error)
         load_image(data=_bytes(Image.new("RGB", (8, 8)), "PNG"))
     assert failed.value.kind == "unreadable_image"
     assert type(error).__name__ in failed.value.detail
+
+
+def test_png_with_a_bad_chunk_checksum_is_reencoded_and_counted():
+    # Pillow decodes it; TensorFlow's decode_png refuses it ("Invalid PNG data").
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), np.uint8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[data.rfind(b"IEND") - 5] ^= 0xFF  # last byte of the IDAT checksum
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_png(bytes(data))
+    loaded = load_image(data=bytes(data))
+    assert [kind for kind, _ in loaded.repairs] == ["reencoded_damaged"]
+    assert tf.io.decode_png(loaded.encoded).shape == (20, 24, 3)

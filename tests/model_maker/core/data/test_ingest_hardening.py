@@ -256,3 +256,41 @@ def test_coco_iscrowd_other_than_0_or_1_is_one_line(tmp_path):
     images, annotations = _coco(tmp_path, ["ok.jpg"], extra_annotations=odd)
     with pytest.raises(DataError, match=r"annotations\[1\] \(id 7\): iscrowd must be 0 or 1"):
         ingest(_options(images, annotations, tmp_path / "out"))
+
+
+# --- found by the fuzz test (tests/pipeline/commands/test_ingest_fuzz.py) ----------------
+
+
+@pytest.mark.parametrize(
+    ("text", "says"), [("9" * 5001, "digits"), ("[" * 50_000, "nested too deeply")]
+)
+def test_coco_json_python_cannot_read_is_one_line(tmp_path, text, says):
+    images, annotations = _coco(tmp_path, ["ok.jpg"])
+    annotations.write_text(
+        annotations.read_text().replace("[5, 5, 20, 20]", f"[{text}, 5, 20, 20]", 1)
+    )
+    with pytest.raises(DataError, match=says) as error:
+        ingest(_options(images, annotations, tmp_path / "out"))
+    assert str(annotations) in str(error.value)
+
+
+@pytest.mark.parametrize("value", [[], {}])
+def test_coco_unhashable_ids_are_unknown_ids(tmp_path, value):
+    odd = [{"id": 7, "image_id": value, "category_id": 1, "bbox": [5, 5, 9, 9]}]
+    images, annotations = _coco(tmp_path, ["ok.jpg"], extra_annotations=odd)
+    with pytest.raises(DataError, match="unknown image_id"):
+        ingest(_options(images, annotations, tmp_path / "out"))
+
+
+def test_a_nul_in_a_file_name_is_a_missing_image(tmp_path):
+    images, annotations = _coco(tmp_path, ["ok.jpg", "ok.jpg\0"])
+    result = ingest(_options(images, annotations, tmp_path / "out"))
+    assert result.images == {"all": 1} and _kinds(result) == {"missing_image": 1}
+
+
+def test_a_box_narrower_than_float32_resolves_is_dropped_and_counted(tmp_path):
+    thin = [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [5, 5, 1e-9, 9]}]
+    images, annotations = _coco(tmp_path, ["ok.jpg"], extra_annotations=thin)
+    result = ingest(_options(images, annotations, tmp_path / "out"))
+    assert result.boxes == {"all": 1} and _kinds(result) == {"box_dropped": 1}
+    assert "float32" in result.issues[0].detail
