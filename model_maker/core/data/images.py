@@ -23,6 +23,8 @@ ImageReadError("unreadable_image").
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -322,8 +324,18 @@ def _read(path: str) -> bytes:
     """The bytes of ``path``.
 
     Raises:
-      ImageReadError: missing_image, when the file cannot be read.
+      ImageReadError: missing_image, when the file cannot be read; unreadable_image,
+        when a local path is no regular file (reading a FIFO would wait forever).
     """
+    if not fileio.is_remote(path):
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            mode = None  # reported by the read below
+        if mode is not None and not stat.S_ISREG(mode):
+            raise ImageReadError(
+                "unreadable_image", "not a regular file (a FIFO, device or folder)"
+            )
     try:
         return fileio.read_bytes(path)
     except FileNotFoundError:

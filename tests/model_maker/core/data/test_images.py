@@ -347,3 +347,14 @@ def test_png_with_a_bad_chunk_checksum_is_reencoded_and_counted():
     loaded = load_image(data=bytes(data))
     assert [kind for kind, _ in loaded.repairs] == ["reencoded_damaged"]
     assert tf.io.decode_png(loaded.encoded).shape == (20, 24, 3)
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_named_as_an_image_is_unreadable_not_a_hang(tmp_path):
+    import os
+
+    fifo = tmp_path / "image.jpg"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    with pytest.raises(ImageReadError) as error:
+        load_image(str(fifo))
+    assert error.value.kind == "unreadable_image" and "not a regular file" in error.value.detail
