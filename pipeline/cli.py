@@ -7,6 +7,10 @@ error's type alone, through :attr:`QatflowError.exit_code`: 2 for usage, config
 and settings errors (:class:`UsageError` and its subclasses), 1 for data and
 runtime errors; any other exception exits with 1 and names its type.
 
+The console holds qatflow's progress, results and real warnings; the start-up
+chatter of TensorFlow, LiteRT, TFX and Beam shows with ``-v`` only
+(``pipeline.commands.console``).
+
 This module sits on top: it imports the subcommand modules
 (``pipeline.commands``), which never import it. They are light at import time
 (each defers TensorFlow, Beam and the rest to the function that runs the
@@ -23,7 +27,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from model_maker.core.errors import QatflowError, UsageError
-from pipeline.commands import dashboard, data, evaluate_tflite, run
+from pipeline.commands import console, dashboard, data, evaluate_tflite, run
 from pipeline.commands.common import add_config_args, config_from_args
 from pipeline.config import dump_yaml, write_resolved
 
@@ -65,6 +69,12 @@ def _add_verbosity(parser: argparse.ArgumentParser, top: bool) -> None:
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
+    """Log to stderr: qatflow's progress at INFO (``-q``: warnings only, ``-vv``: debug).
+
+    Libraries log warnings and errors (everything at ``-vv``); without ``-v`` their
+    known chatter is left out too (:class:`console.LibraryChatter`; the C++ side is
+    left to the heavy commands, :func:`console.hides_native_chatter`).
+    """
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
     logging.basicConfig(
         level=level,
@@ -76,6 +86,9 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     # TensorFlow and Beam are chatty at INFO; keep them to warnings unless -vv.
     for name in ("tensorflow", "absl", "apache_beam"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(console.LibraryChatter())
 
 
 # --- subcommands --------------------------------------------------------------

@@ -10,6 +10,7 @@ import threading
 
 from dashboard.store import find_stores
 from model_maker.core.errors import UsageError
+from pipeline.commands.console import hides_native_chatter
 
 LOG = logging.getLogger("qatflow")
 
@@ -30,6 +31,7 @@ def _import_tensorflow() -> None:
         LOG.warning("TensorFlow is not importable: training curves will not load")
 
 
+@hides_native_chatter
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from dashboard.app import create_app, host_name  # deferred: Flask, needed only to serve
 

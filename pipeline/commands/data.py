@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 
 from model_maker.core.data.options import FORMATS
 from model_maker.core.errors import UsageError
 from pipeline.commands.common import add_config_args, config_from_args
+from pipeline.commands.console import hides_native_chatter
 from pipeline.config import PipelineConfig, load_config, to_dict
 
 LOG = logging.getLogger("qatflow")
@@ -114,12 +114,9 @@ def beam_args_for(direct_num_workers: int, beam_pipeline_args: list[str]) -> lis
     return args
 
 
+@hides_native_chatter
 def _cmd_ingest(args: argparse.Namespace) -> int:
     config = _apply_flags(args)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if not LOG.isEnabledFor(logging.DEBUG):
-        # Worker processes forward their start-up chatter as warnings.
-        logging.getLogger("apache_beam.runners.portability").setLevel(logging.ERROR)
     # deferred: Apache Beam and TensorFlow are heavy (seconds to import)
     from model_maker.core.data.ingest import ingest
 

@@ -22,6 +22,7 @@ import re
 
 from model_maker.core.detection_postprocess import NMSOptions
 from model_maker.core.errors import DataError, SettingsError, UsageError
+from pipeline.commands.console import hides_native_chatter
 
 LOG = logging.getLogger("qatflow")
 
@@ -31,6 +32,7 @@ def _variant_name(model: str) -> str:
     return re.sub(r"[^\w.-]", "_", os.path.splitext(os.path.basename(model))[0])
 
 
+@hides_native_chatter
 def _cmd_evaluate_tflite(args: argparse.Namespace) -> int:
     nms = _nms_options(args)
     for flag, path, kind in (

@@ -8,6 +8,7 @@ import os
 import tempfile
 
 from pipeline.commands.common import add_config_args, config_from_args
+from pipeline.commands.console import hides_native_chatter
 from pipeline.config import write_resolved
 from pipeline.kubeflow import compile_pipeline, submit
 from pipeline.runners import LATEST_RUN_FILE, preflight, run_local
@@ -15,6 +16,7 @@ from pipeline.runners import LATEST_RUN_FILE, preflight, run_local
 LOG = logging.getLogger("qatflow")
 
 
+@hides_native_chatter
 def _cmd_run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.runner:
@@ -38,6 +40,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+@hides_native_chatter
 def _cmd_compile(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     compile_pipeline(config, args.output)
@@ -45,6 +48,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+@hides_native_chatter
 def _cmd_submit(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     with tempfile.TemporaryDirectory() as tmp:

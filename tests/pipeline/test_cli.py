@@ -253,3 +253,206 @@ def test_yaml_alias_bomb_exits_2_in_one_line(command, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith(f"qatflow: error: {bomb}:3:") and "aliases" in err[0], err[0]
+
+
+# --- issue 20: the console holds progress, results and real warnings; chatter at -v -------
+
+# Lines of today's `make run` console (tests/pipeline/test_e2e.py checks a real run).
+NATIVE_CHATTER = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796228528.133389   28186 port.cc:153] oneDNN custom operations are on. You "
+    "may see slightly different numerical results due to floating-point round-off errors.",
+    "I0000 00:00:1796228528.133745   28186 cudart_stub.cc:31] Could not find cuda drivers on "
+    "your machine, GPU will not be used.",
+    "I0315 12:34:56.789012   4242 cpu_feature_guard.cc:227] This TensorFlow binary is optimized",
+    "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow "
+    "with the appropriate compiler flags.",
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+    "fully_quantize: 0, inference_type: 6, input_inference_type: UINT8, "
+    "output_inference_type: FLOAT32\r",
+]
+CUINIT = (
+    "E0000 00:00:1796228551.775439   28186 cuda_platform.cc:52] failed call to cuInit: "
+    "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)"
+)
+REAL_LINES = [
+    "16:22:31 WARNING qatflow.ingest: split eval is empty (its shard holds no records)",
+    "16:22:31 INFO qatflow: Trainer: efficientdet-lite0, 3 classes",
+    "W0000 00:00:1796228551.775439   28186 op_kernel.cc:1840] OP_REQUIRES failed at x.cc:12",
+    "E0000 00:00:1796228551.775439   28186 cuda_dnn.cc:522] Loaded runtime CuDNN library: 8.1",
+    "Traceback (most recent call last):",
+    "RuntimeError: Failed to convert: loc(fused): error: 'tfl.conv_2d' op is not supported",
+    "WARNING: Attempting to use a delegate that only supports static-sized tensors",
+    "ERROR: Didn't find op for builtin opcode 'CONV_2D' version '7'",
+    "demo images:  40%|####      | 80/200 [00:00<00:01, 111.50img/s]",
+]
+
+
+def _line_id(line):
+    return " ".join(line.split()[:4])[:40]
+
+
+@pytest.mark.parametrize("line", NATIVE_CHATTER, ids=_line_id)
+def test_native_chatter_is_named(line):
+    from pipeline.commands.console import is_native_chatter
+
+    assert is_native_chatter(line) and is_native_chatter(line, gpu_driver=True)
+
+
+@pytest.mark.parametrize("line", REAL_LINES, ids=_line_id)
+def test_real_lines_are_not_chatter(line):
+    from pipeline.commands.console import is_native_chatter
+
+    assert not is_native_chatter(line)
+
+
+def test_failed_cuinit_is_chatter_only_without_a_gpu_driver():
+    from pipeline.commands.console import is_native_chatter
+
+    assert is_native_chatter(CUINIT, gpu_driver=False)
+    assert not is_native_chatter(CUINIT, gpu_driver=True)  # a broken GPU setup is news
+
+
+def _record(name, level, message, *args):
+    import logging
+
+    return logging.LogRecord(name, level, __file__, 1, message, args, None)
+
+
+def _worker_entry(message):
+    # how Beam's runner logs an entry that a worker process forwards (local_job_service.py)
+    entry = f'severity: WARN timestamp {{   seconds: 1 }} message: "{message}" thread: "Main" '
+    return _record("apache_beam.runners.portability.local_job_service", 30, "Worker: %s", entry)
+
+
+def test_library_chatter_filter_keeps_real_warnings():
+    from pipeline.commands.console import LibraryChatter
+
+    chatter = [
+        _record("absl", 30, "ArtifactQuery.property_predicate is not supported."),
+        _record("absl", 30, "ContextQuery.property_predicate is not supported."),
+        _record("root", 20, "Missing pipeline option (runner). Executing pipeline using ..."),
+        _worker_entry("No semi_persistent_directory found:  User registered objects ..."),
+        _worker_entry(
+            "Discarding unparseable args: [\\'--direct_runner_use_stacked_bundle\\', "
+            "\\'--pipeline_type_check\\']"
+        ),
+    ]
+    real = [
+        _record("qatflow.ingest", 30, "split eval is empty (its shard holds no records)"),
+        _record("absl", 30, "Failed to resolve inputs of Trainer"),
+        _record("absl", 40, "Execution 7 failed."),
+        _record("root", 30, "a warning a library sent to the root logger"),
+        _record("tensorflow", 30, "5 out of the last 5 calls triggered tf.function retracing"),
+        _worker_entry("qatflow: image 12.jpg: box outside the image, clipped"),
+        _worker_entry("Discarding unparseable args: [\\'--direct_num_worker=2\\']"),  # a typo
+        _record("apache_beam.runners.portability.fn_api_runner", 40, "worker crashed"),
+    ]
+    keep = LibraryChatter().filter
+    assert [r.getMessage() for r in chatter if keep(r)] == []
+    assert [r.getMessage() for r in real if not keep(r)] == []
+
+
+def test_default_logging_filters_library_chatter_and_v_does_not(capsys):
+    import logging
+
+    from pipeline.commands.console import LibraryChatter
+
+    def filters():
+        return [f for h in logging.getLogger().handlers for f in h.filters]
+
+    assert main(["-q", "config"]) == 0
+    assert any(isinstance(f, LibraryChatter) for f in filters())
+    assert main(["-v", "config"]) == 0
+    assert not any(isinstance(f, LibraryChatter) for f in filters())
+    capsys.readouterr()
+
+
+def test_pump_drops_chatter_keeps_the_rest_in_order_and_flushes_partial_lines():
+    import os
+    import select
+    import threading
+
+    from pipeline.commands.console import is_native_chatter, pump
+
+    source_r, source_w = os.pipe()
+    sink_r, sink_w = os.pipe()
+    pumping = threading.Thread(target=pump, args=(source_r, sink_w, is_native_chatter, 0.05))
+    pumping.start()
+    try:
+        # a progress bar redrawn with \r and no newline yet reaches the console at once
+        os.write(source_w, b"\rdemo images:  3%")
+        assert select.select([sink_r], [], [], 10)[0], "a partial line was held back"
+        assert os.read(sink_r, 100) == b"\rdemo images:  3%"
+        lines = [*NATIVE_CHATTER, *REAL_LINES, CUINIT, "\xe9t\xe9 \udcff"]
+        data = "\n".join(lines).encode("utf-8", "surrogateescape") + b"\nno newline at the end"
+        for start in range(0, len(data), 7):  # in pieces that cut lines apart
+            os.write(source_w, data[start : start + 7])
+    finally:
+        os.close(source_w)
+        pumping.join(10)
+    os.close(sink_w)
+    out = b""
+    while chunk := os.read(sink_r, 1 << 16):
+        out += chunk
+    os.close(source_r)
+    os.close(sink_r)
+    kept = [*REAL_LINES, "\xe9t\xe9 \udcff", "no newline at the end"]
+    assert out.decode("utf-8", "surrogateescape").split("\n") == kept
+
+
+@pytest.fixture(scope="module")
+def grid_model(tmp_path_factory):
+    from tests.model_maker.core.detector_fixtures import (
+        GridDetectorSpec,
+        build_grid_detector,
+        write_image_dataset,
+    )
+
+    root = tmp_path_factory.mktemp("console")
+    images, annotations, _ = write_image_dataset(root, 4, GridDetectorSpec(), seed=5)
+    model = root / "grid.tflite"
+    model.write_bytes(build_grid_detector(GridDetectorSpec()))
+    return root, model, images, annotations
+
+
+def test_default_console_leaves_out_library_chatter_and_v_shows_it(grid_model):
+    """`qatflow evaluate-tflite` with two Beam worker processes: TensorFlow and LiteRT load
+    in this process and in each worker, which forward Beam's start-up warnings."""
+    import os
+
+    root, model, images, annotations = grid_model
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # a user's
+    argv = [sys.executable, "-m", "pipeline.cli", "evaluate-tflite", "--model", str(model),
+            "--images", str(images), "--annotations", str(annotations), "--workers", "2",
+            "--latency-runs", "0"]  # fmt: skip
+    quiet, verbose = (
+        subprocess.Popen(
+            [*argv[:3], *flags, *argv[3:], "--output", str(root / f"out{len(flags)}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for flags in ([], ["-v"])
+    )
+    (out, err), (_, verbose_err) = quiet.communicate(timeout=600), verbose.communicate(timeout=600)
+    assert (quiet.returncode, verbose.returncode) == (0, 0), err + verbose_err
+    assert "grid: 4 images" in out and "AP " in out
+    chatter = [
+        "absl::InitializeLog()",
+        "port.cc:",
+        "cudart_stub.cc:",
+        "cpu_feature_guard.cc:",
+        "Created TensorFlow Lite XNNPACK delegate",
+        "semi_persistent_directory",
+        "Discarding unparseable args",
+    ]
+    if not os.path.exists("/proc/driver/nvidia/version"):
+        chatter.append("failed call to cuInit")
+    assert [c for c in chatter if c in err] == [], err
+    assert err.splitlines() == [line for line in err.splitlines() if "INFO qatflow:" in line]
+    assert "INFO qatflow: evaluating grid" in err
+    # -v: TensorFlow's, LiteRT's and the workers' lines as the libraries wrote them
+    shown = ["absl::InitializeLog()", "port.cc:", "XNNPACK delegate", "semi_persistent_directory"]
+    assert [c for c in shown if c not in verbose_err] == [], verbose_err

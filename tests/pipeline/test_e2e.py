@@ -158,3 +158,35 @@ def test_dashboard_reads_the_evaluators_gallery_and_pr_curves(tiny_pipeline):
     assert set(curves.variants) == variants
     assert os.path.getsize(os.path.join(evaluation, "report.html")) > 0
     assert "data:image/jpeg;base64," in open(os.path.join(evaluation, "report.html")).read()
+
+
+def test_console_holds_progress_and_warnings_but_no_library_chatter(tiny_pipeline):
+    # Issue 20: at the default verbosity the console of `qatflow run` is ours: progress,
+    # the table (stdout, above) and real warnings. TensorFlow's, LiteRT's, TFX's and
+    # Beam's start-up chatter is for -v (tests/pipeline/test_cli.py checks that side).
+    import re
+
+    err = tiny_pipeline.resumed.stderr
+    chatter = (
+        "absl::InitializeLog()",  # absl C++: logging before it was initialised
+        "port.cc:",  # TensorFlow: oneDNN custom operations are on
+        "cudart_stub.cc:",  # TensorFlow: no CUDA drivers on this machine
+        "cpu_feature_guard.cc:",  # TensorFlow: CPU instructions it was not built for
+        "property_predicate is not supported",  # TFX's input resolution, every channel
+        "TensorFlow Lite XNNPACK delegate",  # LiteRT: the default CPU delegate
+        "fully_quantize:",  # the TFLite converter's quantizer
+        "semi_persistent_directory",  # Beam worker start-up
+        "Discarding unparseable args",  # Beam worker start-up
+    )
+    if not os.path.exists("/proc/driver/nvidia/version"):  # no GPU driver: no CUDA error
+        chatter += ("failed call to cuInit",)
+    native_info = re.compile(r"I\d{4} \d\d:\d\d:\d+\.\d+ ")  # a C++ INFO record (absl)
+    found = [
+        line
+        for line in err.splitlines()
+        if any(c in line for c in chatter) or native_info.match(line)
+    ]
+    assert not found, "library chatter on the default console:\n" + "\n".join(found)
+    # Our progress is still there, one line per component that ran.
+    for progress in ("qatflow: QAT of ", "qatflow: TFLite set in ", "evaluating qat_int8"):
+        assert progress in err, err[-3000:]

@@ -1,3 +1,5 @@
+import os
+
 from pipeline.cli import build_parser, main
 from pipeline.commands.common import config_from_args
 from pipeline.runners import preflight
@@ -37,3 +39,18 @@ def test_run_preflight_passes_with_the_weights_cached(tmp_path, monkeypatch):
     args = build_parser().parse_args(_run_args(tmp_path, ""))
     monkeypatch.setenv("QATFLOW_PRETRAINED_DIR", str(tmp_path / "empty-cache"))
     preflight(config_from_args(args))  # random init needs no cache
+
+
+def test_run_quiets_tensorflow_before_loading_it_and_v_leaves_it_be(tmp_path, monkeypatch):
+    # Issue 20: set before anything imports TensorFlow (here the run stops at the
+    # preflight), so this process and Beam's worker processes, which inherit the
+    # environment, start with it. The user's own value wins; -v sets nothing.
+    monkeypatch.setenv("QATFLOW_PRETRAINED_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert main(["-v", *_run_args(tmp_path, "imagenet")]) == 2
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    assert main(_run_args(tmp_path, "imagenet")) == 2
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert main(_run_args(tmp_path, "imagenet")) == 2
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
