@@ -28,6 +28,7 @@ scale 1 / zero point 0 that is the rounded pixel).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -228,6 +229,45 @@ def predict_tflite(tflite_path_or_bytes: Any, images: Any) -> np.ndarray:
     return np.stack([runner(image) for image in _numpy(images)])
 
 
+@dataclasses.dataclass(frozen=True)
+class TFLiteOutputs:
+    """What a classifier file gave on a dataset.
+
+    Attributes:
+      labels: true class indices [N], in data order.
+      probabilities: the file's outputs [N, C].
+      input_dtype: numpy dtype name of the file's image input.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    input_dtype: str
+
+
+def tflite_outputs(
+    tflite_path_or_bytes: Any, dataset_or_images_and_labels: Any, *, num_classes: int
+) -> TFLiteOutputs:
+    """Run a TFLite classifier over the data (one interpreter, one image per call).
+
+    Args: as :func:`evaluate_tflite`.
+
+    Raises:
+      UsageError: the model is not a classifier of C classes, or the data is malformed.
+    """
+    runner = _Runner(_model_bytes(tflite_path_or_bytes))
+    if runner.num_classes != num_classes:
+        raise UsageError(f"the model has {runner.num_classes} classes, expected {num_classes}")
+    true: list[int] = []
+    scores: list[np.ndarray] = []
+    for images, labels in _batches(dataset_or_images_and_labels):
+        for image, label in zip(images, labels, strict=True):
+            scores.append(runner(image))
+            true.append(int(label))
+    if not true:
+        raise UsageError("evaluate_tflite: the data holds no images")
+    return TFLiteOutputs(np.asarray(true), np.stack(scores), runner.input_dtype)
+
+
 def evaluate_tflite(
     tflite_path_or_bytes: Any,
     dataset_or_images_and_labels: Any,
@@ -252,19 +292,11 @@ def evaluate_tflite(
     Raises:
       UsageError: the model is not a classifier of C classes, or the data is malformed.
     """
-    runner = _Runner(_model_bytes(tflite_path_or_bytes))
-    if runner.num_classes != num_classes:
-        raise UsageError(f"the model has {runner.num_classes} classes, expected {num_classes}")
-    true: list[int] = []
-    scores: list[np.ndarray] = []
-    for images, labels in _batches(dataset_or_images_and_labels):
-        for image, label in zip(images, labels, strict=True):
-            scores.append(runner(image))
-            true.append(int(label))
-    if not true:
-        raise UsageError("evaluate_tflite: the data holds no images")
-    out = classification_metrics(np.asarray(true), np.stack(scores), num_classes, k)
-    out["input_dtype"] = runner.input_dtype
+    outputs = tflite_outputs(
+        tflite_path_or_bytes, dataset_or_images_and_labels, num_classes=num_classes
+    )
+    out = classification_metrics(outputs.labels, outputs.probabilities, num_classes, k)
+    out["input_dtype"] = outputs.input_dtype
     return out
 
 

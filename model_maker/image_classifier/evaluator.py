@@ -83,8 +83,8 @@ from model_maker.image_classifier.dataloader import DataLoader, InputOptions
 from model_maker.image_classifier.evaluate import (
     classification_metrics,
     evaluate_tflite,
-    predict_tflite,
     tflite_latency,
+    tflite_outputs,
 )
 from model_maker.image_classifier.model_io import load_trained_model
 
@@ -92,8 +92,6 @@ LOG = logging.getLogger("qatflow")
 
 #: Classes needed for top-5.
 TOP_K = 5
-#: Eval images per LiteRT interpreter (``predict_tflite`` builds one per call).
-PREDICT_BATCH = 64
 
 
 def _entry_size(entry: Mapping[str, Any]) -> int:
@@ -143,37 +141,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64 (max subtracted)."""
     shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _tflite_outputs(
-    content: bytes, loader: DataLoader, image_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(true class indices [N], probabilities [N, C]) of a classifier file through LiteRT,
-    eval order (images prepared as :func:`evaluate_tflite` prepares them).
-
-    Raises:
-      UsageError: the model does not have the split's number of classes.
-    """
-    dataset = loader.gen_tf_dataset(InputOptions(image_size=image_size, batch_size=PREDICT_BATCH))
-    true, probabilities = [], []
-    for images, labels in dataset:
-        batch = predict_tflite(content, images.numpy())
-        if batch.shape[1] != loader.num_classes:
-            raise UsageError(
-                f"the model has {batch.shape[1]} classes, expected {loader.num_classes}"
-            )
-        probabilities.append(batch)
-        true.append(labels.numpy())
-    return np.concatenate(true), np.concatenate(probabilities)
-
-
-def _input_dtype(content: bytes) -> str:
-    """The numpy dtype name of a classifier file's image input."""
-    # deferred: LiteRT loads only where a model is run
-    from ai_edge_litert.interpreter import Interpreter
-
-    detail = Interpreter(model_content=content).get_input_details()[0]
-    return np.dtype(detail["dtype"]).name
 
 
 def evaluate_artifacts(
@@ -232,10 +199,12 @@ def evaluate_artifacts(
             )
         LOG.info("evaluating %s", name)
         content = fileio.read_bytes(path)
-        labels, probabilities = _tflite_outputs(content, loader, _entry_size(entry))
+        dataset = loader.gen_tf_dataset(InputOptions(image_size=_entry_size(entry), batch_size=16))
+        outputs = tflite_outputs(content, dataset, num_classes=loader.num_classes)
+        labels, probabilities = outputs.labels, outputs.probabilities
         scores = classification_metrics(labels, probabilities, loader.num_classes, TOP_K)
         row = _variant_entry(name, path, scores, classes)
-        row["input_dtype"] = _input_dtype(content)
+        row["input_dtype"] = outputs.input_dtype
         if options.latency_runs > 0:
             stats = tflite_latency(content, runs=options.latency_runs)
             row["latency"] = dataclasses.asdict(stats)
