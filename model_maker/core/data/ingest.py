@@ -337,16 +337,13 @@ def _publish(stage: str, output: str, splits: Sequence[str]) -> None:
     fileio.remove_tree(stage)
 
 
-def _abandon(stage: str, output: str) -> str:
+def _abandon(stage: str, output: str) -> None:
     """Remove ``stage``; its stats.json, when the run got that far, becomes
-    ``output``/failed-stats.json. Returns that path ("" when there was none)."""
+    ``output``/failed-stats.json."""
     stats = fileio.join(stage, summary.STATS_FILE)
-    kept = ""
     if fileio.isfile(stats):
-        kept = fileio.join(output, FAILED_STATS)
-        fileio.rename(stats, kept)
+        fileio.rename(stats, fileio.join(output, FAILED_STATS))
     fileio.remove_tree(stage)
-    return kept
 
 
 def _build(p, options: IngestOptions, plan: _Plan) -> None:
@@ -486,16 +483,18 @@ def _skipped_kinds(stats: Mapping) -> str:
 
 def _refusal(result: IngestResult, options: IngestOptions, plan: _Plan, kept: str) -> str:
     """Why the run's output must not be used ("" when it may): an error found in the
-    data, no image written, detection data without a box, or (``strict``) any issue."""
-    see = f"see {kept}" if kept else "see the log"
+    data, no image written, detection data without a box, or (``strict``) any issue.
+    ``kept``: where the run's stats.json will be kept (named in the message)."""
+    see = f"see {kept}"
     errors = [i for i in result.issues if i.fatal]
     if not errors:
         images = sum(result.images.values())
-        listed = f"{len(plan.items)} images listed in {options.input}" if plan.items else ""
         if not images:
-            found = listed or f"no readable records in {options.input}"
-            if not plan.items and options.format != "tfrecord":
-                found = f"0 images listed in {options.input}"
+            found = (
+                f"no readable records in {options.input}"
+                if options.format == "tfrecord"
+                else f"{len(plan.items)} images listed in {options.input}"
+            )
             return f"no images to write: {found} ({_skipped_kinds(result.stats)}; {see})"
         classification = any(result.stats["splits"][s]["classes"] for s in result.splits)
         if not sum(result.boxes.values()) and not classification:
