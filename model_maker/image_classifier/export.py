@@ -30,7 +30,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from model_maker.core.convert_options import VARIANTS, ModelInfo
+from model_maker.core.convert_options import INT8_VARIANTS, VARIANTS, ModelInfo
 from model_maker.core.data import fileio
 from model_maker.core.errors import UsageError
 from model_maker.core.quantization import QuantizationConfig
@@ -143,7 +143,7 @@ def _check_config(config: QuantizationConfig | None, model: Any, variant: str) -
         )
     if variant == "qat_int8" and not is_qat_model(model):
         raise UsageError("variant qat_int8 needs the QAT model (quantize_classifier)")
-    if variant in ("ptq_int8", "qat_int8") and (config is None or not config.is_full_integer):
+    if variant in INT8_VARIANTS and (config is None or not config.is_full_integer):
         raise UsageError(f"variant {variant} needs a full-integer QuantizationConfig")
 
 
@@ -155,6 +155,7 @@ def export_tflite(
     labels: Sequence[str],
     metadata: ModelInfo | None = DEFAULT_MODEL_INFO,
     variant: str | None = None,
+    converted: bytes | None = None,
 ) -> dict[str, Any]:
     """Convert a classifier (logits output) to a TFLite file with softmax inside.
 
@@ -170,6 +171,9 @@ def export_tflite(
         ``qatflow <variant>``); None writes a bare model.
       variant: the pipeline variant name for the entry; None infers it from
         the config and the model.
+      converted: this model's serving function already converted (e.g. the
+        ``ptq_mixed`` flatbuffer of :mod:`model_maker.core.layer_errors`): written
+        instead of converting; ``quantization_config`` then only describes it.
 
     Returns:
       A manifest entry: ``variant``, ``file`` (base name), ``bytes`` (final
@@ -189,12 +193,14 @@ def export_tflite(
         raise UsageError(f"the model has {num_classes} classes but {len(labels)} labels were given")
     variant = variant or infer_variant(model, quantization_config)
     _check_config(quantization_config, model, variant)
-    content = convert_concrete_function(
-        build_serving_function(model),
-        model,
-        quantization_config,
-        representative_transform=pin_pixel_range,
-    )
+    content = converted
+    if content is None:
+        content = convert_concrete_function(
+            build_serving_function(model),
+            model,
+            quantization_config,
+            representative_transform=pin_pixel_range,
+        )
     description = describe_tflite(content)
     if metadata is None:
         metadata_entry: dict[str, Any] = {"present": False, "reason": "metadata=None"}

@@ -199,6 +199,7 @@ def export_tflite(
     with_nms: bool = True,
     input_type: str | None = None,
     anchors_filepath: str | None = None,
+    converted: bytes | None = None,
 ) -> TFLiteExport:
     """Convert ``model`` (float or QAT) to a TFLite detector file.
 
@@ -218,6 +219,9 @@ def export_tflite(
         integer inputs need full-integer quantization.
       anchors_filepath: raw models: where to write the anchors (default:
         ``<tflite path without .tflite>.anchors.npy``).
+      converted: this model's serving function already converted (e.g. the
+        ``ptq_mixed`` flatbuffer of :mod:`model_maker.core.layer_errors`): written
+        instead of converting; ``quantization_config`` then only describes it.
 
     Returns:
       A :class:`TFLiteExport` describing the written file.
@@ -228,20 +232,22 @@ def export_tflite(
             "detector outputs are float32 (the post-processing op's); "
             f"inference_output_type {config.inference_output_type!r} is not supported"
         )
-    serve = build_serving_function(
-        model,
-        anchors,
-        num_classes=num_classes,
-        nms=nms,
-        with_nms=with_nms,
-    )
-    content = convert_concrete_function(
-        serve,
-        model,
-        config,
-        allow_custom_ops=with_nms,
-        representative_transform=pin_pixel_range,
-    )
+    content = converted
+    if content is None:
+        serve = build_serving_function(
+            model,
+            anchors,
+            num_classes=num_classes,
+            nms=nms,
+            with_nms=with_nms,
+        )
+        content = convert_concrete_function(
+            serve,
+            model,
+            config,
+            allow_custom_ops=with_nms,
+            representative_transform=pin_pixel_range,
+        )
     _write_bytes(tflite_filepath, content)
     anchors_path = None
     if not with_nms:

@@ -18,6 +18,7 @@ the files as well.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 from model_maker.core.convert_options import ConvertOptions
 from model_maker.core.data import fileio
 from model_maker.core.errors import UsageError
+from model_maker.core.layer_errors import LAYER_ERRORS_FILE, calibrate_set
 from model_maker.core.quantization import INT8_VARIANTS, quantization_config_for_variant
 from model_maker.core.settings import replace, to_dict
 from model_maker.core.tflite_manifest import (  # noqa: F401 - names of the layout, for readers
@@ -48,8 +50,10 @@ from model_maker.object_detector.dataloader import (
 )
 from model_maker.object_detector.export import (
     ANCHORS_SUFFIX,
+    build_serving_function,
     expected_outputs,
     export_tflite,
+    pin_pixel_range,
 )
 from model_maker.object_detector.model_config import get_model_config
 from model_maker.object_detector.model_io import load_trained_model
@@ -95,6 +99,24 @@ def export_tflite_set(
     tf.io.gfile.makedirs(output_dir)
     entries = []
     convert = options.convert
+    calibrated = calibrate_set(
+        lambda: build_serving_function(
+            float_model,
+            anchors,
+            num_classes=num_classes,
+            nms=options.postprocess,
+            with_nms=convert.with_nms,
+        ),
+        float_model,
+        convert,
+        representative_data,
+        allow_custom_ops=convert.with_nms,
+        representative_transform=pin_pixel_range,
+    )
+    if calibrated.document is not None:
+        fileio.write_text(
+            os.path.join(output_dir, LAYER_ERRORS_FILE), json.dumps(calibrated.document, indent=1)
+        )
     for variant in convert.variants:
         is_int8 = variant in INT8_VARIANTS
         config = quantization_config_for_variant(
@@ -113,6 +135,7 @@ def export_tflite_set(
             nms=options.postprocess,
             with_nms=convert.with_nms,
             anchors_filepath=os.path.join(output_dir, variant + ANCHORS_SUFFIX),
+            converted=calibrated.mixed if variant == "ptq_mixed" else None,
         )
         entry: dict[str, Any] = {
             "variant": variant,
@@ -126,6 +149,8 @@ def export_tflite_set(
             "postprocess": to_dict(options.postprocess),
             "quantization": result.quantization,
         }
+        if variant == "ptq_mixed":
+            entry.update(calibrated.mixed_entry())
         if result.anchors_path:
             entry["anchors_file"] = os.path.basename(result.anchors_path)
         entry["metadata"] = _write_metadata(
