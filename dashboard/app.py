@@ -6,7 +6,9 @@ top-1), a run (``/run``: DAG, executions, lineage, settings), its evaluation
 per-class AP, precision-recall curves of a class picked with ``pr_class=``;
 classification: the table with top-1/top-5/macro-F1, top-1 per variant and vs
 size and latency, per-class accuracy, the confusion matrix of a variant picked with
-``matrix=``; both: the blessing), its gallery (``/gallery``; detection: eval images
+``matrix=``; both: the blessing, the worst int8 layers of the evaluation's
+``layer_errors.json``, all of them behind a details element, and the layers
+``ptq_mixed`` kept float), its gallery (``/gallery``; detection: eval images
 with every variant's boxes, most different from float first, ``/gallery/image``
 one image with a panel per variant; classification: the images a variant picked
 with ``variant=`` got wrong; thumbnails from ``/gallery/thumbnail``, only out of the
@@ -47,7 +49,16 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException
 
-from dashboard import charts, classification, files, gallery, pr_curves, store, tensorboard
+from dashboard import (
+    charts,
+    classification,
+    files,
+    gallery,
+    layer_errors,
+    pr_curves,
+    store,
+    tensorboard,
+)
 from model_maker.core.metrics_document import SUMMARY_KEYS
 from pipeline.run_summary import read_latest_run
 
@@ -568,6 +579,11 @@ def create_app(
             path = os.path.join(detail.evaluation_uri, pr_curves.PR_CURVES_FILE)
             curves = state.document(path, pr_curves.read_pr_curves)
             context["pr"] = pr_context(curves, request.args.get("pr_class", ""))
+        if context["rows"]:
+            path = os.path.join(detail.evaluation_uri, layer_errors.LAYER_ERRORS_FILE)
+            context["le"] = state.document(path, layer_errors.read_layer_errors)
+            context["le_path"] = path
+            context["float_layers"] = layer_errors.float_layers(detail.metrics)
         return render_template("evaluation.html", **context)
 
     @app.get("/gallery")

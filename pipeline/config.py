@@ -38,6 +38,7 @@ from model_maker.core.settings import Settings, build, check_choice, check_name,
 from model_maker.core.settings import to_dict as settings_to_dict
 from model_maker.image_classifier.options import ClassifierTrainerOptions
 from model_maker.object_detector.options import TFLiteSetOptions, TrainerOptions
+from model_maker.tasks import AccuracyCheck, check_float_layer_ladder
 
 
 class ConfigError(UsageError):
@@ -45,6 +46,7 @@ class ConfigError(UsageError):
 
 
 RUNNERS = ("beam", "local")
+QAT_MODES = ("always", "auto")
 #: Metrics a blessing may compare, per task.
 BLESSING_METRICS = {
     OBJECT_DETECTION: ("AP", "AP50", "AP75"),
@@ -58,9 +60,28 @@ class QATConfig(QATHParams):
 
     Attributes:
       enabled: run the QATTrainer.
+      mode: ``always`` runs QAT; ``auto`` first converts ``ptq_int8`` and scores it
+        with the ``evaluate`` rule (metric, max_drop, baseline, split), and runs QAT
+        only when PTQ misses it; when skipped, no ``qat_int8`` is written and the
+        Evaluator blesses ``ptq_int8`` (the decision is in ``qat_decision.json``, ML
+        Metadata and the report).
+      auto_float_layers: ``auto`` when QAT misses the rule too (its fake-quant
+        metric): ``ptq_mixed`` files with these many float layers are tried in
+        order, and the first within the rule is blessed instead; empty tries none.
     """
 
     enabled: bool = True
+    mode: str = "always"
+    auto_float_layers: tuple[int, ...] = (5, 10, 20)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "auto_float_layers", tuple(self.auto_float_layers))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("mode", self.mode, QAT_MODES)
+        check_float_layer_ladder("auto_float_layers", self.auto_float_layers)
 
     def hparams(self) -> QATHParams:
         """The ``QATHParams`` part (what the QATTrainer takes)."""
@@ -190,6 +211,10 @@ class PipelineConfig(Settings):
             )
         if "qat_int8" in self.convert.variants and not self.qat.enabled:
             raise SettingsError("convert.variants", "qat_int8 needs qat.enabled: true")
+        if self.qat.mode == "auto" and "ptq_int8" not in self.convert.variants:
+            raise SettingsError(
+                "qat.mode", "auto blesses ptq_int8 when QAT is skipped: add it to convert.variants"
+            )
         check_choice("evaluate.candidate", self.evaluate.candidate, self.convert.variants)
         check_choice("evaluate.metric", self.evaluate.metric, BLESSING_METRICS[self.model.task])
         if self.evaluate.baseline:
@@ -209,11 +234,21 @@ class PipelineConfig(Settings):
             trainer = TrainerOptions(
                 model=self.model, train=self.train, postprocess=self.postprocess
             )
+        converter = TFLiteSetOptions(convert=self.convert, postprocess=self.postprocess)
         return StageOptions(
             ingest=self.data,
             trainer=trainer,
             qat=self.qat.hparams(),
-            converter=TFLiteSetOptions(convert=self.convert, postprocess=self.postprocess),
+            qat_check=(
+                AccuracyCheck(
+                    rule=self.evaluate,
+                    converter=converter,
+                    mixed_float_layers=self.qat.auto_float_layers,
+                )
+                if self.qat.mode == "auto"
+                else None
+            ),
+            converter=converter,
             evaluator=self.evaluate,
         )
 
@@ -226,6 +261,7 @@ class StageOptions:
       ingest: ExampleGen's.
       trainer: the Trainer's (the task's options class).
       qat: the QATTrainer's.
+      qat_check: the QATTrainer's PTQ check (``qat.mode: auto``), else None.
       converter: the TFLiteConverter's.
       evaluator: the Evaluator's.
     """
@@ -233,6 +269,7 @@ class StageOptions:
     ingest: IngestOptions
     trainer: TrainerOptions | ClassifierTrainerOptions
     qat: QATHParams
+    qat_check: AccuracyCheck | None
     converter: TFLiteSetOptions
     evaluator: EvaluateOptions
 

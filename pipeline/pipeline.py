@@ -87,6 +87,7 @@ def create_pipeline(
             trainer.outputs["model"],
             stages.qat,
             checkpoint_dir=checkpoint_dir(pipeline_root, "qat", ingest, stages.trainer, stages.qat),
+            accuracy_check=stages.qat_check,
         )
         components.append(qat_trainer)
         qat_model = qat_trainer.outputs["qat_model"]

@@ -15,6 +15,7 @@ from tfx.types import channel, component_spec, standard_artifacts
 from components.qat_trainer import executor
 from model_maker.core.qat_hparams import QATHParams
 from model_maker.core.settings import to_json
+from model_maker.tasks import AccuracyCheck
 
 
 class QATTrainerSpec(component_spec.ComponentSpec):
@@ -25,6 +26,7 @@ class QATTrainerSpec(component_spec.ComponentSpec):
         "train_split": component_spec.ExecutionParameter(type=str, optional=True),
         "eval_split": component_spec.ExecutionParameter(type=str, optional=True),
         "checkpoint_dir": component_spec.ExecutionParameter(type=str, optional=True),
+        executor.CHECK_KEY: component_spec.ExecutionParameter(type=str, optional=True),  # JSON
     }
     INPUTS = {
         executor.EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
@@ -48,6 +50,13 @@ class QATTrainer(base_component.BaseComponent):
     resume from the last finished QAT epoch; one sub-folder per float model and
     hparams is kept there, so a new float model never resumes from another's
     QAT. Without it, QAT restarts from the float model.
+
+    ``accuracy_check`` (``qat.mode: auto``, an
+    :class:`~model_maker.tasks.AccuracyCheck`) scores ``ptq_int8`` first and skips
+    QAT when it meets the blessing rule; the output then holds only
+    ``qat_decision.json`` (and the check's files under ``ptq_check/``), and the
+    properties ``qat_decision`` (skipped/trained), ``ptq_check_<metric>``,
+    ``ptq_check_baseline_<metric>`` and ``ptq_check_seconds`` record why.
     """
 
     SPEC_CLASS = QATTrainerSpec
@@ -62,6 +71,7 @@ class QATTrainer(base_component.BaseComponent):
         train_split: str = "train",
         eval_split: str = "eval",
         checkpoint_dir: str = "",
+        accuracy_check: AccuracyCheck | None = None,
     ) -> None:
         spec = QATTrainerSpec(
             examples=examples,
@@ -70,6 +80,7 @@ class QATTrainer(base_component.BaseComponent):
             train_split=train_split,
             eval_split=eval_split,
             checkpoint_dir=checkpoint_dir,
+            accuracy_check=to_json(accuracy_check) if accuracy_check is not None else "",
             qat_model=channel.Channel(type=standard_artifacts.Model),
             model_run=channel.Channel(type=standard_artifacts.ModelRun),
         )

@@ -19,7 +19,7 @@ from tfx.types import artifact_utils
 
 from model_maker.core.qat_hparams import QATHParams
 from model_maker.core.settings import from_json
-from model_maker.tasks import qat_from_examples
+from model_maker.tasks import AccuracyCheck, qat_or_skip
 
 LOG = logging.getLogger("qatflow")
 
@@ -28,6 +28,7 @@ EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"
 QAT_MODEL_KEY = "qat_model"
 MODEL_RUN_KEY = "model_run"
+CHECK_KEY = "accuracy_check"
 
 
 def _model_run_uri(output_dict: dict[str, list]) -> str | None:
@@ -46,16 +47,33 @@ class Executor(base_executor.BaseExecutor):
         exec_properties: dict[str, Any],
     ) -> None:
         qat_model = artifact_utils.get_single_instance(output_dict[QAT_MODEL_KEY])
-        result = qat_from_examples(
+        check = exec_properties.get(CHECK_KEY)
+        decision, result = qat_or_skip(
             artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY]),
             artifact_utils.get_single_uri(input_dict[MODEL_KEY]),
             qat_model.uri,
             from_json(QATHParams, exec_properties.get(OPTIONS_KEY)),
+            from_json(AccuracyCheck, check) if check else None,
             train_split=exec_properties.get("train_split") or "train",
             eval_split=exec_properties.get("eval_split") or "",
             checkpoint_root=exec_properties.get("checkpoint_dir") or None,
             run_dir=_model_run_uri(output_dict),
         )
+        if decision.mode == "auto":
+            qat_model.set_string_custom_property(
+                "qat_decision", "trained" if decision.qat else "skipped"
+            )
+            qat_model.set_string_custom_property("qat_decision_reason", decision.reason)
+            for key, value in (
+                (f"ptq_check_{decision.metric}", decision.ptq_metric),
+                (f"ptq_check_baseline_{decision.metric}", decision.baseline_metric),
+                ("ptq_check_seconds", decision.check_seconds),
+            ):
+                if value is not None:
+                    qat_model.set_float_custom_property(key, value)
+        if result is None:
+            LOG.info("QATTrainer: %s", decision.reason)
+            return
         for key in ("AP", "AP50", "top1", "top5"):
             if key in result.metrics:
                 qat_model.set_float_custom_property(f"fake_quant_{key}", result.metrics[key])

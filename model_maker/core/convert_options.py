@@ -126,6 +126,4 @@ class ConvertOptions(Settings):
     @property
     def measures_layer_errors(self) -> bool:
         """Whether the converter runs the QuantizationDebugger (a calibrated variant asked)."""
-        return self.layer_error_samples > 0 and bool(
-            set(CALIBRATED_VARIANTS) & set(self.variants)
-        )
+        return self.layer_error_samples > 0 and bool(set(CALIBRATED_VARIANTS) & set(self.variants))

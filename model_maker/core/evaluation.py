@@ -17,7 +17,10 @@ model, third-party ``.tflite`` files):
    ``report.html`` and ``blessing.json``; plus ``pr_curves.json`` (the curves),
    ``detections.json`` (every variant's boxes per image and their difference
    to the baseline) and ``gallery/`` thumbnails (:mod:`model_maker.core.gallery`),
-   whose most different images report.html shows with their boxes drawn.
+   whose most different images report.html shows with their boxes drawn;
+   and what the TFLite set says about its quantization (the per-layer int8
+   error, the layers ``ptq_mixed`` kept float, what ``qat.mode: auto``
+   decided: :mod:`model_maker.core.quantization_report`), copied and reported.
 
 Units: metrics are pycocotools fractions 0..1 everywhere in files and objects;
 the reports print them as AP points (x100). The blessing threshold
@@ -62,6 +65,8 @@ from model_maker.core.metrics_document import (
     SUMMARY_KEYS,
     metrics_document,
 )
+from model_maker.core.quantization_report import QuantizationReport
+from model_maker.core.report_tables import html_table, markdown_table  # noqa: F401 - API
 from model_maker.core.tflite_manifest import (  # noqa: F401 - read_manifest is part of the API
     LABELS_FILE,
     MANIFEST_FILE,
@@ -465,6 +470,7 @@ def evaluate_variants(
     latency_runs: int = 20,
     beam: BeamOptions = BeamOptions(),
     work_dir: str | None = None,
+    quantization: QuantizationReport | None = None,
 ) -> EvaluationResult:
     """Evaluate every variant, decide the blessing and write the reports.
 
@@ -479,6 +485,10 @@ def evaluate_variants(
       latency_runs: timed invocations per variant (0 skips latency).
       beam: pipeline options.
       work_dir: intermediate files (see :func:`run_detection`).
+      quantization: what the TFLite set says about its quantization
+        (:func:`~model_maker.core.quantization_report.read_quantization_report`):
+        its files copied, reported, and the float layers added to the mixed
+        variants' entries.
 
     Raises:
       ValueError: variant names that are not unique, or a detection of an
@@ -508,6 +518,8 @@ def evaluate_variants(
     baseline = pick_baseline(by_name, rule.baseline)
     for entry in entries:
         entry["delta_to_float"] = deltas(entry["metrics"], by_name.get(baseline))
+        if quantization is not None:
+            entry.update(quantization.mixed.get(entry["variant"], {}))
     decision = decide_blessing(by_name, rule)
     gallery = detection_gallery(
         ground_truth, label_names, boxes, baseline, source_images(source), output_dir
@@ -519,7 +531,11 @@ def evaluate_variants(
             DETECTIONS_FILE: strict_json(gallery.document),
         },
     )
-    files.update(write_reports(entries, baseline, decision, output_dir, gallery.report_html))
+    files.update(
+        write_reports(
+            entries, baseline, decision, output_dir, gallery.report_html, quantization=quantization
+        )
+    )
     if gallery.thumbnails:
         files[GALLERY_DIR] = os.path.join(output_dir, GALLERY_DIR)
     return EvaluationResult(entries, baseline, decision, files)
@@ -599,16 +615,13 @@ def _class_rows(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[l
     return header, rows
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def render_markdown(
-    entries: Sequence[Mapping[str, Any]], baseline: str, decision: BlessingDecision
+    entries: Sequence[Mapping[str, Any]],
+    baseline: str,
+    decision: BlessingDecision,
+    quantization: QuantizationReport | None = None,
 ) -> str:
-    """report.md: comparison table, per-class AP, blessing decision."""
+    """report.md: comparison table, per-class AP, blessing decision, worst int8 layers."""
     verdict = "BLESSED" if decision.blessed else "NOT BLESSED"
     parts = [
         "# Evaluation",
@@ -630,15 +643,9 @@ def render_markdown(
         *(f"- {reason}" for reason in decision.reasons),
         "",
     ]
+    if quantization is not None:
+        parts.append(quantization.markdown())
     return "\n".join(parts)
-
-
-def html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 #: The CSS of both tasks' report.html.
@@ -650,6 +657,8 @@ th:first-child, td:first-child { text-align: left; }
 .blessed { color: #176f2c; } .not-blessed { color: #a4161a; }
 table.gallery td { vertical-align: top; text-align: center; }
 figure { margin: 0; } figcaption { font-size: 0.85em; }
+table.layer-errors td:nth-child(2), table.layer-errors td:nth-child(3),
+table.layer-errors td:nth-child(7) { text-align: left; }
 """
 
 _HTML = """<!doctype html>
@@ -664,6 +673,7 @@ latency: interpreter invoke, 1 thread.</p>
 <h2 class="{css}">Blessing: {verdict} ({candidate})</h2>
 <p>{rule}</p>
 <ul>{reasons}</ul>
+{layers}
 {gallery}
 </body></html>
 """
@@ -674,6 +684,7 @@ def render_html(
     baseline: str,
     decision: BlessingDecision,
     gallery_html: str = "",
+    quantization: QuantizationReport | None = None,
 ) -> str:
     """report.html: the same content as report.md, self-contained, and ``gallery_html``
     (the most different images, :func:`model_maker.core.gallery.detection_gallery`)."""
@@ -691,6 +702,7 @@ def render_html(
         candidate=html.escape(decision.candidate),
         rule=html.escape(rule),
         reasons="".join(f"<li>{html.escape(r)}</li>" for r in decision.reasons),
+        layers=quantization.html() if quantization is not None else "",
         gallery=gallery_html,
     )
 
@@ -701,22 +713,26 @@ def write_reports(
     decision: BlessingDecision,
     output_dir: str,
     gallery_html: str = "",
+    *,
+    quantization: QuantizationReport | None = None,
 ) -> dict[str, str]:
     """Write metrics.json, report.md, report.html (with ``gallery_html``) and
-    blessing.json; return their paths.
+    blessing.json, and copy ``quantization``'s files; return their paths.
 
     Raises:
       OSError: a file cannot be written.
     """
+    document = metrics_document(entries, baseline, decision.candidate, decision.to_dict())
     contents = {
-        METRICS_FILE: json.dumps(
-            metrics_document(entries, baseline, decision.candidate, decision.to_dict()), indent=2
-        ),
-        REPORT_MD: render_markdown(entries, baseline, decision),
-        REPORT_HTML: render_html(entries, baseline, decision, gallery_html),
+        REPORT_MD: render_markdown(entries, baseline, decision, quantization),
+        REPORT_HTML: render_html(entries, baseline, decision, gallery_html, quantization),
         BLESSING_FILE: json.dumps(decision.to_dict(), indent=2),
     }
-    return write_files(output_dir, contents)
+    if quantization is None:
+        contents[METRICS_FILE] = json.dumps(document, indent=2)
+        return write_files(output_dir, contents)
+    contents[METRICS_FILE] = json.dumps(quantization.add_summary(document), indent=2)
+    return {**write_files(output_dir, contents), **quantization.copy_files(output_dir)}
 
 
 def write_files(output_dir: str, contents: Mapping[str, str]) -> dict[str, str]:

@@ -132,7 +132,7 @@ def calibrate_concrete_function(
     import tensorflow as tf
 
     if not quantization_config.is_full_integer:
-        raise UsageError("calibration needs a full-integer QuantizationConfig (representative data)")
+        raise UsageError("calibration needs a full-integer QuantizationConfig (with images)")
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], trackable)
     converter.allow_custom_ops = allow_custom_ops
     quantization_config.set_converter_with_quantization(
@@ -238,11 +238,10 @@ def select_float_layers(
         try:
             regex = re.compile(pattern)
         except re.error as exc:
-            raise UsageError(f"convert.mixed_float_patterns: {pattern!r} is not a regex: {exc}")
+            message = f"convert.mixed_float_patterns: {pattern!r} is not a regex: {exc}"
+            raise UsageError(message) from None
         hits = [
-            e
-            for e in errors
-            if any(regex.search(name) for name in (*e.keras_layers, e.tensor))
+            e for e in errors if any(regex.search(name) for name in (*e.keras_layers, e.tensor))
         ]
         if not hits:
             raise UsageError(

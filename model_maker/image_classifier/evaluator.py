@@ -16,7 +16,10 @@ macro-F1), its file size and its latency (median / p90 of interpreter calls,
 variant's predicted class and its probability per eval image, in record
 order) with ``gallery/<index>.jpg`` thumbnails of the images some variant
 misclassifies (:mod:`model_maker.core.gallery`), the first of which
-report.html shows with each variant's prediction.
+report.html shows with each variant's prediction. The set's
+``layer_errors.json`` (per-layer int8 error, when the converter measured it)
+is copied too and both reports list its worst layers, and the layers
+``ptq_mixed`` kept float (:class:`~model_maker.core.quantization_report.QuantizationReport`).
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ from model_maker.core.metrics_document import (
     PER_CLASS_ACCURACY_PREFIX,
     metrics_document,
 )
+from model_maker.core.quantization_report import QuantizationReport, read_quantization_report
 from model_maker.core.tflite_manifest import read_manifest
 from model_maker.core.tflite_metadata import read_labels
 from model_maker.image_classifier.dataloader import DataLoader, InputOptions
@@ -210,14 +214,23 @@ def evaluate_artifacts(
             row["latency"] = dataclasses.asdict(stats)
         entries.append(row)
         predictions[name] = top_predictions(probabilities)
+    quantization = read_quantization_report(tflite_dir)
     by_name = {e["variant"]: e["metrics"] for e in entries}
     baseline = pick_baseline(by_name, options.baseline)
     for row in entries:
         row["delta_to_float"] = deltas(row["metrics"], by_name.get(baseline))
+        if quantization is not None:
+            row.update(quantization.mixed.get(row["variant"], {}))
     decision = decide_blessing(by_name, options)
     document, gallery_html = _gallery(loader, labels, predictions, baseline, output_dir)
     files = write_reports(
-        entries, baseline, decision, classes, output_dir, gallery_html=gallery_html
+        entries,
+        baseline,
+        decision,
+        classes,
+        output_dir,
+        gallery_html=gallery_html,
+        quantization=quantization,
     )
     files.update(write_files(output_dir, {PREDICTIONS_FILE: strict_json(document)}))
     if any(image["thumbnail"] for image in document["images"]):
@@ -347,8 +360,10 @@ def render_markdown(
     baseline: str,
     decision: BlessingDecision,
     classes: Sequence[str],
+    quantization: QuantizationReport | None = None,
 ) -> str:
-    """report.md: comparison table, per-class accuracy, confusion matrices, blessing."""
+    """report.md: comparison table, per-class accuracy, confusion matrices, blessing,
+    worst int8 layers."""
     verdict = "BLESSED" if decision.blessed else "NOT BLESSED"
     parts = [
         "# Evaluation (image classification)",
@@ -380,6 +395,8 @@ def render_markdown(
         *(f"- {reason}" for reason in decision.reasons),
         "",
     ]
+    if quantization is not None:
+        parts.append(quantization.markdown())
     return "\n".join(parts)
 
 
@@ -396,6 +413,7 @@ _HTML = """<!doctype html>
 <h2 class="{css}">Blessing: {verdict} ({candidate})</h2>
 <p>{rule}</p>
 <ul>{reasons}</ul>
+{layers}
 {gallery}
 </body></html>
 """
@@ -407,6 +425,7 @@ def render_html(
     decision: BlessingDecision,
     classes: Sequence[str],
     gallery_html: str = "",
+    quantization: QuantizationReport | None = None,
 ) -> str:
     """report.html: the same content as report.md, self-contained, and ``gallery_html``
     (the misclassified images, :func:`model_maker.core.gallery.classification_report_html`)."""
@@ -425,6 +444,7 @@ def render_html(
         candidate=html.escape(decision.candidate),
         rule=html.escape(_rule(decision)),
         reasons="".join(f"<li>{html.escape(r)}</li>" for r in decision.reasons),
+        layers=quantization.html() if quantization is not None else "",
         gallery=gallery_html,
     )
 
@@ -437,9 +457,10 @@ def write_reports(
     output_dir: str,
     *,
     gallery_html: str = "",
+    quantization: QuantizationReport | None = None,
 ) -> dict[str, str]:
     """Write metrics.json, report.md, report.html (with ``gallery_html``) and
-    blessing.json; return their paths.
+    blessing.json, and copy ``quantization``'s files; return their paths.
 
     Raises:
       OSError: a file cannot be written.
@@ -452,15 +473,20 @@ def write_reports(
         task=IMAGE_CLASSIFICATION,
         classes=classes,
     )
-    return write_files(
+    files = write_files(
         output_dir,
         {
-            METRICS_FILE: json.dumps(document, indent=2),
-            REPORT_MD: render_markdown(entries, baseline, decision, classes),
-            REPORT_HTML: render_html(entries, baseline, decision, classes, gallery_html),
+            METRICS_FILE: json.dumps(
+                quantization.add_summary(document) if quantization else document, indent=2
+            ),
+            REPORT_MD: render_markdown(entries, baseline, decision, classes, quantization),
+            REPORT_HTML: render_html(
+                entries, baseline, decision, classes, gallery_html, quantization
+            ),
             BLESSING_FILE: json.dumps(decision.to_dict(), indent=2),
         },
     )
+    return {**files, **(quantization.copy_files(output_dir) if quantization else {})}
 
 
 # --- any classifier file on a folder of class folders (qatflow evaluate-tflite) ---------

@@ -6,7 +6,8 @@ Converter's ``manifest.json`` is scored, plus the Keras float model when its
 folder is given (post-processed with the same NMS settings as the TFLite op,
 so the float/PTQ/QAT rows compare like with like); see
 :mod:`model_maker.core.evaluation` for the metrics, the reports and the
-blessing.
+blessing. The set's ``layer_errors.json`` (when the converter measured the
+per-layer int8 error) is copied beside the reports, which list its worst layers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from model_maker.core.evaluation import (
     read_manifest,
     variants_from_manifest,
 )
+from model_maker.core.quantization_report import read_quantization_report
 from model_maker.object_detector.dataloader import annotations_path, read_label_map, split_files
 from model_maker.object_detector.keras_detector import KerasDetectorFactory
 
@@ -45,7 +47,8 @@ def evaluate_artifacts(
 
     Args:
       examples_uri: the Examples artifact (records, ``label_map.json``, ground truth).
-      tflite_dir: the TFLite set (``manifest.json`` and the files it names).
+      tflite_dir: the TFLite set (``manifest.json``, the files it names and, when
+        measured, ``layer_errors.json``).
       output_dir: where ``metrics.json``, the reports and ``blessing.json`` go.
       options: blessing rule, latency runs and the split scored.
       model_dir: the Trainer's Model artifact; its float model becomes the
@@ -75,4 +78,5 @@ def evaluate_artifacts(
         latency_runs=options.latency_runs,
         beam=BeamOptions.from_args(beam_args),
         work_dir=output_dir,
+        quantization=read_quantization_report(tflite_dir),
     )

@@ -280,6 +280,9 @@ INVALID = [
     ("qat", "decay_steps", 0),
     ("qat", "decay_rate", 0.0),
     ("qat", "decay_rate", 1.5),
+    ("qat", "mode", "sometimes"),
+    ("qat", "auto_float_layers", [10, 5]),
+    ("qat", "auto_float_layers", [0]),
     ("postprocess", "max_detections", 0),
     ("postprocess", "score_threshold", 1.5),
     ("postprocess", "score_threshold", -0.1),
@@ -289,6 +292,10 @@ INVALID = [
     ("convert", "variants", ["int4"]),
     ("convert", "int8_input_type", "int16"),
     ("convert", "representative_samples", 0),
+    ("convert", "layer_error_samples", -1),
+    ("convert", "mixed_float_layers", -1),
+    ("convert", "mixed_float_patterns", ["stem", "c["]),
+    ("convert", "mixed_float_patterns", [""]),
     ("convert.metadata", "name", "bad\x00name"),
     ("convert.metadata", "description", "\x00"),
     ("convert.metadata", "version", "1\x00"),
@@ -408,6 +415,15 @@ VALID = [
         "evaluate": {"candidate": "float16", "baseline": "keras_float", "latency_runs": 0},
     },
     {"data": {"format": "folder", "split_ratios": {"train": 1.0}}},
+    {
+        "qat": {"mode": "auto", "auto_float_layers": [3, 30]},
+        "convert": {
+            "variants": ["float32", "ptq_int8", "ptq_mixed", "qat_int8"],
+            "mixed_float_patterns": ["stem", "resample_p6"],
+            "layer_error_samples": 1,
+            "mixed_float_layers": 0,
+        },
+    },
     {"data": {"format": "voc", "split_files": {"train": "t.txt", "val": "v.txt"}}},
 ]
 
@@ -419,6 +435,7 @@ def test_no_stage_rejects_a_config_that_passed(values, tmp_path):
     from model_maker.core.qat_hparams import QATHParams
     from model_maker.object_detector.options import TFLiteSetOptions, TrainerOptions
     from model_maker.object_detector.trainer import build_spec
+    from model_maker.tasks import AccuracyCheck
 
     config = load_config(base=values)
     stages = config.stages()
@@ -437,6 +454,23 @@ def test_no_stage_rejects_a_config_that_passed(values, tmp_path):
     assert spec.hparams["learning_rate"] == config.train.learning_rate
     assert spec.batch_size == config.train.batch_size
     assert QATHParams(**{k: v for k, v in dataclasses.asdict(stages.qat).items()}) == stages.qat
+    if config.qat.mode == "auto":
+        assert from_json(AccuracyCheck, to_json(stages.qat_check)) == stages.qat_check
+        assert stages.qat_check.rule == stages.evaluator
+        assert stages.qat_check.converter == stages.converter
+    else:
+        assert stages.qat_check is None
+
+
+def test_auto_qat_needs_ptq_int8_to_bless_and_ptq_mixed_needs_layer_errors():
+    with pytest.raises(SettingsError, match="qat.mode: auto blesses ptq_int8 when QAT is skipped"):
+        load_config(
+            base={"qat": {"mode": "auto"}, "convert": {"variants": ["float32", "qat_int8"]}}
+        )
+    with pytest.raises(SettingsError, match="convert.layer_error_samples: ptq_mixed picks"):
+        load_config(
+            base={"convert": {"variants": ["ptq_int8", "ptq_mixed"], "layer_error_samples": 0}}
+        )
 
 
 def test_learning_rate_is_the_peak_at_the_batch_size(tmp_path):

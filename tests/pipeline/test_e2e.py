@@ -190,3 +190,38 @@ def test_console_holds_progress_and_warnings_but_no_library_chatter(tiny_pipelin
     # Our progress is still there, one line per component that ran.
     for progress in ("qatflow: QAT of ", "qatflow: TFLite set in ", "evaluating qat_int8"):
         assert progress in err, err[-3000:]
+
+
+@pytest.fixture(scope="module")
+def auto_run(tiny_pipeline, tmp_path_factory):
+    """qat.mode auto with a rule any PTQ model meets (max_drop 100 points); ExampleGen and
+    the Trainer come from the cache; pushed elsewhere so the main run's pushes stay one."""
+    push = tmp_path_factory.mktemp("auto-push")
+    return qatflow(
+        "run", "--config", str(tiny_pipeline.config), "--set", "qat.mode=auto",
+        "--set", "evaluate.max_drop=100", "--set", f"push.destination={push}",
+    )  # fmt: skip
+
+
+def test_auto_mode_with_a_loose_rule_skips_qat_and_blesses_ptq(tiny_pipeline, auto_run):
+    assert auto_run.returncode == 0, auto_run.stderr[-3000:]
+    store = _store(tiny_pipeline.root)
+    states = _states(store, _runs(store)[-1])
+    assert states["DetectionExampleGen"] == "CACHED" and states["Trainer"] == "CACHED"
+    assert states["QATTrainer"] == "COMPLETE"
+    (qat,) = [
+        a
+        for a in store.get_artifacts_by_context(_runs(store)[-1].id)
+        if a.custom_properties.get("qat_decision")
+    ]
+    assert qat.custom_properties["qat_decision"].string_value == "skipped"
+    assert qat.custom_properties["ptq_check_AP"].double_value >= 0
+    # no QAT model: only the decision and the check's own files
+    assert sorted(os.listdir(qat.uri)) == ["ptq_check", "qat_decision.json"]
+    latest = json.loads((tiny_pipeline.root / "latest_run.json").read_text())
+    document = json.loads(open(os.path.join(latest["evaluation"], "metrics.json")).read())
+    assert {e["variant"] for e in document["variants"]} == {"keras_float", "float32", "ptq_int8"}
+    blessing = json.loads(open(os.path.join(latest["evaluation"], "blessing.json")).read())
+    assert blessing["candidate"] == "ptq_int8" and blessing["blessed"] is True
+    assert os.path.isfile(os.path.join(latest["pushed"], "ptq_int8.tflite"))
+    assert "QAT skipped" in auto_run.stdout + auto_run.stderr

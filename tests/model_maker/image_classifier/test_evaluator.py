@@ -121,3 +121,25 @@ def test_report_html_shows_the_misclassified_images_with_each_prediction(evaluat
     cells = re.findall(r"<td>([^<]*)</td>", row)
     assert cells[0] == "green"  # the true class, then each variant's prediction
     assert len(cells) == 4 and all(re.fullmatch(r"red \(0\.\d\d\) \u2717", c) for c in cells[1:])
+
+
+def test_layer_errors_are_copied_and_their_worst_layers_reported(evaluated):
+    result, out = evaluated
+    source = out.parent / "tflite" / "layer_errors.json"  # written by the converter (8 images)
+    assert (out / "layer_errors.json").read_bytes() == source.read_bytes()
+    assert result.files["layer_errors.json"] == str(out / "layer_errors.json")
+    layers = json.loads(source.read_text())["layers"]
+    summary = _strict_json(out / "metrics.json")["layer_errors"]
+    assert (summary["file"], summary["samples"], summary["variant"]) == (
+        "layer_errors.json", 8, "ptq_int8")  # fmt: skip
+    assert summary["worst"] == layers[:10] and summary["num_layers"] == len(layers)
+    md = (out / "report.md").read_text()
+    heading = "## Worst int8 layers (ptq_int8, RMSE in quantization steps, 8 calibration images)"
+    section = md[md.index(heading) :]
+    rows = [line.split(" | ") for line in section.split("\n") if re.match(r"\| \d+ \|", line)]
+    assert [int(r[0][2:]) for r in rows] == [w["rank"] for w in layers[:10]]
+    assert [r[1].split(" (+")[0] for r in rows] == [w["layer"] or "n/a" for w in layers[:10]]
+    assert "logits" in {w["layer"] for w in layers}  # the Keras Dense layer's name
+    assert [r[3] for r in rows] == [f"{w['rmse_over_scale']:.2f}" for w in layers[:10]]
+    page = (out / "report.html").read_text()
+    assert re.findall(r'<td title="([^"]*)">', page) == [w["tensor"] for w in layers[:10]]
