@@ -156,7 +156,9 @@ def _try_candidate(
     variant: str,
     float_layers: int | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """Convert one PTQ candidate of the float model into ``work`` and score it by the rule."""
+    """Convert one PTQ candidate of the float model into ``work`` and score it by the rule:
+    its trade-off row (metric, blessed, bytes, latency_ms, seconds) and the verdict."""
+    start = time.monotonic()
     convert = check.converter.convert
     if float_layers is None:  # ptq_int8: no layer errors, they are the converter's job
         convert = replace(convert, variants=(variant,), layer_error_samples=0)
@@ -186,8 +188,26 @@ def _try_candidate(
         "blessed": verdict.blessed,
         "bytes": entry.get("bytes"),
         "latency_ms": latency.get("median_ms"),
+        "seconds": round(time.monotonic() - start, 1),
     }
     return row, verdict
+
+
+def _first_mixed_within_rule(
+    examples_uri: str, float_model_dir: str, work: str, check: AccuracyCheck, rows: list
+) -> tuple[int, Any] | None:
+    """Try ``ptq_mixed`` with each of ``check.mixed_float_layers`` float layers in turn
+    (their rows appended to ``rows``); the first count within the rule and its verdict."""
+    for count in check.mixed_float_layers:
+        LOG.info("qat.mode auto: trying ptq_mixed with %d float layers", count)
+        folder = fileio.join(work, f"ptq_mixed_{count}")
+        row, verdict = _try_candidate(
+            examples_uri, float_model_dir, folder, check, "ptq_mixed", count
+        )
+        rows.append(row)
+        if verdict.blessed:
+            return count, verdict
+    return None
 
 
 def qat_or_skip(
@@ -212,7 +232,6 @@ def qat_or_skip(
         result = qat_from_examples(examples_uri, float_model_dir, output_dir, hparams, **qat_kwargs)
         why = "qat.mode is always"
         return QATDecision("always", True, "qat_int8", why, qat_seconds=result.seconds), result
-    start = time.monotonic()
     work = fileio.join(output_dir, PTQ_CHECK_SUBDIR)
     LOG.info("qat.mode auto: converting and scoring ptq_int8 before deciding on QAT")
     row, ptq = _try_candidate(
@@ -241,21 +260,15 @@ def qat_or_skip(
         )
         if not rows[-1]["blessed"]:
             reason += "; QAT's fake-quant model missed it too"
-            for count in check.mixed_float_layers:
-                LOG.info("qat.mode auto: trying ptq_mixed with %d float layers", count)
-                folder = fileio.join(work, f"ptq_mixed_{count}")
-                row, mixed = _try_candidate(
-                    examples_uri, float_model_dir, folder, check, "ptq_mixed", count
-                )
-                rows.append(row)
-                if mixed.blessed:
-                    candidate, float_layers = "ptq_mixed", count
-                    reason += f"; ptq_mixed with {count} float layers meets it: "
-                    reason += "; ".join(mixed.reasons)
-                    break
-            else:
+            found = _first_mixed_within_rule(examples_uri, float_model_dir, work, check, rows)
+            if found is None:
                 tried = list(check.mixed_float_layers)
                 reason += f", and so did ptq_mixed with {tried} float layers"
+            else:
+                float_layers, mixed = found
+                candidate = "ptq_mixed"
+                reason += f"; ptq_mixed with {float_layers} float layers meets it: "
+                reason += "; ".join(mixed.reasons)
     decision = QATDecision(
         "auto",
         result is not None,
@@ -266,7 +279,7 @@ def qat_or_skip(
         ptq_metric=ptq.candidate_value,
         mixed_float_layers=float_layers,
         candidates=tuple(rows),
-        check_seconds=round(time.monotonic() - start - qat_seconds, 1),
+        check_seconds=round(sum(r.get("seconds") or 0.0 for r in rows), 1),
         qat_seconds=qat_seconds,
     )
     LOG.info("qat.mode auto: %s", reason)

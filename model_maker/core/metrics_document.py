@@ -9,7 +9,13 @@ dashboard read it. Content::
      "variants": [{"variant", "file", "bytes", "latency", "num_images",
                    "num_detections", "metrics": {AP, AP50, ..., "AP_/<class>"},
                    "delta_to_float": {...}}, ...],
-     "blessing": {"blessed", "candidate", "baseline", "metric", ...}}
+     "blessing": {"blessed", "candidate", "baseline", "metric", ...},
+     "layer_errors": {"file", "variant", "samples", "rank_metric", "num_layers",
+                      "worst": [10 rows of layer_errors.json]},   (when measured)
+     "qat_decision": {what qat.mode auto decided, qat_decision.json}}  (auto only)
+
+A ``ptq_mixed`` variant also carries ``float_layers`` and ``float_layer_rule``
+(:mod:`model_maker.core.quantization_report`).
 
 Detection metrics are pycocotools fractions 0..1 (-1: undefined). A
 document without ``task`` is a detector's. Image classification

@@ -32,8 +32,8 @@ class QATDecision:
       mixed_float_layers: float layers of the chosen ``ptq_mixed`` (None: not chosen).
       candidates: every candidate tried, in order: variant, float_layers, the
         metric, blessed, bytes and latency_ms (TFLite files; None for the
-        fake-quant QAT model).
-      check_seconds: wall time of the checks (conversions + evaluations).
+        fake-quant QAT model) and, for files, seconds (conversion + evaluation).
+      check_seconds: wall time of the TFLite candidates (conversions + evaluations).
       qat_seconds: wall time of QAT (0 when skipped).
     """
 
