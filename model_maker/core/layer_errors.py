@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from model_maker.core.convert_options import CALIBRATED_VARIANTS
 from model_maker.core.errors import UsageError
 from model_maker.core.quantization import QuantizationConfig
 
@@ -277,6 +278,7 @@ class CalibratedModels:
     Attributes:
       errors: per-layer errors of the int8 model, worst first (empty: not measured).
       document: ``layer_errors.json`` content, or None when not measured.
+      ptq: the ``ptq_int8`` flatbuffer, or None when not asked for.
       mixed: the ``ptq_mixed`` flatbuffer, or None when not asked for.
       mixed_float: the layers ``mixed`` keeps float.
       mixed_rule: how they were chosen, in words (for the manifest and report).
@@ -284,9 +286,14 @@ class CalibratedModels:
 
     errors: tuple[LayerError, ...] = ()
     document: dict[str, Any] | None = None
+    ptq: bytes | None = None
     mixed: bytes | None = None
     mixed_float: tuple[LayerError, ...] = ()
     mixed_rule: str = ""
+
+    def flatbuffer(self, variant: str) -> bytes | None:
+        """The converted file of ``variant`` made from this calibration, else None."""
+        return {"ptq_int8": self.ptq, "ptq_mixed": self.mixed}.get(variant)
 
     def mixed_entry(self) -> dict[str, Any]:
         """Manifest fields of the ``ptq_mixed`` entry: which layers stayed float and why."""
@@ -307,8 +314,13 @@ def calibrate_set(
     allow_custom_ops: bool = False,
     representative_transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> CalibratedModels:
-    """Calibrate the float model once; measure its layer errors and build ``ptq_mixed``
-    as ``convert`` (a :class:`~model_maker.core.convert_options.ConvertOptions`) asks.
+    """Calibrate the float model once and make from it ``ptq_int8``, ``ptq_mixed`` and
+    the layer errors, as ``convert`` (a
+    :class:`~model_maker.core.convert_options.ConvertOptions`) asks.
+
+    ``ptq_int8`` made this way has the op list, weights and quantization of the
+    converter's own full-integer result (TFLite runs the same MLIR quantizer on the
+    same calibration), without a second tracing, freezing and calibration.
 
     Args:
       serving_function: builds the concrete serving function (called only when
@@ -319,10 +331,10 @@ def calibrate_set(
       allow_custom_ops: the serving function holds a custom op (detection NMS).
       representative_transform: applied to each calibration image.
 
-    Returns an empty :class:`CalibratedModels` when neither is asked for.
+    Returns an empty :class:`CalibratedModels` when no calibrated variant is asked for.
     """
     wants_mixed = "ptq_mixed" in convert.variants
-    if not (wants_mixed or convert.measures_layer_errors):
+    if not set(CALIBRATED_VARIANTS) & set(convert.variants):
         return CalibratedModels()
     config = QuantizationConfig.for_int8(
         representative_data,
@@ -354,8 +366,11 @@ def calibrate_set(
         )
         worst = ", ".join(f"{e.layer or e.tensor} {e.rmse_over_scale:.2f}" for e in errors[:3])
         LOG.info("worst int8 layers (RMSE in quantization steps): %s", worst)
+    ptq = None
+    if "ptq_int8" in convert.variants:
+        ptq = quantize_calibrated(calibrated, input_type=convert.int8_input_type)
     if not wants_mixed:
-        return CalibratedModels(tuple(errors), document)
+        return CalibratedModels(tuple(errors), document, ptq)
     float_layers = select_float_layers(
         errors, convert.mixed_float_layers, convert.mixed_float_patterns
     )
@@ -370,4 +385,4 @@ def calibrate_set(
         float_tensors=[e.tensor for e in float_layers],
     )
     LOG.info("ptq_mixed keeps %s in float", rule)
-    return CalibratedModels(tuple(errors), document, mixed, tuple(float_layers), rule)
+    return CalibratedModels(tuple(errors), document, ptq, mixed, tuple(float_layers), rule)

@@ -116,7 +116,7 @@ def export_tflite_set(
             labels=labels,
             metadata=info,
             variant=variant,
-            converted=calibrated.mixed if variant == "ptq_mixed" else None,
+            converted=calibrated.flatbuffer(variant),
         )
         if variant == "ptq_mixed":
             entry.update(calibrated.mixed_entry())

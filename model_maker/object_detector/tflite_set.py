@@ -135,7 +135,7 @@ def export_tflite_set(
             nms=options.postprocess,
             with_nms=convert.with_nms,
             anchors_filepath=os.path.join(output_dir, variant + ANCHORS_SUFFIX),
-            converted=calibrated.mixed if variant == "ptq_mixed" else None,
+            converted=calibrated.flatbuffer(variant),
         )
         entry: dict[str, Any] = {
             "variant": variant,

@@ -89,6 +89,37 @@ def test_layer_errors_are_finite_name_real_keras_layers_and_come_worst_first(cal
     assert 0.05 < max(ranks) < 20
 
 
+def _tensors(content: bytes) -> list[tuple]:
+    """(name, type, shape, scales, zero points, weights) of every tensor of the main subgraph."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    out = []
+    for tensor in model.subgraphs[0].tensors:
+        q = tensor.quantization
+        data = model.buffers[tensor.buffer].data if tensor.buffer else None
+        out.append(
+            (
+                tensor.name, tensor.type, tuple(tensor.shape),
+                None if q is None or q.scale is None else tuple(q.scale),
+                None if q is None or q.zeroPoint is None else tuple(q.zeroPoint),
+                None if data is None else bytes(data),
+            )
+        )  # fmt: skip
+    return sorted(out, key=lambda t: t[0])
+
+
+def test_ptq_from_the_calibration_is_the_converters_own_ptq_int8(calibrated):
+    """The set writes ptq_int8 from its one calibration: every tensor (type, shape,
+    quantization, weights) and every op as the converter's full-integer conversion."""
+    _, content, reference, images = calibrated
+    ours = quantize_calibrated(content)
+    assert [(o.name, o.input_types, o.output_types) for o in list_ops(ours)] == [
+        (o.name, o.input_types, o.output_types) for o in list_ops(reference)
+    ]
+    assert _tensors(ours) == _tensors(reference)
+
+
 def _conv_weight_types(content: bytes) -> list[str]:
     return [op.weight_type for op in list_ops(content) if op.weight_type]
 
