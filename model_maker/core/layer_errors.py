@@ -44,6 +44,7 @@ import numpy as np
 from model_maker.core.convert_options import CALIBRATED_VARIANTS
 from model_maker.core.errors import UsageError
 from model_maker.core.quantization import QuantizationConfig
+from model_maker.core.tflite_convert import variables_of
 
 LOG = logging.getLogger("qatflow")
 
@@ -134,7 +135,9 @@ def calibrate_concrete_function(
 
     if not quantization_config.is_full_integer:
         raise UsageError("calibration needs a full-integer QuantizationConfig (with images)")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], trackable)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [concrete_function], variables_of(trackable)
+    )
     converter.allow_custom_ops = allow_custom_ops
     quantization_config.set_converter_with_quantization(
         converter, transform=representative_transform

@@ -37,6 +37,25 @@ def _convert(
     return converter.convert()
 
 
+def variables_of(trackable: Any) -> Any:
+    """A bare ``tf.Module`` holding only ``trackable``'s variables, to convert with.
+
+    ``TFLiteConverter.from_concrete_functions`` saves its trackable as a SavedModel
+    first; for a Keras model that traces every layer's call functions for Keras
+    serialization, which TFLite never reads: about 80% of converting EfficientDet-
+    Lite0 (27 s of 33 s at 128 px). The function only needs its captured variables,
+    so the converter gets those alone; the flatbuffer is byte for byte the same.
+    """
+    # deferred: TensorFlow takes seconds to import; only this path needs it
+    import tensorflow as tf
+
+    if trackable is None or isinstance(trackable, tf.Variable):
+        return trackable
+    holder = tf.Module()
+    holder.captured_variables = list(trackable.variables)
+    return holder
+
+
 def convert_concrete_function(
     concrete_function: Any,
     trackable: Any = None,
@@ -51,7 +70,8 @@ def convert_concrete_function(
       concrete_function: ``fn.get_concrete_function()`` with fixed input shapes;
         a dict of outputs names the signature's outputs.
       trackable: object owning the variables the function captures (Keras
-        model or ``tf.Module``).
+        model or ``tf.Module``); only its variables are handed to the converter
+        (:func:`variables_of`).
       quantization_config: converter flags; None converts to float32.
       allow_custom_ops: keep custom ops (``TFLite_Detection_PostProcess`` is one).
       representative_transform: applied to each calibration image
@@ -60,7 +80,9 @@ def convert_concrete_function(
     # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], trackable)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [concrete_function], variables_of(trackable)
+    )
     converter.allow_custom_ops = allow_custom_ops
     return _convert(converter, quantization_config, transform=representative_transform)
 
