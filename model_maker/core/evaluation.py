@@ -66,7 +66,7 @@ from model_maker.core.metrics_document import (
     metrics_document,
 )
 from model_maker.core.quantization_report import QuantizationReport
-from model_maker.core.report_tables import html_table, markdown_table  # noqa: F401 - API
+from model_maker.core.report_tables import html_table, markdown_table
 from model_maker.core.tflite_manifest import (  # noqa: F401 - read_manifest is part of the API
     LABELS_FILE,
     MANIFEST_FILE,
@@ -728,11 +728,11 @@ def write_reports(
         REPORT_HTML: render_html(entries, baseline, decision, gallery_html, quantization),
         BLESSING_FILE: json.dumps(decision.to_dict(), indent=2),
     }
-    if quantization is None:
-        contents[METRICS_FILE] = json.dumps(document, indent=2)
-        return write_files(output_dir, contents)
-    contents[METRICS_FILE] = json.dumps(quantization.add_summary(document), indent=2)
-    return {**write_files(output_dir, contents), **quantization.copy_files(output_dir)}
+    if quantization is not None:
+        document = quantization.add_summary(document)
+    contents[METRICS_FILE] = json.dumps(document, indent=2)
+    files = write_files(output_dir, contents)
+    return {**files, **(quantization.copy_files(output_dir) if quantization else {})}
 
 
 def write_files(output_dir: str, contents: Mapping[str, str]) -> dict[str, str]:

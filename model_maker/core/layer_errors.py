@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 import re
@@ -42,9 +43,10 @@ from typing import Any
 import numpy as np
 
 from model_maker.core.convert_options import CALIBRATED_VARIANTS
+from model_maker.core.data import fileio
 from model_maker.core.errors import UsageError
 from model_maker.core.quantization import QuantizationConfig
-from model_maker.core.tflite_convert import variables_of
+from model_maker.core.tflite_convert import concrete_function_converter
 
 LOG = logging.getLogger("qatflow")
 
@@ -130,15 +132,9 @@ def calibrate_concrete_function(
     """The float TFLite model with the calibration ranges of the representative data
     recorded (not yet quantized): the input of :func:`measure_layer_errors` and
     :func:`quantize_calibrated`."""
-    # deferred: TensorFlow takes seconds to import; only this path needs it
-    import tensorflow as tf
-
     if not quantization_config.is_full_integer:
         raise UsageError("calibration needs a full-integer QuantizationConfig (with images)")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [concrete_function], variables_of(trackable)
-    )
-    converter.allow_custom_ops = allow_custom_ops
+    converter = concrete_function_converter(concrete_function, trackable, allow_custom_ops)
     quantization_config.set_converter_with_quantization(
         converter, transform=representative_transform
     )
@@ -298,14 +294,24 @@ class CalibratedModels:
         """The converted file of ``variant`` made from this calibration, else None."""
         return {"ptq_int8": self.ptq, "ptq_mixed": self.mixed}.get(variant)
 
-    def mixed_entry(self) -> dict[str, Any]:
-        """Manifest fields of the ``ptq_mixed`` entry: which layers stayed float and why."""
+    def manifest_fields(self, variant: str) -> dict[str, Any]:
+        """Extra manifest fields of ``variant``'s entry: for ``ptq_mixed``, which layers
+        stayed float and why; {} for the others."""
+        if variant != "ptq_mixed":
+            return {}
         return {
             "float_layers": [
                 {"layer": e.layer, "tensor": e.tensor, "op": e.op} for e in self.mixed_float
             ],
             "float_layer_rule": self.mixed_rule,
         }
+
+    def write_layer_errors(self, output_dir: str) -> None:
+        """Write ``layer_errors.json`` into the TFLite set's folder, when measured."""
+        if self.document is not None:
+            fileio.write_text(
+                fileio.join(output_dir, LAYER_ERRORS_FILE), json.dumps(self.document, indent=1)
+            )
 
 
 def calibrate_set(
@@ -335,10 +341,16 @@ def calibrate_set(
       representative_transform: applied to each calibration image.
 
     Returns an empty :class:`CalibratedModels` when no calibrated variant is asked for.
+
+    Raises:
+      UsageError: a calibrated variant is asked for without representative data.
     """
     wants_mixed = "ptq_mixed" in convert.variants
-    if not set(CALIBRATED_VARIANTS) & set(convert.variants):
+    asked = [v for v in convert.variants if v in CALIBRATED_VARIANTS]
+    if not asked:
         return CalibratedModels()
+    if representative_data is None:
+        raise UsageError(f"variant {asked[0]} needs representative data")
     config = QuantizationConfig.for_int8(
         representative_data,
         quantization_steps=convert.representative_samples,
@@ -355,7 +367,7 @@ def calibrate_set(
     LOG.info("calibrated the float model in %.1f s", time.monotonic() - start)
     errors: list[LayerError] = []
     document = None
-    if convert.layer_error_samples > 0:  # always with ptq_mixed (ConvertOptions checks)
+    if convert.measures_layer_errors:  # always with ptq_mixed (ConvertOptions checks)
         measured = time.monotonic()
         steps = config.replace(quantization_steps=convert.layer_error_samples)
         images = [batch[0] for batch in steps.representative_dataset(representative_transform)()]

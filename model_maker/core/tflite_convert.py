@@ -77,6 +77,14 @@ def convert_concrete_function(
       representative_transform: applied to each calibration image
         (see :meth:`QuantizationConfig.representative_dataset`).
     """
+    converter = concrete_function_converter(concrete_function, trackable, allow_custom_ops)
+    return _convert(converter, quantization_config, transform=representative_transform)
+
+
+def concrete_function_converter(
+    concrete_function: Any, trackable: Any = None, allow_custom_ops: bool = False
+) -> Any:
+    """A ``TFLiteConverter`` of a serving function, given only ``trackable``'s variables."""
     # deferred: TensorFlow takes seconds to import; only this path needs it
     import tensorflow as tf
 
@@ -84,7 +92,7 @@ def convert_concrete_function(
         [concrete_function], variables_of(trackable)
     )
     converter.allow_custom_ops = allow_custom_ops
-    return _convert(converter, quantization_config, transform=representative_transform)
+    return converter
 
 
 def convert_keras_model(

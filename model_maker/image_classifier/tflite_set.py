@@ -19,7 +19,6 @@ loads it as it is.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
@@ -30,7 +29,7 @@ from model_maker.core.convert_options import INT8_VARIANTS, ConvertOptions
 from model_maker.core.data import fileio
 from model_maker.core.divergence import check_finite_weights
 from model_maker.core.errors import UsageError
-from model_maker.core.layer_errors import LAYER_ERRORS_FILE, calibrate_set
+from model_maker.core.layer_errors import calibrate_set
 from model_maker.core.options import IMAGE_CLASSIFICATION
 from model_maker.core.quantization import quantization_config_for_variant
 from model_maker.core.settings import to_dict
@@ -84,8 +83,6 @@ def export_tflite_set(
     fileio.makedirs(output_dir)
     entries = []
     info = convert.metadata if convert.metadata.enabled else None
-    if convert.measures_layer_errors and representative_data is None:
-        raise UsageError("int8 variants need representative data")
     calibrated = calibrate_set(
         lambda: build_serving_function(float_model),
         float_model,
@@ -93,10 +90,7 @@ def export_tflite_set(
         representative_data,
         representative_transform=pin_pixel_range,
     )
-    if calibrated.document is not None:
-        fileio.write_text(
-            os.path.join(output_dir, LAYER_ERRORS_FILE), json.dumps(calibrated.document, indent=1)
-        )
+    calibrated.write_layer_errors(output_dir)
     for variant in convert.variants:
         if variant == "qat_int8" and qat_model is None:
             raise UsageError("variant qat_int8 needs the QAT model (enable qat, or drop qat_int8)")
@@ -118,8 +112,7 @@ def export_tflite_set(
             variant=variant,
             converted=calibrated.flatbuffer(variant),
         )
-        if variant == "ptq_mixed":
-            entry.update(calibrated.mixed_entry())
+        entry.update(calibrated.manifest_fields(variant))
         if info is None:
             entry["metadata"] = {"present": False, "reason": "convert.metadata.enabled is false"}
         entries.append(entry)

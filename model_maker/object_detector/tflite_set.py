@@ -18,7 +18,6 @@ the files as well.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 from model_maker.core.convert_options import ConvertOptions
 from model_maker.core.data import fileio
 from model_maker.core.errors import UsageError
-from model_maker.core.layer_errors import LAYER_ERRORS_FILE, calibrate_set
+from model_maker.core.layer_errors import calibrate_set
 from model_maker.core.quantization import INT8_VARIANTS, quantization_config_for_variant
 from model_maker.core.settings import replace, to_dict
 from model_maker.core.tflite_manifest import (  # noqa: F401 - names of the layout, for readers
@@ -113,10 +112,7 @@ def export_tflite_set(
         allow_custom_ops=convert.with_nms,
         representative_transform=pin_pixel_range,
     )
-    if calibrated.document is not None:
-        fileio.write_text(
-            os.path.join(output_dir, LAYER_ERRORS_FILE), json.dumps(calibrated.document, indent=1)
-        )
+    calibrated.write_layer_errors(output_dir)
     for variant in convert.variants:
         is_int8 = variant in INT8_VARIANTS
         config = quantization_config_for_variant(
@@ -149,8 +145,7 @@ def export_tflite_set(
             "postprocess": to_dict(options.postprocess),
             "quantization": result.quantization,
         }
-        if variant == "ptq_mixed":
-            entry.update(calibrated.mixed_entry())
+        entry.update(calibrated.manifest_fields(variant))
         if result.anchors_path:
             entry["anchors_file"] = os.path.basename(result.anchors_path)
         entry["metadata"] = _write_metadata(
