@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 
+from git_worktree import working_tree_label, worktree
 from machine_info import machine_info
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -131,21 +132,12 @@ def main() -> int:
     info = machine_info("tensorflow", "ai-edge-litert")
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="bench-converter-") as tmp:
-        before = pathlib.Path(tmp) / "before"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(before), args.before],
-            cwd=REPO, check=True, capture_output=True,
-        )  # fmt: skip
-        try:
+        with worktree(REPO, args.before) as before:
             for i in range(args.repeats):
                 for name, code in (("before", before), ("after", REPO)):
                     result = convert(code, root, pathlib.Path(tmp) / f"{name}-{i}")
                     runs[name].append(result)
                     print(f"{name} #{i + 1}: {result['seconds']:.1f} s", flush=True)
-        finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(before)], cwd=REPO, check=False
-            )
     median = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
     every = runs["before"] + runs["after"]
     identical = {
@@ -170,10 +162,7 @@ def main() -> int:
         "machine": info,
         "load_average_at_end": list(os.getloadavg()),
         "before": args.before,
-        "after": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        + " + working tree",
+        "after": working_tree_label(REPO),
         "pipeline_root": str(root),
         "runs": runs,
         "median_seconds": median,

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 
+from git_worktree import working_tree_label, worktree
 from machine_info import machine_info
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -108,19 +109,10 @@ def main() -> int:
     info = machine_info("tensorflow", "tfx", "apache-beam")
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
-        before = pathlib.Path(tmp) / "before"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(before), args.before],
-            cwd=REPO, check=True, capture_output=True,
-        )  # fmt: skip
-        try:
+        with worktree(REPO, args.before) as before:
             for name, code in (("before", before), ("after", REPO)):
                 results[name] = run_pipeline(code, pathlib.Path(tmp) / f"root-{name}", data)
                 print(f"{name}: {results[name]['wall_seconds']:.0f} s", flush=True)
-        finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(before)], cwd=REPO, check=False
-            )
     print(f"\nThe demo pipeline, empty pipeline roots ({args.before} vs the working tree)")
     print(f"{'stage':22} {'before s':>9} {'after s':>9} {'ratio':>6}")
     for stage in (*STAGES, "wall (whole command)"):
@@ -138,10 +130,7 @@ def main() -> int:
         "machine": info,
         "load_average_at_end": list(os.getloadavg()),
         "before": args.before,
-        "after": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        + " + working tree",
+        "after": working_tree_label(REPO),
         "results": results,
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
