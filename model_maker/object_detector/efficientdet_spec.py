@@ -181,6 +181,7 @@ class EfficientDetSpec:
         self.verbose = verbose
         self.history: keras.callbacks.History | None = None
         self._detect_fns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._infer_fns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # -- properties -----------------------------------------------------------------
 
@@ -425,13 +426,33 @@ class EfficientDetSpec:
             ),
         )
 
+    def _infer_fn(self, model: keras.Model):
+        """``model(images, training=False)`` compiled once per model, for any batch size.
+
+        The signature is fixed (float32 [None, S, S, 3]), so a last, smaller
+        batch does not trace the model again, and the evaluation and the
+        SavedModel export call the same trace: each trace of a fake-quant
+        EfficientDet costs seconds.
+        """
+        if model not in self._infer_fns:
+            size = self.image_size
+            signature = tf.TensorSpec([None, size, size, 3], tf.float32, name="images")
+
+            @tf.function(input_signature=[signature])
+            def infer(images):
+                return model(images, training=False)
+
+            self._infer_fns[model] = infer
+        return self._infer_fns[model]
+
     def _detect_fn(self, model: keras.Model):
         """A compiled ``images -> detections`` of ``model``, traced once per model."""
         if model not in self._detect_fns:
+            infer = self._infer_fn(model)
 
-            @tf.function(reduce_retracing=True)
+            @tf.function(input_signature=infer.input_signature)
             def detect(images):
-                class_logits, box_encodings = model(images, training=False)
+                class_logits, box_encodings = infer(images)
                 return self.postprocess(class_logits, box_encodings)
 
             self._detect_fns[model] = detect
@@ -563,6 +584,7 @@ class EfficientDetSpec:
         hp = self.hparams
         tflite_max = self.tflite_max_detections
         resize_input = pre_mode == "infer" and post_mode != "tflite"
+        infer = self._infer_fn(model)  # the evaluation's trace, when there was one
 
         def serve(images):
             scale_back = None
@@ -574,7 +596,7 @@ class EfficientDetSpec:
                 images = tf.image.pad_to_bounding_box(resized, 0, 0, size, size)
                 # normalised-to-input -> normalised-to-original
                 scale_back = tf.tile(float(size) / (hw * scale), [2])
-            class_logits, box_encodings = model(images, training=False)
+            class_logits, box_encodings = infer(images)
             if post_mode is None:
                 return {"class_logits": class_logits, "box_encodings": box_encodings}
             if post_mode == "tflite":
@@ -598,7 +620,10 @@ class EfficientDetSpec:
         # Track the variables, not the Keras model: saving a Keras model as a
         # trackable child traces every layer's call (minutes for EfficientDet).
         module.weights = list(model.weights)
-        module.serve = tf.function(serve, input_signature=[signature])
+        # Traced here, not inside save(): a trace made in the save context cannot
+        # reuse the model's trace from the evaluation (the context is part of the
+        # tracing cache key), and would trace the whole model again.
+        module.serve = tf.function(serve, input_signature=[signature]).get_concrete_function()
         tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": module.serve})
         LOG.info(
             "exported SavedModel (pre %s, post %s) to %s", pre_mode, post_mode, saved_model_dir

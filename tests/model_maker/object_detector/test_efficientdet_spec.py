@@ -196,6 +196,24 @@ def test_export_saved_model_per_class_and_tflite(trained, tmp_path):
     assert out["boxes"].shape == (1, 25, 4) and out["scores"].shape == (1, 25)
 
 
+def test_evaluation_and_export_trace_the_model_once(trained, tmp_path):
+    # A fresh spec (no traces yet); a smaller last batch must not trace the model
+    # again, and the export reuses the evaluation's trace (seconds each for a QAT model).
+    spec, model, val = _spec(tmp_path / "fresh", epochs=1), trained["model"], trained["val"]
+    assert val.size >= 2
+    dataset = spec.make_dataset(list(val.files), batch_size=val.size - 1, is_training=False)
+    assert [int(images.shape[0]) for images, _ in dataset] == [val.size - 1, 1]
+    infer = spec._infer_fn(model)
+    spec.evaluate(model, dataset, None, val.annotations_json)
+    assert infer.experimental_get_tracing_count() == 1
+    path = spec.export_saved_model(model, str(tmp_path / "export"))
+    assert infer.experimental_get_tracing_count() == 1
+    out = tf.saved_model.load(path).signatures["serving_default"](
+        images=tf.constant(_image(np.random.default_rng(2), 128, 128))
+    )
+    assert out["boxes"].shape == (1, 100, 4)
+
+
 def test_export_rejects_unknown_modes(trained, tmp_path):
     spec, model = trained["spec"], trained["model"]
     with pytest.raises(UsageError, match="post_mode"):

@@ -1,0 +1,172 @@
+"""The QATTrainer's work on the demo, before and after a change: training vs overhead.
+
+Runs the QATTrainer's library call (``model_maker.tasks.qat_from_examples``, what
+the component runs with ``qat.mode: always``) on the demo's trained model and
+Examples (the newest Trainer and ExampleGen artifacts under ``--pipeline-root``,
+default runs/demo; ``make run`` first, or the bench runs ``configs/demo.yaml``
+itself) with two versions of the code: ``--before`` (a git ref, checked out in a
+temporary worktree) and the working tree, each in its own process, alternating
+``--repeats`` times, with the ``qat`` section of each version's own
+``configs/demo.yaml``.
+
+Each phase is timed from outside by wrapping the library functions the call
+goes through (same names in both versions): loading the float model, the
+fake-quant rewrite (TFMOT), range calibration, the fine-tuning itself (the
+trainer's ``fit``), the fake-quant COCO evaluation, saving the Keras model and
+the SavedModel export. Overhead = the whole call minus ``fit``; the issue's
+target is half the overhead of before.
+
+Prints a table; writes bench/results/qat_stage.json with machine details and the
+load average.
+
+Run: .venv/bin/python bench/bench_qat_stage.py [--before 112131a] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from git_worktree import working_tree_label, worktree
+from machine_info import machine_info
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "qat_stage.json"
+PHASES = ("load", "quantize", "calibrate", "fit", "evaluate", "save", "export")
+
+#: Runs in the child process, with the code under test first on sys.path.
+CHILD = r"""
+import functools, glob, json, os, sys, time
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+code, root, out = sys.argv[1:4]
+sys.path.insert(0, code)
+start = time.perf_counter()
+from model_maker import tasks
+from model_maker.object_detector import qat_trainer, train_lib
+from model_maker.object_detector.efficientdet_spec import EfficientDetSpec
+from pipeline.config import load_config
+imported = time.perf_counter() - start
+phases = {}
+
+def timed(owner, name, phase):
+    original = getattr(owner, name)
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        begin = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - begin
+    setattr(owner, name, wrapper)
+
+timed(qat_trainer, "load_trained_model", "load")
+timed(qat_trainer, "quantize_efficientdet", "quantize")
+timed(qat_trainer, "calibrate_fake_quant", "calibrate")
+timed(train_lib.DetectorTrainer, "fit", "fit")
+timed(qat_trainer, "evaluate", "evaluate")
+timed(qat_trainer, "save_qat_model", "save")
+timed(EfficientDetSpec, "export_saved_model", "export")
+
+def newest(pattern):
+    return sorted(glob.glob(os.path.join(root, pattern)), key=os.path.getmtime)[-1]
+
+hparams = load_config(os.path.join(code, "configs", "demo.yaml")).stages().qat
+begin = time.perf_counter()
+result = tasks.qat_from_examples(
+    newest("DetectionExampleGen/examples/*"), newest("Trainer/model/*"), out, hparams,
+    run_dir=os.path.join(out, "run"),
+)
+seconds = time.perf_counter() - begin
+print(json.dumps({"seconds": seconds, "import_seconds": imported, "phases": phases,
+                  "steps": result.steps, "AP": result.metrics.get("AP")}))
+"""
+
+
+def run_qat(code: pathlib.Path, root: pathlib.Path, out: pathlib.Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(code), str(root), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=code,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"QAT with {code} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["overhead"] = result["seconds"] - result["phases"].get("fit", 0.0)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default="112131a", help="git ref of the code to compare with")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--pipeline-root", default=str(REPO / "runs" / "demo"))
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args()
+    root = pathlib.Path(args.pipeline_root).resolve()
+    if not (root / "Trainer" / "model").is_dir():
+        print(f"no demo run under {root}: running configs/demo.yaml first", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "run", "--config", "configs/demo.yaml",
+             "--set", f"runner.pipeline_root={root}"],
+            cwd=REPO, check=True,
+        )  # fmt: skip
+    info = machine_info("tensorflow", "tensorflow-model-optimization")
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory(prefix="bench-qat-") as tmp:
+        with worktree(REPO, args.before) as before:
+            for i in range(args.repeats):
+                for name, code in (("before", before), ("after", REPO)):
+                    result = run_qat(code, root, pathlib.Path(tmp) / f"{name}-{i}")
+                    runs[name].append(result)
+                    print(
+                        f"{name} #{i + 1}: {result['seconds']:.1f} s, "
+                        f"fit {result['phases'].get('fit', 0):.1f} s, "
+                        f"overhead {result['overhead']:.1f} s, AP {result['AP']:.4f}",
+                        flush=True,
+                    )
+
+    def median(name: str, key: str) -> float:
+        values = [r["overhead"] if key == "overhead" else r["seconds"] for r in runs[name]]
+        if key in PHASES:
+            values = [r["phases"].get(key, 0.0) for r in runs[name]]
+        return statistics.median(values)
+
+    table = {
+        name: {key: median(name, key) for key in (*PHASES, "overhead", "total")}
+        for name in runs
+    }
+    print(f"\nQATTrainer call on the demo ({root}), median of {args.repeats}, seconds")
+    header = ("code", *PHASES, "overhead", "total")
+    print(" ".join(f"{h:>9}" for h in header))
+    for name, row in table.items():
+        print(f"{name:>9} " + " ".join(f"{row[k]:9.1f}" for k in header[1:]))
+    ratio = table["before"]["overhead"] / table["after"]["overhead"]
+    print(f"overhead before / after: {ratio:.2f}x (target >= 2x)")
+    document = {
+        "machine": info,
+        "load_average_at_end": list(os.getloadavg()),
+        "before": args.before,
+        "after": working_tree_label(REPO),
+        "pipeline_root": str(root),
+        "runs": runs,
+        "median_seconds": table,
+        "overhead_ratio": ratio,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    pathlib.Path(args.output).write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
