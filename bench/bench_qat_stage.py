@@ -135,21 +135,20 @@ def main() -> int:
                         flush=True,
                     )
 
-    def median(name: str, key: str) -> float:
-        values = [r["overhead"] if key == "overhead" else r["seconds"] for r in runs[name]]
+    def value(run: dict, key: str) -> float:
         if key in PHASES:
-            values = [r["phases"].get(key, 0.0) for r in runs[name]]
-        return statistics.median(values)
+            return run["phases"].get(key, 0.0)
+        return run["overhead"] if key == "overhead" else run["seconds"]
 
+    columns = (*PHASES, "overhead", "total")
     table = {
-        name: {key: median(name, key) for key in (*PHASES, "overhead", "total")}
-        for name in runs
+        name: {key: statistics.median(value(r, key) for r in results) for key in columns}
+        for name, results in runs.items()
     }
     print(f"\nQATTrainer call on the demo ({root}), median of {args.repeats}, seconds")
-    header = ("code", *PHASES, "overhead", "total")
-    print(" ".join(f"{h:>9}" for h in header))
+    print(" ".join(f"{h:>9}" for h in ("code", *columns)))
     for name, row in table.items():
-        print(f"{name:>9} " + " ".join(f"{row[k]:9.1f}" for k in header[1:]))
+        print(f"{name:>9} " + " ".join(f"{row[k]:9.1f}" for k in columns))
     ratio = table["before"]["overhead"] / table["after"]["overhead"]
     print(f"overhead before / after: {ratio:.2f}x (target >= 2x)")
     document = {
