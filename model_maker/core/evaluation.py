@@ -39,7 +39,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from model_maker.core.coco_metrics import (
     PR_CURVES_FILE,
@@ -74,6 +74,9 @@ from model_maker.core.tflite_manifest import (  # noqa: F401 - read_manifest is 
     read_manifest,
 )
 from model_maker.core.tflite_metadata import read_labels
+
+if TYPE_CHECKING:
+    from model_maker.core.beam_io import ShardLayout
 
 LOG = logging.getLogger("qatflow")
 
@@ -252,6 +255,26 @@ class BeamOptions:
         return [a for a in args if a.split("=", 1)[0] not in given] + list(self.beam_args)
 
 
+#: Name prefix of the detection shards in run_detection's folder.
+DETECTIONS_PREFIX = "detections"
+
+
+def _detection_line(line: str) -> tuple[str, str, None]:
+    return ("detections", line, None)
+
+
+def _publish_detections(written: list, layout: ShardLayout, manifest: str) -> int:
+    """The pipeline's last step: publish the detection shards (checked against the lines
+    that went in) and write ``manifest``, which the driver checks what it reads against."""
+    # deferred: Apache Beam is heavy; only this path needs it
+    from model_maker.core.beam_io import commit_shards
+
+    commit = commit_shards(written, layout)
+    files = commit.files["detections"]
+    fileio.write_text(manifest, json.dumps({"files": list(files), "lines": len(written)}))
+    return len(written)
+
+
 def run_detection(
     factory: DetectorFactory,
     source: EvalSource,
@@ -260,21 +283,33 @@ def run_detection(
 ) -> tuple[list[dict[str, Any]], int]:
     """Detections of every image of ``source`` (Beam pipeline).
 
+    The pipeline is one chain ending in one step, reads records with ``Create`` and
+    ``ReadAllFromTFRecord`` and writes the detection lines through
+    :mod:`model_maker.core.beam_io`, so that it runs unchanged on the DaskRunner
+    (which computes only the last step, cannot read a source from the pipeline root
+    and loses what Beam's ``WriteToText`` finalizes).
+
     Args:
       factory: picklable zero-argument callable giving the detector (called
         once per Beam worker).
       source: the images.
       options: runner options.
       work_dir: folder (local or gfile URL) for the intermediate detections;
-        None uses a local temporary folder (DirectRunner only).
+        None uses a local temporary folder (runners whose workers share this
+        machine's disk only).
 
     Returns:
       (COCO detection dicts, number of images processed).
+
+    Raises:
+      ShardError: the detection files do not hold one line per image that went
+        into the writer, or (image folder sources) not one per listed image.
     """
     # deferred: Apache Beam is heavy; only this path needs it
     import apache_beam as beam
     import tensorflow as tf
-    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from model_maker.core import beam_io
 
     gfile = tf.io.gfile
     detect_fn = _beam_dofn_class()
@@ -285,33 +320,58 @@ def run_detection(
             tmp = os.path.join(work_dir, f".detections-{uuid.uuid4().hex[:12]}")
             gfile.makedirs(tmp)
             stack.callback(gfile.rmtree, tmp)
-        prefix = os.path.join(tmp, "detections")
-        with beam.Pipeline(options=PipelineOptions(options.pipeline_args())) as p:
-            if source.record_files:
-                reads = [
-                    p | f"Read{i}" >> beam.io.ReadFromTFRecord(pattern)
-                    for i, pattern in enumerate(source.record_files)
-                ]
-                images = reads | "Flatten" >> beam.Flatten() | "Decode" >> beam.Map(_from_record)
-            else:
-                images = (
-                    p
-                    | "Images" >> beam.Create(list(source.images))
-                    | "ReadFiles" >> beam.Map(_from_file)
-                )
-            _ = (
-                images
-                | "Detect" >> beam.ParDo(detect_fn(factory))
-                | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
+        layout = beam_io.ShardLayout(
+            {"detections": fileio.join(tmp, DETECTIONS_PREFIX)},
+            fileio.join(tmp, ".shards-temp"),
+            suffix=".jsonl",
+            kind="text",
+        )
+        manifest = fileio.join(tmp, "manifest.json")
+        pipeline = _pipeline(options)
+        if source.record_files:
+            images = (
+                pipeline
+                | "Patterns" >> beam.Create(list(source.record_files))
+                | "Read" >> beam.io.ReadAllFromTFRecord()
+                | "Decode" >> beam.Map(_from_record)
             )
+        else:
+            images = (
+                pipeline
+                | "Images" >> beam.Create(list(source.images))
+                | "ReadFiles" >> beam.Map(_from_file)
+            )
+        lines = images | "Detect" >> beam.ParDo(detect_fn(factory))
+        _ = (
+            beam_io.write_shards(lines | "Keyed" >> beam.Map(_detection_line), layout)
+            | "CollectWritten" >> beam.combiners.ToList()
+            | "Publish" >> beam.Map(_publish_detections, layout, manifest)
+        )
+        beam_io.run(pipeline)
+        published = json.loads(fileio.read_text(manifest))
         detections, count = [], 0
-        for path in sorted(gfile.glob(prefix + "*")):
+        for path in published["files"]:
             with gfile.GFile(path) as fh:
                 for line in fh:
                     if line.strip():
                         count += 1
                         detections.extend(json.loads(line)["detections"])
+    expected = len(source.images) if source.images else published["lines"]
+    if count != published["lines"] or count != expected:
+        raise beam_io.ShardError(
+            f"run_detection: {count} detection lines read, {published['lines']} written, "
+            f"{expected} images expected"
+        )
     return detections, count
+
+
+def _pipeline(options: BeamOptions):
+    """The Beam pipeline of ``options``."""
+    # deferred: Apache Beam is heavy; only this path needs it
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return beam.Pipeline(options=PipelineOptions(options.pipeline_args()))
 
 
 # --- blessing -----------------------------------------------------------------------

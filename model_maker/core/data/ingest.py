@@ -8,12 +8,20 @@ Usable without TFX::
 The driver only lists files (and parses a COCO JSON, which is one file);
 reading annotations, decoding and checking images and encoding records run as
 Beam transforms, so the same code runs on the DirectRunner (several processes
-with ``--direct_num_workers=N``) and, given the usual ``beam_pipeline_args``, on
-Dataflow, Flink or Spark. Records stream from reader to writer: with
-``num_shards=0`` (the default) no step holds more than one image at a time;
-only per-image metadata (ids, boxes, issues) is gathered, for the ground-truth
-JSONs and stats.json. A fixed ``num_shards`` makes Beam group all records
-before writing them (Beam's WriteToTFRecord does so), so memory then grows.
+with ``--direct_num_workers=N``), on a ``dask.distributed`` cluster
+(``--runner=apache_beam.runners.dask.dask_runner.DaskRunner
+--dask_client_address=tcp://HOST:PORT``) and, given the usual
+``beam_pipeline_args``, on Dataflow, Flink or Spark. The pipeline is one chain
+ending in one step and writes its shards through :mod:`model_maker.core.beam_io`
+(not Beam's file sinks, which lose records on the DaskRunner); that step
+publishes them only when every shard holds the records that went in and, for
+inputs the driver lists, every listed image came out. Records stream from
+reader to writer: with ``num_shards=0`` (the default) no step holds more than
+one image at a time (the DaskRunner holds one partition's worth, 128 elements
+by default, ``--dask_partition_size`` sets it); only per-image metadata (ids,
+boxes, issues) is gathered, for the ground-truth JSONs and stats.json. A fixed
+``num_shards`` groups each shard's records before writing them (as Beam's
+WriteToTFRecord does), so memory then grows.
 Errors found in the data stop the run after the pipeline, with the first
 one's message (stats.json lists all of them).
 
@@ -38,6 +46,8 @@ from dataclasses import dataclass, field, replace
 
 import apache_beam as beam
 
+from model_maker.core import beam_io
+from model_maker.core.beam_io import ShardError, ShardLayout, commit_shards, write_shards
 from model_maker.core.data import coco, csv_format, fileio, folder, summary, tfrecord, voc
 from model_maker.core.data.labels import LabelMap
 from model_maker.core.data.options import FORMATS, IngestOptions  # noqa: F401 - API
@@ -54,7 +64,8 @@ from model_maker.core.errors import DataError, UsageError
 
 LOG = logging.getLogger("qatflow.ingest")
 RECORD_PREFIX = "data_tfrecord"
-SUMMARY = "summary"
+#: Temporary record shards, inside the (staging) output folder; removed by the commit.
+SHARD_TEMP = ".shards-temp"
 #: Where a run writes before its outputs are moved into place (inside the output folder).
 STAGING = ".ingest-staging"
 #: A failed run's stats.json, kept in the output folder for the user to read.
@@ -241,7 +252,11 @@ def _record_pairs(element) -> list[tuple[int, str]]:
 
 
 class _Process(beam.DoFn):
-    """Source element -> (split, record) on the main output, summaries tagged SUMMARY."""
+    """Source element -> ``(split, record or None, ImageSummary)``: one element per image.
+
+    One output, not a record output plus a tagged summary output: the DaskRunner
+    merges a ParDo's tagged outputs into one collection.
+    """
 
     def __init__(self, settings: ProcessSettings):
         super().__init__()
@@ -262,12 +277,28 @@ class _Process(beam.DoFn):
             record, image_summary = process_image(element, label_map, self.settings)
         if record is not None:
             self.written.inc()
-            yield (image_summary.split, record)
         self.issues.inc(len(image_summary.issues))
-        yield beam.pvalue.TaggedOutput(SUMMARY, image_summary)
+        yield (image_summary.split, record, image_summary)
 
 
-def _write_summaries(summaries, output, splits, label_map, extra_issues, info, derive):
+def _layout(output: str, splits: Sequence[str], num_shards: int) -> ShardLayout:
+    """Where the record shards go: ``Split-<name>/data_tfrecord-SSSSS-of-NNNNN.gz``."""
+    prefixes = {s: fileio.join(output, f"Split-{s}", RECORD_PREFIX) for s in splits}
+    return ShardLayout(prefixes, fileio.join(output, SHARD_TEMP), ".gz", "tfrecord", num_shards)
+
+
+def _write_summaries(
+    written, output, splits, label_map, extra_issues, info, derive, num_shards, expected
+):
+    """The pipeline's last step: publish the record shards (checked against what went
+    in), then write the ground truth, label_map.json and stats.json."""
+    summaries = [w.meta for w in written]
+    if expected is not None and len(summaries) != expected:
+        raise ShardError(
+            f"{expected} images went into the pipeline but {len(summaries)} came out of it "
+            "(the runner lost or duplicated some); nothing was published"
+        )
+    commit_shards(written, _layout(output, splits, num_shards))
     issues = list(extra_issues)
     if derive:
         pairs = [p for s in summaries for p in s.label_texts]
@@ -395,29 +426,20 @@ def _build(p, options: IngestOptions, plan: _Plan) -> None:
             | "PairsToMap" >> beam.Map(lambda pairs: summary.label_map_from_pairs(pairs)[0])
         )
 
-    outputs = sources | "DecodeCheckEncode" >> beam.ParDo(
+    processed = sources | "DecodeCheckEncode" >> beam.ParDo(
         _Process(settings), label_map=beam.pvalue.AsSingleton(label_map)
-    ).with_outputs(SUMMARY, main="records")
-    index = {name: i for i, name in enumerate(plan.splits)}
-    by_split = outputs.records | "BySplit" >> beam.Partition(
-        lambda kv, n: index[kv[0]], len(plan.splits)
     )
-    for name, part in zip(plan.splits, by_split, strict=True):
-        _ = (
-            part
-            | f"Payload[{name}]" >> beam.Map(lambda kv: kv[1])
-            | f"Write[{name}]"
-            >> beam.io.WriteToTFRecord(
-                fileio.join(options.output, f"Split-{name}", RECORD_PREFIX),
-                file_name_suffix=".gz",
-                num_shards=options.num_shards,
-            )
-        )
+    written = write_shards(
+        processed, _layout(options.output, plan.splits, options.num_shards), label="Write"
+    )
     info = {"format": options.format, "input": fileio.abspath(options.input)}
+    # Every image gives one summary: the count to check when the driver knows it.
+    expected = None if options.format == "tfrecord" else len(plan.items)
+    # One chain to one last step: the DaskRunner runs only the last transform applied.
     _ = (
-        outputs[SUMMARY]
-        | "CollectSummaries" >> beam.combiners.ToList()
-        | "WriteSummaries"
+        written
+        | "CollectWritten" >> beam.combiners.ToList()
+        | "Publish"
         >> beam.Map(
             _write_summaries,
             options.output,
@@ -426,6 +448,8 @@ def _build(p, options: IngestOptions, plan: _Plan) -> None:
             list(plan.issues),
             info,
             derive,
+            options.num_shards,
+            expected,
         )
     )
 
@@ -529,6 +553,9 @@ def ingest(options: IngestOptions, beam_pipeline_args: Sequence[str] = ()) -> In
       DataError: input that cannot be ingested (naming the file and record), no
         image written, detection data where no image has a box, or, with
         ``strict``, the first repair or skip (failed-stats.json lists them all).
+      ShardError: the shards do not hold the records that went in, or fewer or more
+        images came out of the pipeline than the driver listed (a runner that loses
+        or duplicates data); nothing is published then.
     """
     _check(options)
     plan = _plan(options)
@@ -547,8 +574,9 @@ def ingest(options: IngestOptions, beam_pipeline_args: Sequence[str] = ()) -> In
         ", ".join(plan.splits),
     )
     try:
-        with make_pipeline(beam_pipeline_args) as p:
-            _build(p, replace(options, output=stage), plan)
+        pipeline = make_pipeline(beam_pipeline_args)
+        _build(pipeline, replace(options, output=stage), plan)
+        beam_io.run(pipeline)
         result = _result(stage, plan.splits)
     except BaseException as exc:
         _abandon(stage, options.output)

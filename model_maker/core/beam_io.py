@@ -1,0 +1,316 @@
+"""Shard files written from a Beam pipeline on any runner, then committed and counted.
+
+Why not ``beam.io.WriteToTFRecord`` / ``WriteToText``: Beam's file sinks hand
+each bundle's temporary file to the finalizing step from ``finish_bundle``,
+and Beam's DaskRunner (2.77) drops whatever ``finish_bundle`` emits, so the
+sink finalizes nothing and leaves one empty file behind, with exit 0. The
+same runner also computes only the last transform applied to the pipeline
+(other leaves never run), merges the tagged outputs of a multi-output ParDo
+(``with_outputs``, ``Partition``) into one collection, and cannot read a
+bounded source from the pipeline root (``ReadFromTFRecord``; use ``Create``
+plus ``ReadAllFromTFRecord``). The pipelines of this project therefore are
+one chain ending in a single step, and write files like this:
+
+1. :class:`ShardWriterFn` appends each element's payload to a temporary shard
+   of its destination (one per bundle and destination, or one per group with a
+   fixed shard count), closes it in ``finish_bundle`` and then writes a
+   ``.done`` file holding the number of records in it. For every element it
+   emits a :class:`Written` token from ``process`` (never from
+   ``finish_bundle``), carrying the element's metadata on.
+2. After a grouping step (``ToList``), :func:`commit_shards` checks that every
+   shard a token names was closed and holds as many records as tokens name it
+   (so a lost, unfinished or duplicated bundle fails the run with a clear
+   error instead of a short dataset), renames the shards to
+   ``<prefix>-SSSSS-of-NNNNN<suffix>`` (Beam's names), writes an empty shard
+   for a destination without records, and removes the temporary folder
+   (shards of retried bundles, which no token names, included).
+
+Payloads are written as TFRecords (Beam's own framing and crc32c, so the files
+equal WriteToTFRecord's) or as text lines; a ``.gz`` suffix gzips the shard
+(Beam's ``AUTO`` compression). Every path goes through Beam's ``FileSystems``,
+so outputs may be local or on any object store the workers can reach.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import _TFRecordUtil
+
+from model_maker.core.data import fileio
+
+LOG = logging.getLogger("qatflow.beam_io")
+#: Suffix of the file that says a temporary shard was closed, and how many records it holds.
+DONE_SUFFIX = ".done"
+PART_SUFFIX = ".part"
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """Where and how the shards of each destination are written.
+
+    Attributes:
+      prefixes: destination -> final file prefix (``.../Split-train/data_tfrecord``);
+        every destination gets at least one shard, empty when it has no record.
+      temp_dir: folder for the temporary shards (removed by the commit); on the
+        same filesystem as the prefixes, so that the commit is a rename.
+      suffix: file name suffix; ``.gz`` gzips the shards.
+      kind: "tfrecord" (payloads are bytes) or "text" (str lines, newline-terminated).
+      num_shards: 0: one shard per bundle (records stream from reader to writer);
+        N: exactly N shards per destination (a grouping step gathers each shard's
+        records first, as Beam's sinks do).
+    """
+
+    prefixes: Mapping[str, str]
+    temp_dir: str
+    suffix: str = ""
+    kind: Literal["tfrecord", "text"] = "tfrecord"
+    num_shards: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("tfrecord", "text"):
+            raise ValueError(f"kind must be 'tfrecord' or 'text', got {self.kind!r}")
+        if self.num_shards < 0:
+            raise ValueError(f"num_shards must be >= 0, got {self.num_shards}")
+        if not self.prefixes:
+            raise ValueError("give at least one destination")
+
+    def final_name(self, destination: str, index: int, count: int) -> str:
+        return f"{self.prefixes[destination]}-{index:05d}-of-{count:05d}{self.suffix}"
+
+
+@dataclass(frozen=True)
+class Written:
+    """What the writer did with one element: its destination, the temporary shard
+    holding its payload (None: the element had no payload) and its metadata."""
+
+    destination: str
+    shard: str | None
+    meta: Any = None
+    index: int | None = None  # the shard's number with a fixed shard count
+
+
+@dataclass
+class _Open:
+    """A temporary shard being written in this bundle."""
+
+    path: str
+    handle: Any
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class ShardCommit:
+    """What :func:`commit_shards` published: destination -> final files, and records."""
+
+    files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    records: Mapping[str, int] = field(default_factory=dict)
+
+
+class ShardError(RuntimeError):
+    """The files written do not hold what went into the writer."""
+
+
+def _create(path: str, suffix: str):
+    compression = CompressionTypes.GZIP if suffix.endswith(".gz") else CompressionTypes.UNCOMPRESSED
+    return FileSystems.create(path, compression_type=compression)
+
+
+def _write_payload(handle, kind: str, payload: Any) -> None:
+    if kind == "text":
+        handle.write(payload.encode("utf-8") + b"\n")
+        return
+    # Beam's TFRecord framing (length, masked crc32c of length and data), so the shards
+    # are byte for byte what WriteToTFRecord writes.
+    _TFRecordUtil.write_record(handle, payload)
+
+
+def _write_text(path: str, text: str) -> None:
+    with FileSystems.create(path) as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def _read_text(path: str) -> str:
+    with FileSystems.open(path) as fh:
+        return fh.read().decode("utf-8")
+
+
+def _exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+class ShardWriterFn(beam.DoFn):
+    """``(destination, payload or None, meta)`` -> :class:`Written` (see the module doc).
+
+    With a fixed shard count the input is ``((destination, index), elements)`` from
+    :func:`write_shards`' grouping step, and each group becomes one closed shard.
+    """
+
+    def __init__(self, layout: ShardLayout) -> None:
+        super().__init__()
+        self.layout = layout
+        self._open: dict[str, _Open] = {}
+
+    def start_bundle(self) -> None:
+        self._open = {}
+
+    def _new_shard(self, destination: str) -> _Open:
+        # the destination in the name only helps a person reading the temp folder
+        safe = "".join(c if c.isalnum() else "_" for c in destination)[:40]
+        path = f"{self.layout.temp_dir.rstrip('/')}/{safe}-{uuid.uuid4().hex}{PART_SUFFIX}"
+        return _Open(path, _create(path, self.layout.suffix))
+
+    def _close(self, shard: _Open) -> None:
+        shard.handle.close()
+        _write_text(shard.path + DONE_SUFFIX, json.dumps({"records": shard.count}))
+
+    def process(self, element) -> Iterator[Written]:
+        if self.layout.num_shards:
+            (destination, index), items = element
+            shard = self._new_shard(destination) if index >= 0 else None
+            try:
+                for _, payload, meta in items:
+                    if shard is None or payload is None:
+                        yield Written(destination, None, meta)
+                        continue
+                    _write_payload(shard.handle, self.layout.kind, payload)
+                    shard.count += 1
+                    yield Written(destination, shard.path, meta, index)
+            finally:
+                if shard is not None:
+                    self._close(shard)
+            return
+        destination, payload, meta = element
+        if payload is None:
+            yield Written(destination, None, meta)
+            return
+        shard = self._open.get(destination)
+        if shard is None:
+            shard = self._open[destination] = self._new_shard(destination)
+        _write_payload(shard.handle, self.layout.kind, payload)
+        shard.count += 1
+        yield Written(destination, shard.path, meta)
+
+    def finish_bundle(self) -> None:
+        shards, self._open = list(self._open.values()), {}
+        for shard in shards:
+            self._close(shard)
+
+
+def _shard_key(num_shards: int):
+    def key(element):
+        destination, payload, _ = element
+        if payload is None:
+            return (destination, -1), element
+        # a content hash: the same input gives the same shards on a rerun
+        data = payload if isinstance(payload, bytes) else payload.encode("utf-8")
+        return (destination, zlib.crc32(data) % num_shards), element
+
+    return key
+
+
+def write_shards(pcoll, layout: ShardLayout, label: str = "WriteShards"):
+    """Write ``(destination, payload or None, meta)`` elements; returns the PCollection of
+    :class:`Written` tokens, which must reach :func:`commit_shards` through a grouping
+    step (``beam.combiners.ToList()``), so that every bundle has finished first."""
+    if layout.num_shards:
+        pcoll = (
+            pcoll
+            | f"{label}/Key" >> beam.Map(_shard_key(layout.num_shards))
+            | f"{label}/Group" >> beam.GroupByKey()
+        )
+    return pcoll | f"{label}/Write" >> beam.ParDo(ShardWriterFn(layout))
+
+
+def _shards_of(tokens: list[Written], destination: str) -> list[tuple[int, str]]:
+    """(shard number or 0, temporary path) of ``destination``'s shards, in a stable order.
+
+    Raises:
+      ShardError: two shards claim one number (a fixed shard count written twice).
+    """
+    shards = sorted({(t.index or 0, t.shard) for t in tokens
+                     if t.destination == destination and t.shard is not None})  # fmt: skip
+    numbers = [index for index, _ in shards]
+    if any(t.index is not None for t in tokens) and len(set(numbers)) != len(numbers):
+        raise ShardError(f"{destination}: several temporary shards share a number: {shards}")
+    return shards
+
+
+def commit_shards(tokens: Iterable[Written], layout: ShardLayout) -> ShardCommit:
+    """Check the temporary shards against the tokens, move them to their final names and
+    remove the temporary folder (see the module doc).
+
+    Raises:
+      ShardError: a token for an unknown destination, a shard that was never closed,
+        or a shard holding a different number of records than tokens name it.
+    """
+    tokens = list(tokens)
+    expected = Counter(t.shard for t in tokens if t.shard is not None)
+    unknown = sorted({t.destination for t in tokens if t.shard} - set(layout.prefixes))
+    if unknown:
+        raise ShardError(f"records for unknown destination(s) {unknown}")
+    problems = []
+    for path, count in sorted(expected.items()):
+        if not _exists(path + DONE_SUFFIX):
+            problems.append(f"{path}: never closed ({count} records went in)")
+            continue
+        written = json.loads(_read_text(path + DONE_SUFFIX))["records"]
+        if written != count:
+            problems.append(f"{path}: {written} records written, {count} went in")
+    if problems:
+        raise ShardError(
+            f"{len(problems)} shard(s) do not hold what went in, refusing to publish them: "
+            + "; ".join(problems[:5])
+        )
+    files: dict[str, tuple[str, ...]] = {}
+    records: dict[str, int] = {}
+    for destination in layout.prefixes:
+        shards = _shards_of(tokens, destination)
+        if layout.num_shards:
+            count = layout.num_shards
+            by_index = dict(shards)
+            plan = [(by_index.get(i), i) for i in range(count)]
+        else:
+            count = max(1, len(shards))
+            plan = [(path, i) for i, (_, path) in enumerate(shards)] or [(None, 0)]
+        names = []
+        fileio.makedirs(layout.prefixes[destination].rsplit("/", 1)[0])
+        for path, index in plan:
+            target = layout.final_name(destination, index, count)
+            if path is None:
+                _create(target, layout.suffix).close()  # an empty shard, as Beam writes
+            else:
+                FileSystems.rename([path], [target])
+            names.append(target)
+        files[destination] = tuple(names)
+        records[destination] = sum(expected[path] for _, path in shards)
+    unused = [p for p in fileio.walk_files(layout.temp_dir) if p.endswith(PART_SUFFIX)]
+    if unused:
+        LOG.info("%d unused temporary shard(s) of retried bundles removed", len(unused))
+    fileio.remove_tree(layout.temp_dir)
+    return ShardCommit(files, records)
+
+
+def run(pipeline) -> None:
+    """Run ``pipeline`` to the end, then close the runner's client if it opened one.
+
+    Why: the DaskRunner connects a ``dask.distributed`` client per run and never
+    closes it; it would keep the connection (and its reconnect attempts) alive.
+    """
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None and hasattr(client, "close"):
+            client.close()
