@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -197,20 +198,36 @@ def _beam_dofn_class():
     import apache_beam as beam
 
     class DetectFn(beam.DoFn):
-        """Loads one detector per worker in ``setup``; one JSON line per image."""
+        """Loads one detector per worker in ``setup``; one JSON line per image.
+
+        Each line carries the seconds the image took (decode + detect); the
+        first line of a worker also carries the seconds its detector took to
+        load, so the evaluation can report start-up and per-image cost apart.
+        """
 
         def __init__(self, factory: DetectorFactory) -> None:
             super().__init__()
             self._factory = factory
             self._detector = None
+            self._load_seconds: float | None = None
 
         def setup(self) -> None:
+            start = time.perf_counter()
             self._detector = self._factory()
+            self._load_seconds = time.perf_counter() - start
 
         def process(self, element: tuple[Any, bytes]):
             image_id, encoded = element
+            start = time.perf_counter()
             found = self._detector.detect(decode_image(encoded))
-            yield json.dumps({"image_id": image_id, "detections": found.to_coco(image_id)})
+            line = {
+                "image_id": image_id,
+                "detections": found.to_coco(image_id),
+                "seconds": time.perf_counter() - start,
+            }
+            if self._load_seconds is not None:
+                line["load_seconds"], self._load_seconds = self._load_seconds, None
+            yield json.dumps(line)
 
     return DetectFn
 
@@ -275,13 +292,74 @@ def _publish_detections(written: list, layout: ShardLayout, manifest: str) -> in
     return len(written)
 
 
+@dataclass(frozen=True)
+class DetectionCost:
+    """Where the time of one variant's detection pass went.
+
+    Attributes:
+      seconds: wall time of the whole pass (pipeline start, workers, reading,
+        decoding, detecting, writing and reading back the detections).
+      images: images detected.
+      workers: Beam workers that detected images (each loaded the detector once).
+      load_seconds: seconds those workers spent loading the detector, summed.
+      image_seconds: seconds spent on the images (decode + detect), summed.
+    """
+
+    seconds: float
+    images: int
+    workers: int
+    load_seconds: float
+    image_seconds: float
+
+    @property
+    def per_image_ms(self) -> float | None:
+        """Mean decode + detect time of one image, in milliseconds."""
+        return 1000.0 * self.image_seconds / self.images if self.images else None
+
+    @property
+    def startup_seconds(self) -> float:
+        """Wall time that is not spent on images: pipeline and worker start-up,
+        detector loading, reading and writing (the workers' image time overlaps)."""
+        return max(self.seconds - self.image_seconds / max(self.workers, 1), 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "images": self.images,
+            "workers": self.workers,
+            "startup_seconds": self.startup_seconds,
+            "load_seconds": self.load_seconds,
+            "per_image_ms": self.per_image_ms,
+        }
+
+
+@dataclass(frozen=True)
+class DetectionRun:
+    """What :func:`detect_all` returns: the COCO detections, the image count, the cost."""
+
+    detections: list[dict[str, Any]]
+    count: int
+    cost: DetectionCost
+
+
 def run_detection(
     factory: DetectorFactory,
     source: EvalSource,
     options: BeamOptions = BeamOptions(),
     work_dir: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Detections of every image of ``source`` (Beam pipeline).
+    """(COCO detection dicts, number of images processed) of :func:`detect_all`."""
+    run = detect_all(factory, source, options, work_dir)
+    return run.detections, run.count
+
+
+def detect_all(
+    factory: DetectorFactory,
+    source: EvalSource,
+    options: BeamOptions = BeamOptions(),
+    work_dir: str | None = None,
+) -> DetectionRun:
+    """Detections of every image of ``source`` (Beam pipeline), and what they cost.
 
     The pipeline is one chain ending in one step, reads records with ``Create`` and
     ``ReadAllFromTFRecord`` and writes the detection lines through
@@ -299,7 +377,7 @@ def run_detection(
         machine's disk only).
 
     Returns:
-      (COCO detection dicts, number of images processed).
+      :class:`DetectionRun`.
 
     Raises:
       ShardError: the detection files do not hold one line per image that went
@@ -313,6 +391,8 @@ def run_detection(
 
     gfile = tf.io.gfile
     detect_fn = _beam_dofn_class()
+    start = time.perf_counter()
+    workers, load_seconds, image_seconds = 0, 0.0, 0.0
     with contextlib.ExitStack() as stack:
         if work_dir is None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
@@ -355,14 +435,26 @@ def run_detection(
                 for line in fh:
                     if line.strip():
                         count += 1
-                        detections.extend(json.loads(line)["detections"])
+                        record = json.loads(line)
+                        detections.extend(record["detections"])
+                        image_seconds += float(record.get("seconds", 0.0))
+                        if "load_seconds" in record:
+                            workers += 1
+                            load_seconds += float(record["load_seconds"])
     expected = len(source.images) if source.images else published["lines"]
     if count != published["lines"] or count != expected:
         raise beam_io.ShardError(
             f"run_detection: {count} detection lines read, {published['lines']} written, "
             f"{expected} images expected"
         )
-    return detections, count
+    cost = DetectionCost(
+        seconds=time.perf_counter() - start,
+        images=count,
+        workers=workers,
+        load_seconds=load_seconds,
+        image_seconds=image_seconds,
+    )
+    return DetectionRun(detections, count, cost)
 
 
 def _pipeline(options: BeamOptions):
@@ -568,12 +660,24 @@ def evaluate_variants(
     recall_points: Sequence[float] = ()
     for variant in variants:
         LOG.info("evaluating %s", variant.name)
-        detections, count = run_detection(variant.factory, source, beam, work_dir=work_dir)
+        began = time.perf_counter()
+        run = detect_all(variant.factory, source, beam, work_dir=work_dir)
+        detections, count = run.detections, run.count
+        scoring = time.perf_counter()
         scored = evaluate_coco(ground_truth, detections, label_names)
         curves[variant.name], recall_points = pr_curves(scored), scored.recall_points
         boxes[variant.name] = compact_detections(detections)  # the dicts can go now
+        timed = time.perf_counter()
         latency = _latency(variant, latency_runs)
-        entries.append(_variant_entry(variant, count, len(detections), scored.metrics, latency))
+        cost = {
+            **run.cost.to_dict(),
+            "scoring_seconds": timed - scoring,
+            "latency_seconds": time.perf_counter() - timed,
+            "total_seconds": time.perf_counter() - began,
+        }
+        LOG.info("%s: %s", variant.name, describe_cost(cost))
+        entry = _variant_entry(variant, count, len(detections), scored.metrics, latency)
+        entries.append({**entry, "cost": cost})
     by_name = {e["variant"]: e["metrics"] for e in entries}
     baseline = pick_baseline(by_name, rule.baseline)
     for entry in entries:
@@ -618,6 +722,19 @@ def _variant_entry(
         "num_detections": num_detections,
         "metrics": metrics,
     }
+
+
+def describe_cost(cost: Mapping[str, Any]) -> str:
+    """One line of a variant's evaluation cost (the ``cost`` entry of metrics.json)."""
+    per_image = cost.get("per_image_ms")
+    return (
+        f"{cost['images']} images in {cost['total_seconds']:.1f} s: start-up "
+        f"{cost['startup_seconds']:.1f} s (detector load {cost['load_seconds']:.1f} s, "
+        f"{cost['workers']} worker(s)), "
+        + ("n/a" if per_image is None else f"{per_image:.1f} ms")
+        + f" per image, scoring {cost['scoring_seconds']:.1f} s, "
+        f"latency runs {cost['latency_seconds']:.1f} s"
+    )
 
 
 def _latency(variant: Variant, runs: int) -> dict[str, Any] | None:
@@ -675,6 +792,47 @@ def _class_rows(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[l
     return header, rows
 
 
+def _cost_rows(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The evaluation cost of each variant (entries without ``cost`` are left out)."""
+    header = [
+        "variant",
+        "images",
+        "start-up s",
+        "detector load s",
+        "per image ms",
+        "scoring s",
+        "latency runs s",
+        "total s",
+    ]
+    rows = []
+    for e in entries:
+        cost = e.get("cost")
+        if not cost:
+            continue
+        per_image = cost.get("per_image_ms")
+        rows.append(
+            [
+                e["variant"],
+                str(cost["images"]),
+                f"{cost['startup_seconds']:.1f}",
+                f"{cost['load_seconds']:.1f}",
+                "n/a" if per_image is None else f"{per_image:.1f}",
+                f"{cost['scoring_seconds']:.1f}",
+                f"{cost['latency_seconds']:.1f}",
+                f"{cost['total_seconds']:.1f}",
+            ]
+        )
+    return header, rows
+
+
+#: What the evaluation cost table means (both reports).
+COST_NOTE = (
+    "Start-up: the detection pass's wall time minus the workers' time on images "
+    "(pipeline and workers starting, the detector loading, reading and writing). Per "
+    "image: decode + detect, mean over the images."
+)
+
+
 def render_markdown(
     entries: Sequence[Mapping[str, Any]],
     baseline: str,
@@ -703,6 +861,9 @@ def render_markdown(
         *(f"- {reason}" for reason in decision.reasons),
         "",
     ]
+    header, rows = _cost_rows(entries)
+    if rows:
+        parts += ["## Evaluation cost", "", COST_NOTE, "", markdown_table(header, rows), ""]
     if quantization is not None:
         parts.append(quantization.markdown())
     return "\n".join(parts)
@@ -733,10 +894,18 @@ latency: interpreter invoke, 1 thread.</p>
 <h2 class="{css}">Blessing: {verdict} ({candidate})</h2>
 <p>{rule}</p>
 <ul>{reasons}</ul>
+{cost}
 {layers}
 {gallery}
 </body></html>
 """
+
+
+def _cost_html(entries: Sequence[Mapping[str, Any]]) -> str:
+    header, rows = _cost_rows(entries)
+    if not rows:
+        return ""
+    return f"<h2>Evaluation cost</h2>\n<p>{html.escape(COST_NOTE)}</p>\n" + html_table(header, rows)
 
 
 def render_html(
@@ -762,6 +931,7 @@ def render_html(
         candidate=html.escape(decision.candidate),
         rule=html.escape(rule),
         reasons="".join(f"<li>{html.escape(r)}</li>" for r in decision.reasons),
+        cost=_cost_html(entries),
         layers=quantization.html() if quantization is not None else "",
         gallery=gallery_html,
     )

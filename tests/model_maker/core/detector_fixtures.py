@@ -342,3 +342,32 @@ class CountingFactory:
         with open(self.log_path, "a", encoding="utf-8") as fh:
             fh.write(f"{os.getpid()}\n")
         return self.inner()
+
+
+@dataclass(frozen=True)
+class SlowDetector:
+    """Wraps a detector and sleeps ``image_seconds`` before each detection."""
+
+    inner: Any
+    image_seconds: float
+
+    def detect(self, image):
+        import time
+
+        time.sleep(self.image_seconds)
+        return self.inner.detect(image)
+
+
+@dataclass(frozen=True)
+class SlowFactory:
+    """A factory that takes ``load_seconds`` to load a detector that is slow per image."""
+
+    inner: Any
+    load_seconds: float
+    image_seconds: float
+
+    def __call__(self):
+        import time
+
+        time.sleep(self.load_seconds)
+        return SlowDetector(self.inner(), self.image_seconds)

@@ -15,6 +15,7 @@ from model_maker.core.evaluation import (
     EvalSource,
     Variant,
     decide_blessing,
+    detect_all,
     evaluate_variants,
     run_detection,
 )
@@ -23,6 +24,7 @@ from tests.model_maker.core.detector_fixtures import (
     CountingFactory,
     GridDetectorSpec,
     LookupDetector,
+    SlowFactory,
     build_grid_detector,
     image_key,
     write_image_dataset,
@@ -147,6 +149,15 @@ def test_tflite_variants_end_to_end_with_reports(dataset, tmp_path):
     assert "| ptq_int8 |" in md and "100.00" in md and "BLESSED" in md
     page = (out / "report.html").read_text()
     assert "<td>ptq_int8</td>" in page and "Blessing: BLESSED" in page
+    # the cost of each variant, start-up and per image apart, in metrics.json and both reports
+    for entry in doc["variants"]:
+        cost = entry["cost"]
+        assert cost["images"] == 6 and cost["workers"] == 1
+        assert 0 < cost["per_image_ms"] and 0 <= cost["load_seconds"] <= cost["startup_seconds"]
+        parts = ("startup_seconds", "scoring_seconds", "latency_seconds")
+        assert sum(cost[k] for k in parts) <= cost["total_seconds"]
+    assert "## Evaluation cost" in md and md.count("| 6 |") >= 2
+    assert "<h2>Evaluation cost</h2>" in page
     assert json.loads((out / "blessing.json").read_text())["candidate"] == "ptq_int8"
 
 
@@ -167,6 +178,20 @@ def test_each_worker_loads_its_detector_once(dataset, tmp_path):
     _, count = run_detection(CountingFactory(inner, str(log)), source)
     assert count == 18
     assert len(log.read_text().splitlines()) == 1
+
+
+def test_detection_cost_separates_detector_load_from_per_image_time(dataset):
+    inner, _ = _hand_detector(dataset, perfect=True)
+    factory = SlowFactory(inner, load_seconds=0.5, image_seconds=0.05)
+    run = detect_all(factory, EvalSource(record_files=(str(dataset["records"]),)))
+    cost = run.cost
+    assert run.count == cost.images == 6 and cost.workers == 1
+    assert 0.5 <= cost.load_seconds < 1.5
+    assert 50 <= cost.per_image_ms < 500
+    # start-up is the wall time not spent on images: it holds the load, not the images
+    assert cost.load_seconds <= cost.startup_seconds
+    assert cost.startup_seconds == pytest.approx(cost.seconds - cost.image_seconds)
+    assert cost.image_seconds >= 6 * 0.05
 
 
 @pytest.mark.parametrize(
