@@ -34,6 +34,9 @@ CLASSIFIER_MODELS = (
     *(f"efficientnet_lite{i}" for i in range(5)),
 )
 MODELS = {OBJECT_DETECTION: DETECTOR_MODELS, IMAGE_CLASSIFICATION: CLASSIFIER_MODELS}
+#: ``train.strategy`` values (built by :mod:`model_maker.core.strategy`).
+DEFAULT_STRATEGY = "default"
+STRATEGIES = (DEFAULT_STRATEGY, "gpus", "tpu", "multi_worker")
 
 #: Detectors: levels 6 and 7 round odd sizes up (320 -> 5, 3), as the published
 #: 320/384/448/512/640 need; other steps were never tested.
@@ -124,6 +127,13 @@ class TrainOptions(Settings):
       var_freeze_expr: regex of variable names kept frozen ("" trains all).
       steps_per_execution: steps per compiled call.
       seed: random seed (tf_random_seed of the Model Maker API).
+      strategy: how training is distributed: "default" (this process's one
+        device), "gpus" (MirroredStrategy over this machine's GPUs), "tpu"
+        (TPUStrategy) or "multi_worker" (MultiWorkerMirroredStrategy over the
+        cluster in the TF_CONFIG environment variable; ``batch_size`` stays the
+        global batch and must split evenly over the workers; only the chief
+        writes checkpoints, logs and artifacts). Used by both tasks' float
+        Trainer; the QAT trainers do not take it yet.
     """
 
     epochs: int = 50
@@ -134,8 +144,10 @@ class TrainOptions(Settings):
     var_freeze_expr: str = "(efficientnet|fpn_cells|resample_p6)"
     steps_per_execution: int = 1
     seed: int = 111111
+    strategy: str = DEFAULT_STRATEGY
 
     def validate(self) -> None:
+        check_choice("strategy", self.strategy, STRATEGIES)
         check_range("epochs", self.epochs, 1)
         check_range("batch_size", self.batch_size, 1)
         check_range("learning_rate", self.learning_rate, 0.0, low_open=True)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core import strategy as strategy_lib
 from model_maker.core.checkpoints import CheckpointState, EpochCheckpoint
 from model_maker.core.divergence import StopOnNonFinite
 from model_maker.core.errors import UsageError
@@ -133,14 +134,60 @@ def compile_and_fit(
     epoch (:class:`~model_maker.core.checkpoints.CheckpointState`) and a call
     that finds a checkpoint there resumes after its last finished epoch (the
     history then holds only the epochs trained in this call).
+
+    Runs under the strategy whose scope the caller entered (model and optimizer
+    were made in it): with ``multi_worker`` every worker calls this, the
+    batches are global ones split over the replicas, and only the chief writes
+    ``checkpoint_dir`` while every worker resumes from the chief's checkpoint
+    (see :mod:`model_maker.core.strategy`).
     """
+    strategy = tf.distribute.get_strategy()
+    train_data = strategy_lib.shard_by_batch(train_data, strategy)
+    if validation_data is not None:
+        validation_data = strategy_lib.shard_by_batch(validation_data, strategy)
+    with strategy_lib.worker_dirs(strategy, checkpoint_dir) as (write_dir,):
+        return _compile_and_fit(
+            model,
+            train_data,
+            validation_data,
+            optimizer=optimizer,
+            epochs=epochs,
+            label_smoothing=label_smoothing,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            checkpoint_dir=checkpoint_dir,
+            write_dir=write_dir,
+            chief=strategy_lib.is_chief(strategy),
+        )
+
+
+def _compile_and_fit(
+    model: keras.Model,
+    train_data: tf.data.Dataset,
+    validation_data: tf.data.Dataset | None,
+    *,
+    optimizer: keras.optimizers.Optimizer,
+    epochs: int,
+    label_smoothing: float,
+    steps_per_epoch: int | None,
+    callbacks: Sequence[keras.callbacks.Callback],
+    checkpoint_dir: str | None,
+    write_dir: str | None,
+    chief: bool,
+) -> keras.callbacks.History:
+    """:func:`compile_and_fit` saving checkpoints to ``write_dir`` (``checkpoint_dir`` on
+    the chief), resuming from ``checkpoint_dir``."""
     initial_epoch = 0
     callbacks = list(callbacks)
-    if checkpoint_dir:
+    if checkpoint_dir and write_dir:
         # Slots exist before the restore, so it fills them instead of deferring.
         optimizer.build(model.trainable_variables)
-        state = CheckpointState(checkpoint_dir, model, optimizer)
-        initial_epoch = min(state.restore(), epochs)
+        state = CheckpointState(write_dir, model, optimizer)
+        if chief:
+            initial_epoch = min(state.restore(), epochs)
+        else:  # a non-chief worker: resume from the chief's checkpoint
+            strategy_lib.restore_latest(state.checkpoint, checkpoint_dir)
+            initial_epoch = min(int(state.epoch.numpy()), epochs)
         # first, so that a callback failing at the end of an epoch cannot lose it
         callbacks.insert(0, EpochCheckpoint(state))
     # before the checkpoint saves a diverged epoch (batch end comes before epoch end)

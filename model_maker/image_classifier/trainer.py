@@ -15,6 +15,11 @@ of ``output_dir`` (the Model artifact)::
 ``validation/``), ``trainer_options.json`` and, unless ``checkpoint_dir`` is
 given, the per-epoch checkpoints; a stable ``checkpoint_dir`` lets a rerun
 after a crash resume from the last finished epoch.
+
+``train.strategy`` distributes the training (:mod:`model_maker.core.strategy`);
+with ``multi_worker`` every worker process makes this same call, the global
+batch is ``train.batch_size``, only the chief writes ``output_dir``, ``run_dir``
+and the checkpoints, and a restarted job resumes from the chief's last checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core import strategy as strategy_lib
 from model_maker.core.scalar_logs import ScalarLogger
 from model_maker.core.settings import to_dict
 from model_maker.image_classifier import train_lib
@@ -76,6 +82,29 @@ def train_from_examples(
 
     Returns the metrics on the eval split (``top1``, ``loss``, ...; {} without one).
     """
+    # first: a multi-worker strategy must exist before TensorFlow runs any op
+    strategy = strategy_lib.make_strategy(options.train.strategy)
+    strategy_lib.check_global_batch(options.train.batch_size, strategy)
+    with strategy.scope(), strategy_lib.worker_dirs(strategy, output_dir, run_dir) as dirs:
+        out_dir, log_dir = dirs
+        return _train(
+            examples_uri,
+            out_dir or output_dir,
+            log_dir or run_dir,
+            options,
+            checkpoint_dir or os.path.join(run_dir, "checkpoints"),
+        )
+
+
+def _train(
+    examples_uri: str,
+    output_dir: str,
+    run_dir: str,
+    options: ClassifierTrainerOptions,
+    checkpoint_dir: str,
+) -> dict[str, float]:
+    """:func:`train_from_examples` in this process's folders (the chief's real ones) and
+    the strategy's scope; ``checkpoint_dir`` is the chief's."""
     tf.io.gfile.makedirs(output_dir)
     tf.io.gfile.makedirs(run_dir)
     train = DataLoader.from_examples(examples_uri, options.train_split)
@@ -114,7 +143,7 @@ def train_from_examples(
             ScalarLogger(run_dir),
             EpochLog(hparams.epochs, "Trainer"),
         ],
-        checkpoint_dir=checkpoint_dir or os.path.join(run_dir, "checkpoints"),
+        checkpoint_dir=checkpoint_dir,
     )
     metrics: dict[str, float] = {}
     if val_ds is not None:

@@ -45,10 +45,12 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core import strategy as strategy_lib
 from model_maker.core.coco_metrics import coco_metrics
 from model_maker.core.detection_postprocess import NMSOptions, tflite_detection_postprocess
 from model_maker.core.errors import UsageError
 from model_maker.core.hparams import check_keys, parse_hparams
+from model_maker.core.options import STRATEGIES as CORE_STRATEGIES
 from model_maker.core.options import TrainOptions
 from model_maker.core.postprocess import postprocess_global, postprocess_per_class
 from model_maker.core.pretrained_cache import is_imagenet_uri
@@ -64,8 +66,8 @@ from model_maker.object_detector.target_assigner import assign_targets
 
 LOG = logging.getLogger("qatflow")
 
-#: Training/evaluation hyper-parameters and their defaults (EfficientDet's, see NOTES-MODEL.md).
-STRATEGIES = (None, "gpus", "tpu")
+#: ``strategy`` names (None is Model Maker's name of "default"); see ``core.strategy``.
+STRATEGIES = (None, *CORE_STRATEGIES)
 PRE_MODES = (None, "infer")
 POST_MODES = (None, "global", "per_class", "tflite")
 
@@ -81,22 +83,8 @@ def make_strategy(
     gcp_project: str | None = None,
     tpu_zone: str | None = None,
 ) -> tf.distribute.Strategy:
-    """None -> default strategy, 'gpus' -> MirroredStrategy, 'tpu' -> TPUStrategy."""
-    if strategy is None:
-        return tf.distribute.get_strategy()
-    if strategy == "gpus":
-        return tf.distribute.MirroredStrategy()
-    if strategy == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-            tpu, zone=tpu_zone, project=gcp_project
-        )
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise UsageError(
-        f"strategy {strategy!r} is not supported (use None, 'gpus' for MirroredStrategy "
-        "or 'tpu' for TPUStrategy)"
-    )
+    """None/'default', 'gpus', 'tpu' or 'multi_worker' (see :mod:`model_maker.core.strategy`)."""
+    return strategy_lib.make_strategy(strategy, tpu, gcp_project, tpu_zone)
 
 
 class EfficientDetSpec:
@@ -116,7 +104,10 @@ class EfficientDetSpec:
       moving_average_decay: EMA decay of the weights (0 disables EMA).
       var_freeze_expr: regex (``re.match`` on variable names) of frozen variables.
       tflite_max_detections: detections of the ``tflite`` post-processing.
-      strategy: None, 'gpus' or 'tpu'.
+      strategy: None (or 'default'), 'gpus', 'tpu', 'multi_worker' (TF_CONFIG cluster;
+        only the chief writes ``model_dir``, see :mod:`model_maker.core.strategy`),
+        or a built ``tf.distribute.Strategy`` (a multi-worker job builds it before
+        reading any data, as TensorFlow requires).
       tpu, gcp_project, tpu_zone: TPU cluster of the 'tpu' strategy.
       use_xla: compile the train step with XLA (``jit_compile``).
       profile: profile batches 2..3 into the TensorBoard logs.
@@ -139,7 +130,7 @@ class EfficientDetSpec:
         moving_average_decay: float = TrainOptions.moving_average_decay,
         var_freeze_expr: str = TrainOptions.var_freeze_expr,
         tflite_max_detections: int = NMSOptions.max_detections,
-        strategy: str | None = None,
+        strategy: str | tf.distribute.Strategy | None = None,
         tpu: str | None = None,
         gcp_project: str | None = None,
         tpu_zone: str | None = None,
@@ -149,7 +140,7 @@ class EfficientDetSpec:
         tf_random_seed: int = TrainOptions.seed,
         verbose: int = 0,
     ) -> None:
-        if strategy not in STRATEGIES:
+        if not isinstance(strategy, tf.distribute.Strategy) and strategy not in STRATEGIES:
             make_strategy(strategy)  # raises the UsageError
         overrides = parse_hparams(hparams)
         check_keys(overrides, {**TRAIN_HPARAMS, **{k: None for k in ARCH_HPARAMS}})
@@ -172,8 +163,12 @@ class EfficientDetSpec:
         self.moving_average_decay = moving_average_decay
         self.var_freeze_expr = var_freeze_expr
         self.tflite_max_detections = tflite_max_detections
-        self.strategy_name = strategy
-        self.strategy = make_strategy(strategy, tpu, gcp_project, tpu_zone)
+        if isinstance(strategy, tf.distribute.Strategy):
+            self.strategy_name: str | None = type(strategy).__name__
+            self.strategy = strategy
+        else:
+            self.strategy_name = strategy
+            self.strategy = make_strategy(strategy, tpu, gcp_project, tpu_zone)
         self.use_xla = use_xla
         self.profile = profile
         self.debug = debug
@@ -328,6 +323,11 @@ class EfficientDetSpec:
     ) -> keras.Model:
         """Train ``model`` in place; resumes from the last checkpoint in ``model_dir``.
 
+        ``train_dataset`` yields global batches of ``batch_size`` images, which the
+        strategy splits over its replicas (``batch_size`` must split evenly). With
+        ``multi_worker`` every worker calls this; only the chief writes ``model_dir``
+        and all workers resume from the chief's last checkpoint there.
+
         ``val_dataset`` (evaluation batches) gives the COCO AP every ``map_freq``
         epochs and at the end, logged to TensorBoard under ``validation/``.
         Returns the model, holding the EMA weights when ``moving_average_decay > 0``.
@@ -335,6 +335,8 @@ class EfficientDetSpec:
         """
         epochs = epochs or self.epochs
         batch_size = batch_size or self.batch_size
+        strategy_lib.check_global_batch(batch_size, self.strategy)
+        train_dataset = strategy_lib.shard_by_batch(train_dataset, self.strategy)
         steps_per_epoch = max(int(steps_per_epoch), 1)
         hp = self.hparams
         total_steps = epochs * steps_per_epoch
@@ -365,8 +367,41 @@ class EfficientDetSpec:
                 jit_compile=self.use_xla,
                 run_eagerly=self.debug,
             )
-        state = train_lib.CheckpointState(self.model_dir, model, optimizer)
-        initial_epoch = state.restore()
+        with strategy_lib.worker_dirs(self.strategy, self.model_dir) as (write_dir,):
+            return self._fit(
+                model,
+                trainer,
+                optimizer,
+                train_dataset,
+                steps_per_epoch,
+                val_dataset,
+                validation_steps,
+                epochs,
+                val_json_file,
+                write_dir or self.model_dir,
+            )
+
+    def _fit(
+        self,
+        model: keras.Model,
+        trainer: train_lib.DetectorTrainer,
+        optimizer: keras.optimizers.Optimizer,
+        train_dataset: tf.data.Dataset,
+        steps_per_epoch: int,
+        val_dataset: tf.data.Dataset | None,
+        validation_steps: int | None,
+        epochs: int,
+        val_json_file: str | None,
+        write_dir: str,
+    ) -> keras.Model:
+        """``fit`` with checkpoints and logs in ``write_dir`` (``model_dir`` on the chief)."""
+        hp = self.hparams
+        state = train_lib.CheckpointState(write_dir, model, optimizer)
+        if strategy_lib.is_chief(self.strategy):
+            initial_epoch = state.restore()
+        else:  # a non-chief worker: resume from the chief's checkpoint
+            strategy_lib.restore_latest(state.checkpoint, self.model_dir)
+            initial_epoch = int(state.epoch.numpy())
         LOG.info(
             "training %s: %d trainable of %d variables, epochs %d..%d, %d steps/epoch, peak lr %g",
             self.model_config.model_name,
@@ -375,7 +410,7 @@ class EfficientDetSpec:
             initial_epoch + 1,
             epochs,
             steps_per_epoch,
-            peak,
+            float(hp["learning_rate"]),
         )
         callbacks: list[keras.callbacks.Callback] = [train_lib.LearningRateLogger()]
         if val_dataset is not None:
@@ -388,10 +423,10 @@ class EfficientDetSpec:
             )
         callbacks += [
             train_lib.EpochCheckpoint(state),
-            train_lib.ScalarLogger(self.model_dir),
+            train_lib.ScalarLogger(write_dir),
         ]
         if self.profile:
-            callbacks.append(train_lib.Profiler(self.model_dir))
+            callbacks.append(train_lib.Profiler(write_dir))
         verbose = 0 if _quiet() else self.verbose
         self.history = trainer.fit(
             train_dataset,

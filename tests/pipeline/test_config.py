@@ -274,6 +274,7 @@ INVALID = [
     ("train", "moving_average_decay", -0.1),
     ("train", "var_freeze_expr", "(unclosed"),
     ("train", "steps_per_execution", 0),
+    ("train", "strategy", "multiworker"),
     ("qat", "learning_rate", 0.0),
     ("qat", "batch_size", 0),
     ("qat", "epochs", 0),
