@@ -40,4 +40,7 @@ from tfx.types.artifact import Artifact
 class TFLiteModel(Artifact):
     """A folder of TFLite variants with labels.txt and manifest.json (layout above)."""
 
-    TYPE_NAME = "qatflow.TFLiteModel"
+    # Its import path (``components/__init__.py`` exports it): TFX's Kubeflow V2
+    # container entrypoint imports a custom artifact class by its type name, which the
+    # compiler also requires to read ``<namespace>.<Class>`` (one dot).
+    TYPE_NAME = "components.TFLiteModel"

@@ -104,7 +104,7 @@ class ArtifactInfo:
 
     Attributes:
       id: MLMD artifact id.
-      type_name: artifact type (Examples, Model, ModelRun, qatflow.TFLiteModel...).
+      type_name: artifact type (Examples, Model, ModelRun, components.TFLiteModel...).
       uri: where its files are.
       key: the input or output name of the event (e.g. ``model``).
       state: MLMD artifact state (LIVE, ...).

@@ -306,7 +306,7 @@ class StoreBuilder:
                 postprocess=NMSOptions(max_detections=25, score_threshold=1e-8,
                                        iou_threshold=0.5)))},
             inputs=[("examples", examples), ("model", model), ("qat_model", qat_model)],
-            outputs=[("tflite", self._artifact("qatflow.TFLiteModel",
+            outputs=[("tflite", self._artifact("components.TFLiteModel",
                                                uri("TFLiteConverter", "tflite")))],
         )  # fmt: skip
         classifier = spec.task == IMAGE_CLASSIFICATION

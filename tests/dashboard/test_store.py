@@ -70,7 +70,7 @@ def test_run_detail_dag_lineage_and_states(small_root):
         ("blessing", "ModelBlessing"), ("evaluation", "ModelEvaluation"),
     ]  # fmt: skip
     tflite = next(a for a in evaluator.inputs if a.key == "tflite")
-    assert tflite.producer == "TFLiteConverter" and tflite.type_name == "qatflow.TFLiteModel"
+    assert tflite.producer == "TFLiteConverter" and tflite.type_name == "components.TFLiteModel"
     assert "tfx_version" not in tflite.properties
     assert evaluator.properties["options"]["max_drop"] == 1.0  # the JSON options, parsed
     assert all(e.state == "COMPLETE" and not e.cached for e in first.executions)

@@ -71,3 +71,37 @@ def test_cluster_paths_reach_the_components(compiled):
     assert document["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
     # The Trainer resumes from a checkpoint folder under the cluster's pipeline root.
     assert "gs://bucket/root/checkpoints/trainer-" in text
+
+
+def _artifact_schemas(node):
+    """Every artifact type schema ({"schemaTitle"...} or {"instanceSchema"...}) in the IR."""
+    if isinstance(node, dict):
+        if "artifactType" in node:
+            yield node["artifactType"]
+        for value in node.values():
+            yield from _artifact_schemas(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _artifact_schemas(value)
+
+
+def test_every_artifact_type_imports_by_the_name_the_container_reads(compiled):
+    # TFX's Kubeflow V2 entrypoint imports a custom artifact class by the title of its
+    # schema in the IR (its TYPE_NAME): "qatflow.TFLiteModel" named no module, and every
+    # task reading or writing TFLite models failed in its container.
+    import yaml
+    from tfx.orchestration.kubeflow.v2 import compiler_utils
+    from tfx.utils import import_utils
+
+    document = json.loads(compiled.read_text())
+    titles = set()
+    for schema in _artifact_schemas(document.get("pipelineSpec", document)):
+        if "schemaTitle" in schema:
+            titles.add(schema["schemaTitle"])
+        else:
+            titles.add(yaml.safe_load(schema["instanceSchema"]).get("title", "tfx.Artifact"))
+    assert "components.TFLiteModel" in titles
+    for title in titles:
+        path = compiler_utils.TITLE_TO_CLASS_PATH.get(title, title)
+        cls = import_utils.import_class_by_path(path)
+        assert cls.TYPE_NAME == title or path != title, title
