@@ -128,9 +128,11 @@ image-gpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-gpu:<v
 image-tpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-tpu:<version> (the CPU stack: no tensorflow-tpu for TF 2.21)
 	$(IMAGE_BUILD) -t qatflow-tpu:$(IMAGE_TAG) .
 
-# Debian bookworm base from debootstrap (cached in .tools/), the CPU image on it, then
-# one real component (ExampleGen) through TFX's Kubeflow V2 entrypoint inside it.
-container-smoke: $(STAMP) $(IMAGE_PRETRAINED)/manifest.json | $(PODMAN) $(BUILDAH) $(DEBOOTSTRAP) ## build the CPU image here, run ExampleGen in it
+# Debian bookworm base from debootstrap (cached in .tools/), the CPU image on it, then all
+# six tasks of the compiled IR in DAG order through TFX's Kubeflow V2 entrypoint inside it
+# (containers/smoke.py builds each ExecutorInput as KFP would), a local run of the same
+# tiny config, and a comparison of their tables and pushes (SMOKE_TOLERANCE on AP).
+container-smoke: $(STAMP) $(IMAGE_PRETRAINED)/manifest.json | $(PODMAN) $(BUILDAH) $(DEBOOTSTRAP) ## build the CPU image, run the whole pipeline in it as KFP would, compare with a local run
 	PY=$(PY) IMAGE_TAG=$(IMAGE_TAG) CA_BUNDLE=$(CA_BUNDLE) containers/smoke.sh
 
 clean: ## remove the venv, caches and run outputs
