@@ -10,6 +10,8 @@ whole process tree is sampled for resident memory. Reports:
 - marginal throughput: (2000 - 500) / (t_2000 - t_500), i.e. the per-image rate
   once the fixed start-up cost (worker processes importing TensorFlow) is paid;
 - the 2-worker / 1-worker ratio of each (target >= 1.6);
+- start-up and per-image cost apart (seconds = start-up + N x per-image, through
+  the two runs), and from how many images each mode finishes before one worker;
 - CPU seconds of the process tree and the machine's load while it ran;
 - peak RSS of the process tree at 2,000 vs 500 images (target: within 20%).
 
@@ -183,11 +185,24 @@ def main() -> None:
             "peak_rss_mb_large": big_run["peak_rss_mb"],
             "rss_growth": big_run["peak_rss_mb"] / small_run["peak_rss_mb"],
         }
+        # seconds = start-up + images / marginal rate, through the two runs
+        summary[mode]["startup_seconds"] = (
+            small_run["seconds"] - args.small / summary[mode]["marginal_images_per_s"]
+        )
+        summary[mode]["per_image_ms"] = 1000.0 / summary[mode]["marginal_images_per_s"]
     base = summary["in_memory"]
     for entry in summary.values():
         entry["raw_ratio_vs_1"] = entry["raw_images_per_s"] / base["raw_images_per_s"]
         entry["marginal_ratio_vs_1"] = (
             entry["marginal_images_per_s"] / base["marginal_images_per_s"]
+        )
+        # the dataset size from which these workers finish before one worker does
+        saved_per_image = base["per_image_ms"] - entry["per_image_ms"]
+        extra_startup = entry["startup_seconds"] - base["startup_seconds"]
+        entry["pays_from_images"] = (
+            None
+            if entry is base or saved_per_image <= 0
+            else max(extra_startup, 0.0) / (saved_per_image / 1000.0)
         )
 
     print()
@@ -207,6 +222,14 @@ def main() -> None:
         "targets: 2 workers >= 1.6x one worker; peak RSS within 20% for 4x the images. "
         "raw includes worker start-up; marginal = (N - n) / (t_N - t_n)."
     )
+    print()
+    for mode, s in summary.items():
+        pays = s["pays_from_images"]
+        print(
+            f"{s['workers']} x {mode}: start-up {s['startup_seconds']:.2f} s, "
+            f"{s['per_image_ms']:.2f} ms per image"
+            + ("" if pays is None else f"; faster than 1 worker from {pays:,.0f} images")
+        )
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     record = {

@@ -35,6 +35,7 @@ import html
 import json
 import logging
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -303,6 +304,9 @@ class DetectionCost:
       workers: Beam workers that detected images (each loaded the detector once).
       load_seconds: seconds those workers spent loading the detector, summed.
       image_seconds: seconds spent on the images (decode + detect), summed.
+      median_image_seconds: the median image's decode + detect seconds: the
+        steady cost, without a worker's first call (a LiteRT interpreter, for
+        one, prepares its delegate on the first invoke).
     """
 
     seconds: float
@@ -310,17 +314,20 @@ class DetectionCost:
     workers: int
     load_seconds: float
     image_seconds: float
+    median_image_seconds: float = 0.0
 
     @property
     def per_image_ms(self) -> float | None:
-        """Mean decode + detect time of one image, in milliseconds."""
-        return 1000.0 * self.image_seconds / self.images if self.images else None
+        """Decode + detect time of the median image, in milliseconds."""
+        return 1000.0 * self.median_image_seconds if self.images else None
 
     @property
     def startup_seconds(self) -> float:
-        """Wall time that is not spent on images: pipeline and worker start-up,
-        detector loading, reading and writing (the workers' image time overlaps)."""
-        return max(self.seconds - self.image_seconds / max(self.workers, 1), 0.0)
+        """Wall time not explained by the images at their steady cost: pipeline and
+        worker start-up, detector loading, first calls, reading and writing (the
+        workers' image time overlaps)."""
+        steady = self.images * self.median_image_seconds
+        return max(self.seconds - steady / max(self.workers, 1), 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -392,7 +399,7 @@ def detect_all(
     gfile = tf.io.gfile
     detect_fn = _beam_dofn_class()
     start = time.perf_counter()
-    workers, load_seconds, image_seconds = 0, 0.0, 0.0
+    workers, load_seconds, image_seconds = 0, 0.0, []
     with contextlib.ExitStack() as stack:
         if work_dir is None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
@@ -437,7 +444,7 @@ def detect_all(
                         count += 1
                         record = json.loads(line)
                         detections.extend(record["detections"])
-                        image_seconds += float(record.get("seconds", 0.0))
+                        image_seconds.append(float(record.get("seconds", 0.0)))
                         if "load_seconds" in record:
                             workers += 1
                             load_seconds += float(record["load_seconds"])
@@ -452,7 +459,8 @@ def detect_all(
         images=count,
         workers=workers,
         load_seconds=load_seconds,
-        image_seconds=image_seconds,
+        image_seconds=sum(image_seconds),
+        median_image_seconds=statistics.median(image_seconds) if image_seconds else 0.0,
     )
     return DetectionRun(detections, count, cost)
 
@@ -827,9 +835,9 @@ def _cost_rows(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[li
 
 #: What the evaluation cost table means (both reports).
 COST_NOTE = (
-    "Start-up: the detection pass's wall time minus the workers' time on images "
-    "(pipeline and workers starting, the detector loading, reading and writing). Per "
-    "image: decode + detect, mean over the images."
+    "Start-up: the detection pass's wall time minus the images at their steady cost "
+    "(pipeline and workers starting, the detector loading, first calls, reading and "
+    "writing). Per image: decode + detect of the median image."
 )
 
 
