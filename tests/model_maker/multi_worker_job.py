@@ -84,7 +84,6 @@ def _spec_mode(args: dict) -> dict:
 def _trainer_mode(args: dict) -> dict:
     from model_maker.core.options import ModelOptions, TrainOptions
     from model_maker.object_detector.options import TrainerOptions
-    from model_maker.object_detector.trainer import train_from_examples
 
     options = TrainerOptions(
         model=ModelOptions(name="efficientdet_lite0", image_size=64, hparams=TINY_HPARAMS),
@@ -97,19 +96,12 @@ def _trainer_mode(args: dict) -> dict:
             strategy=args["strategy"],
         ),
     )
-    return train_from_examples(
-        args["examples"],
-        args["output_dir"],
-        args["run_dir"],
-        options,
-        checkpoint_dir=args.get("checkpoint_dir"),
-    )
+    return _train(args, options)
 
 
 def _classifier_mode(args: dict) -> dict:
     from model_maker.core.options import IMAGE_CLASSIFICATION, ModelOptions, TrainOptions
     from model_maker.image_classifier.options import ClassifierTrainerOptions
-    from model_maker.image_classifier.trainer import train_from_examples
 
     options = ClassifierTrainerOptions(
         model=ModelOptions(task=IMAGE_CLASSIFICATION, name="mobilenet_v2", image_size=32),
@@ -123,6 +115,13 @@ def _classifier_mode(args: dict) -> dict:
             strategy=args["strategy"],
         ),
     )
+    return _train(args, options)
+
+
+def _train(args: dict, options) -> dict:
+    """The Trainer's own call (the task switch of the components) in this worker."""
+    from model_maker.tasks import train_from_examples
+
     return train_from_examples(
         args["examples"],
         args["output_dir"],

@@ -133,8 +133,9 @@ def _files(folder: pathlib.Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def test_two_workers_match_one_process_and_only_the_chief_writes(examples, tmp_path):
-    steps = 3
+def _start_spec_workers(examples, tmp_path: pathlib.Path, steps: int):
+    """Two multi-worker processes training the tiny detector ``steps`` steps, one
+    ``model<i>`` folder each; returns the shared job arguments and the processes."""
     spec_args = {"mode": "spec", "examples": str(examples), "epochs": steps, "batch_size": BATCH}
     workers = _start_workers(
         lambda i: {
@@ -145,6 +146,12 @@ def test_two_workers_match_one_process_and_only_the_chief_writes(examples, tmp_p
         tmp_path,
         "mw",
     )
+    return spec_args, workers
+
+
+def test_two_workers_match_one_process_and_only_the_chief_writes(examples, tmp_path):
+    steps = 3
+    spec_args, workers = _start_spec_workers(examples, tmp_path, steps)
     # One process, the same global batch on two replicas (two logical CPUs).
     reference = _start(
         {**spec_args, "model_dir": str(tmp_path / "ref2"), "strategy": "two_cpu_replicas"},
@@ -170,16 +177,7 @@ def test_two_workers_match_one_process_and_only_the_chief_writes(examples, tmp_p
 @pytest.mark.slow
 def test_two_workers_against_one_replica_with_the_same_global_batch(examples, tmp_path):
     steps = 3
-    spec_args = {"mode": "spec", "examples": str(examples), "epochs": steps, "batch_size": BATCH}
-    workers = _start_workers(
-        lambda i: {
-            **spec_args,
-            "model_dir": str(tmp_path / f"model{i}"),
-            "strategy": "multi_worker",
-        },
-        tmp_path,
-        "mw",
-    )
+    spec_args, workers = _start_spec_workers(examples, tmp_path, steps)
     (chief, _), _ = _wait(workers)
     [(one, _)] = _wait(
         [
