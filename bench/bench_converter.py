@@ -25,15 +25,13 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
-from git_worktree import working_tree_label, worktree
+from before_after import REPO, alternate, ensure_demo_run, run_child
+from git_worktree import working_tree_label
 from machine_info import machine_info
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "converter.json"
 
 #: Runs in the child process, with the code under test first on sys.path.
@@ -102,16 +100,7 @@ print(json.dumps({"seconds": seconds, "import_seconds": loaded, "written_at": wr
 
 
 def convert(code: pathlib.Path, root: pathlib.Path, out: pathlib.Path) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(code), str(root), str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=code,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"conversion with {code} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, code, str(root), str(out), what="conversion")
 
 
 def main() -> int:
@@ -122,22 +111,15 @@ def main() -> int:
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
     root = pathlib.Path(args.pipeline_root).resolve()
-    if not (root / "QATTrainer" / "qat_model").is_dir():
-        print(f"no demo run under {root}: running configs/demo.yaml first", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "run", "--config", "configs/demo.yaml",
-             "--set", f"runner.pipeline_root={root}"],
-            cwd=REPO, check=True,
-        )  # fmt: skip
+    ensure_demo_run(root, "QATTrainer/qat_model")
     info = machine_info("tensorflow", "ai-edge-litert")
-    runs: dict[str, list[dict]] = {"before": [], "after": []}
-    with tempfile.TemporaryDirectory(prefix="bench-converter-") as tmp:
-        with worktree(REPO, args.before) as before:
-            for i in range(args.repeats):
-                for name, code in (("before", before), ("after", REPO)):
-                    result = convert(code, root, pathlib.Path(tmp) / f"{name}-{i}")
-                    runs[name].append(result)
-                    print(f"{name} #{i + 1}: {result['seconds']:.1f} s", flush=True)
+
+    def measure(name: str, code: pathlib.Path, out: pathlib.Path) -> dict:
+        result = convert(code, root, out)
+        print(f"{name}: {result['seconds']:.1f} s", flush=True)
+        return result
+
+    runs = alternate(args.before, args.repeats, measure, "bench-converter-")
     median = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
     every = runs["before"] + runs["after"]
     identical = {

@@ -120,7 +120,8 @@ def _measure(images_dir: str, annotations: str, workers: int, mode: str, output:
     }
 
 
-def _subset(annotations: str, count: int, path: str) -> str:
+def coco_subset(annotations: str, count: int, path: str) -> str:
+    """A COCO file of the first ``count`` images of ``annotations`` (and their boxes)."""
     with open(annotations, encoding="utf-8") as fh:
         data = json.load(fh)
     keep = {img["id"] for img in data["images"][:count]}
@@ -151,7 +152,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="bench_ingest_")
     try:
         data = generate_demo_data(os.path.join(work, "data"), num_images=args.images, seed=0)
-        small = _subset(data.annotations, args.small, os.path.join(work, "small.json"))
+        small = coco_subset(data.annotations, args.small, os.path.join(work, "small.json"))
         runs = []
         for workers, mode in MODES:
             for count, annotations in ((args.small, small), (args.images, data.annotations)):

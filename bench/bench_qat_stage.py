@@ -29,15 +29,13 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
-from git_worktree import working_tree_label, worktree
+from before_after import REPO, alternate, ensure_demo_run, run_child
+from git_worktree import working_tree_label
 from machine_info import machine_info
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "qat_stage.json"
 PHASES = ("load", "quantize", "calibrate", "fit", "evaluate", "save", "export")
 
@@ -91,16 +89,7 @@ print(json.dumps({"seconds": seconds, "import_seconds": imported, "phases": phas
 
 
 def run_qat(code: pathlib.Path, root: pathlib.Path, out: pathlib.Path) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(code), str(root), str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=code,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"QAT with {code} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_child(CHILD, code, str(root), str(out), what="QAT")
     result["overhead"] = result["seconds"] - result["phases"].get("fit", 0.0)
     return result
 
@@ -113,27 +102,20 @@ def main() -> int:
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
     root = pathlib.Path(args.pipeline_root).resolve()
-    if not (root / "Trainer" / "model").is_dir():
-        print(f"no demo run under {root}: running configs/demo.yaml first", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "run", "--config", "configs/demo.yaml",
-             "--set", f"runner.pipeline_root={root}"],
-            cwd=REPO, check=True,
-        )  # fmt: skip
+    ensure_demo_run(root, "Trainer/model")
     info = machine_info("tensorflow", "tensorflow-model-optimization")
-    runs: dict[str, list[dict]] = {"before": [], "after": []}
-    with tempfile.TemporaryDirectory(prefix="bench-qat-") as tmp:
-        with worktree(REPO, args.before) as before:
-            for i in range(args.repeats):
-                for name, code in (("before", before), ("after", REPO)):
-                    result = run_qat(code, root, pathlib.Path(tmp) / f"{name}-{i}")
-                    runs[name].append(result)
-                    print(
-                        f"{name} #{i + 1}: {result['seconds']:.1f} s, "
-                        f"fit {result['phases'].get('fit', 0):.1f} s, "
-                        f"overhead {result['overhead']:.1f} s, AP {result['AP']:.4f}",
-                        flush=True,
-                    )
+
+    def measure(name: str, code: pathlib.Path, out: pathlib.Path) -> dict:
+        result = run_qat(code, root, out)
+        print(
+            f"{name}: {result['seconds']:.1f} s, "
+            f"fit {result['phases'].get('fit', 0):.1f} s, "
+            f"overhead {result['overhead']:.1f} s, AP {result['AP']:.4f}",
+            flush=True,
+        )
+        return result
+
+    runs = alternate(args.before, args.repeats, measure, "bench-qat-")
 
     def value(run: dict, key: str) -> float:
         if key in PHASES:

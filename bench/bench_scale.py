@@ -85,6 +85,7 @@ import tempfile
 import time
 
 import scale_model as sm
+from bench_ingest import coco_subset
 from machine_info import machine_info
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -123,17 +124,6 @@ QUICK = {
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _subset(annotations: str, count: int, path: str) -> str:
-    with open(annotations, encoding="utf-8") as fh:
-        data = json.load(fh)
-    keep = {img["id"] for img in data["images"][:count]}
-    data["images"] = data["images"][:count]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-    return path
 
 
 def _gflops() -> dict[int, float]:
@@ -492,17 +482,17 @@ def measure(args: argparse.Namespace) -> dict:
 
         phase("demo_data")
         # ingest: warm-up, then each count
-        warm = _subset(data.annotations, 20, os.path.join(work, "warm.json"))
+        warm = coco_subset(data.annotations, 20, os.path.join(work, "warm.json"))
         cold = ingest_once(data.images_dir, warm, os.path.join(work, "ingest_warm"))
         ingest_runs = []
         for count in counts:
-            subset = _subset(data.annotations, count, os.path.join(work, f"n{count}.json"))
+            subset = coco_subset(data.annotations, count, os.path.join(work, f"n{count}.json"))
             run = ingest_once(data.images_dir, subset, os.path.join(work, f"ingest_{count}"))
             assert run["images"] == count, run
             ingest_runs.append({"n": count, **run})
             log(f"ingest {count}: {run['seconds']:.1f} s")
         # the COCO-pixel check: the same number of demo-size images, then COCO-size ones
-        ref = _subset(data.annotations, args.coco_check, os.path.join(work, "ref.json"))
+        ref = coco_subset(data.annotations, args.coco_check, os.path.join(work, "ref.json"))
         ref_ingest = ingest_once(data.images_dir, ref, os.path.join(work, "ingest_ref"))
         coco_ingest = ingest_once(
             coco.images_dir, coco.annotations, os.path.join(work, "ingest_coco")
