@@ -92,9 +92,12 @@ def qat_from_examples(
     eval_split: str = "eval",
     checkpoint_root: str | None = None,
     run_dir: str | None = None,
+    strategy: Any = None,
 ) -> Any:
     """QAT of the float Model in ``float_model_dir`` (detector or classifier); its
-    TensorBoard epoch scalars go to ``run_dir`` when given."""
+    TensorBoard epoch scalars go to ``run_dir`` when given. ``strategy`` is the
+    one ``hparams.strategy`` names when the caller built it already (None: the
+    task's trainer builds it)."""
     if model_task(float_model_dir) == IMAGE_CLASSIFICATION:
         # deferred: each task's TensorFlow stack loads only when it runs
         from model_maker.image_classifier.qat_trainer import qat_from_examples as qat
@@ -110,6 +113,7 @@ def qat_from_examples(
         eval_split=eval_split,
         checkpoint_root=checkpoint_root,
         run_dir=run_dir,
+        strategy=strategy,
     )
 
 
@@ -227,12 +231,44 @@ def qat_or_skip(
     ``output_dir/ptq_check/<candidate>`` and the decision goes to
     ``output_dir/qat_decision.json``. Returns the decision and the QAT result (None
     when QAT was skipped).
+
+    ``hparams.strategy`` is built first (a multi-worker one must exist before
+    TensorFlow runs anything). With ``multi_worker`` every worker makes the same
+    check and decision; only the chief's files land in ``output_dir``.
     """
+    # deferred: TensorFlow loads only when a stage runs
+    from model_maker.core import strategy as strategy_lib
+
+    strategy = strategy_lib.make_strategy(hparams.strategy if hparams else None)
+    qat_kwargs["strategy"] = strategy
     if check is None:
         result = qat_from_examples(examples_uri, float_model_dir, output_dir, hparams, **qat_kwargs)
         why = "qat.mode is always"
         return QATDecision("always", True, "qat_int8", why, qat_seconds=result.seconds), result
-    work = fileio.join(output_dir, PTQ_CHECK_SUBDIR)
+    with strategy_lib.worker_dirs(strategy, output_dir) as (own_dir,):
+        return _qat_if_ptq_misses(
+            examples_uri,
+            float_model_dir,
+            output_dir,
+            own_dir or output_dir,
+            hparams,
+            check,
+            qat_kwargs,
+        )
+
+
+def _qat_if_ptq_misses(
+    examples_uri: str,
+    float_model_dir: str,
+    output_dir: str,
+    own_dir: str,
+    hparams: QATHParams,
+    check: AccuracyCheck,
+    qat_kwargs: dict[str, Any],
+) -> tuple[QATDecision, Any]:
+    """:func:`qat_or_skip` with a check; this process writes the check's files and the
+    decision into ``own_dir`` (``output_dir`` but on a non-chief worker)."""
+    work = fileio.join(own_dir, PTQ_CHECK_SUBDIR)
     LOG.info("qat.mode auto: converting and scoring ptq_int8 before deciding on QAT")
     row, ptq = _try_candidate(
         examples_uri, float_model_dir, fileio.join(work, "ptq_int8"), check, "ptq_int8"
@@ -283,7 +319,7 @@ def qat_or_skip(
         qat_seconds=qat_seconds,
     )
     LOG.info("qat.mode auto: %s", reason)
-    write_qat_decision(output_dir, decision)
+    write_qat_decision(own_dir, decision)
     return decision, result
 
 

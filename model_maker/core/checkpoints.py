@@ -68,6 +68,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 def qat_checkpoint_dir(root: str, float_model_dir: str, hparams: Any) -> str:
     """``root``'s sub-folder for QAT of the float model in ``float_model_dir`` with
-    ``hparams`` (a ``QATHParams``), so a new float model never resumes from another's QAT."""
-    key = hashlib.sha256(f"{float_model_dir}|{hparams.as_dict()}".encode()).hexdigest()[:12]
+    ``hparams`` (a ``QATHParams``), so a new float model never resumes from another's QAT.
+
+    The distribution strategy is not part of the key: checkpoints do not depend on it."""
+    values = {k: v for k, v in hparams.as_dict().items() if k != "strategy"}
+    key = hashlib.sha256(f"{float_model_dir}|{values}".encode()).hexdigest()[:12]
     return os.path.join(root, key)

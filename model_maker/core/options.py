@@ -133,7 +133,7 @@ class TrainOptions(Settings):
         cluster in the TF_CONFIG environment variable; ``batch_size`` stays the
         global batch and must split evenly over the workers; only the chief
         writes checkpoints, logs and artifacts). Used by both tasks' float
-        Trainer; the QAT trainers do not take it yet.
+        Trainer; the QATTrainer has its own, ``qat.strategy``.
     """
 
     epochs: int = 50

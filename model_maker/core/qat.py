@@ -456,3 +456,24 @@ def calibrate_fake_quant(model: keras.Model, batches: Iterable[Any]) -> int:
             model(batch, training=False)
             count += 1
     return count
+
+
+def qat_model_from_config(
+    config: Mapping[str, Any], custom_objects: Mapping[str, Any]
+) -> keras.Model:
+    """A fake-quant functional model built from its ``get_config()`` (new variables,
+    in the scope of the strategy in force), inside TFMOT's ``quantize_scope``.
+
+    ``custom_objects`` are the model's layers and quantize configs
+    (:func:`quantize_custom_objects` plus the task's). The layers' ``build_config``
+    is dropped: tf_keras would build each layer from it and again when the graph
+    is rebuilt, and TFMOT's ``QuantizeLayer.build`` never marks itself built, so
+    it would get a second set of range variables. Building on call is enough.
+    """
+    config = dict(config)
+    config["layers"] = [
+        {k: v for k, v in layer.items() if k != "build_config"} for layer in config["layers"]
+    ]
+    objects = dict(custom_objects)
+    with tfq.quantize_scope(objects):
+        return keras.Model.from_config(config, custom_objects=objects)

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from model_maker.core.settings import Settings, check_range
+from model_maker.core.options import DEFAULT_STRATEGY, STRATEGIES
+from model_maker.core.settings import Settings, check_choice, check_range
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class QATHParams(Settings):
       epochs: fine-tuning epochs.
       decay_steps: steps per decay period.
       decay_rate: multiplicative decay per period, in (0, 1].
+      strategy: how QAT is distributed, as ``train.strategy`` for the float
+        training (``default``, ``gpus``, ``tpu``, ``multi_worker``; see
+        :mod:`model_maker.core.strategy`). With ``multi_worker``, ``batch_size``
+        is the global batch, every worker runs the whole QATTrainer call and
+        only the chief writes. Not part of the checkpoint folder's key: a
+        job resumed on another strategy goes on from the same checkpoints.
     """
 
     learning_rate: float = 0.03
@@ -36,8 +43,10 @@ class QATHParams(Settings):
     epochs: int = 10
     decay_steps: int = 231
     decay_rate: float = 0.96
+    strategy: str = DEFAULT_STRATEGY
 
     def validate(self) -> None:
+        check_choice("strategy", self.strategy, STRATEGIES)
         check_range("learning_rate", self.learning_rate, 0.0, low_open=True)
         for key in ("batch_size", "epochs", "decay_steps"):
             check_range(key, getattr(self, key), 1)

@@ -221,6 +221,48 @@ def restore_latest(checkpoint: tf.train.Checkpoint, directory: str) -> str | Non
     return latest
 
 
+def chief_values(values: list[Any], strategy: tf.distribute.Strategy) -> list[Any]:
+    """The chief's ``values`` (arrays) on every worker: one all-reduce sum to which
+    every replica but the first adds zeros, so the result is the chief's exactly.
+
+    What each worker computed alone (calibrated quantizer ranges, say) may
+    differ in the last bits; distributed training needs one set. ``values``
+    unchanged in a one-worker job. Every worker must call this.
+    """
+    if num_workers(strategy) <= 1:
+        return list(values)
+    constants = [tf.constant(v) for v in values]
+
+    def first_replica_only() -> list[tf.Tensor]:
+        context = tf.distribute.get_replica_context()
+        first = tf.equal(context.replica_id_in_sync_group, 0)
+        mine = [tf.where(first, c, tf.zeros_like(c)) for c in constants]
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, mine)
+
+    summed = strategy.run(first_replica_only)
+    return [strategy.experimental_local_results(t)[0].numpy() for t in summed]
+
+
+def distributed(
+    model: keras.Model, strategy: tf.distribute.Strategy, build: Callable[[], keras.Model]
+) -> keras.Model:
+    """``model`` itself under the default strategy; else ``build()`` made in the
+    strategy's scope, holding the chief's weights of ``model`` (:func:`chief_values`).
+
+    For a model built outside the strategy (the QAT rewrite, whose many
+    intermediate models would each be a round of collectives under
+    ``multi_worker``, and hung there). ``build`` must give the same architecture
+    (the same weights in the same order). Every worker must call this.
+    """
+    if strategy is tf.distribute.get_strategy():
+        return model
+    weights = chief_values(model.get_weights(), strategy)
+    with strategy.scope():
+        copy = build()
+    copy.set_weights(weights)
+    return copy
+
+
 def undistributed(
     model: keras.Model, strategy: tf.distribute.Strategy, build: Callable[[], keras.Model]
 ) -> keras.Model:

@@ -35,7 +35,13 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 from model_maker.core.errors import UsageError
-from model_maker.core.qat import QATHParams, calibrate_fake_quant, quantize_functional_model
+from model_maker.core.qat import (
+    QATHParams,
+    calibrate_fake_quant,
+    qat_model_from_config,
+    quantize_custom_objects,
+    quantize_functional_model,
+)
 from model_maker.image_classifier.models.head import NORMALIZATION_NAME
 from model_maker.image_classifier.train_lib import MOMENTUM, compile_and_fit, steps_in
 
@@ -219,6 +225,21 @@ def float_layers(coverage: Sequence[LayerCoverage]) -> dict[str, str]:
     return {row.name: row.reason for row in coverage if not row.quantized}
 
 
+def calibrate(qat_model: keras.Model, train_data: tf.data.Dataset, batches: int) -> int:
+    """Set the fake-quant ranges from ``batches`` batches of ``train_data``
+    (:func:`~model_maker.core.qat.calibrate_fake_quant`), then pin the input range
+    to pixels (:func:`pin_input_range`); return the batches used."""
+    used = calibrate_fake_quant(qat_model, (images for images, _ in train_data.take(batches)))
+    pin_input_range(qat_model)
+    return used
+
+
+def rebuild_qat_classifier(qat_model: keras.Model) -> keras.Model:
+    """A new fake-quant classifier of ``qat_model``'s architecture (new variables, in
+    the scope of the strategy in force; the trainable flags kept)."""
+    return qat_model_from_config(qat_model.get_config(), quantize_custom_objects())
+
+
 def train_qat(
     qat_model: keras.Model,
     train_data: tf.data.Dataset,
@@ -252,10 +273,7 @@ def train_qat(
         )
     resuming = bool(checkpoint_dir) and bool(tf.train.latest_checkpoint(checkpoint_dir))
     if calibration_batches > 0 and not resuming:
-        calibrate_fake_quant(
-            qat_model, (images for images, _ in train_data.take(calibration_batches))
-        )
-        pin_input_range(qat_model)
+        calibrate(qat_model, train_data, calibration_batches)
     return compile_and_fit(
         qat_model,
         train_data,

@@ -9,6 +9,11 @@ classifier's Model artifact. Layout of ``output_dir`` (the QAT Model artifact)::
     serving/             SavedModel of the fake-quant model (probabilities, softmax inside)
     qat.json             hparams, optimizer steps, seconds, history, the fake-quant
                          model's metrics and the float model's on the eval split
+
+Under ``qat.strategy`` the fake-quant model is made and calibrated outside the
+strategy and rebuilt inside it with the chief's weights, as the detector's
+(:mod:`model_maker.object_detector.qat_trainer`); with ``multi_worker`` every
+worker runs the whole call and only the chief writes.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core import strategy as strategy_lib
 from model_maker.core.checkpoints import qat_checkpoint_dir
 from model_maker.core.qat_hparams import QATHParams
 from model_maker.core.scalar_logs import ScalarLogger, copy_logs
@@ -38,12 +44,19 @@ from model_maker.image_classifier.model_io import (
     load_trained_model,
     read_config,
 )
-from model_maker.image_classifier.qat import quantize_classifier, train_qat
+from model_maker.image_classifier.qat import (
+    calibrate,
+    quantize_classifier,
+    rebuild_qat_classifier,
+    train_qat,
+)
 from model_maker.image_classifier.trainer import SERVING_SUBDIR, EpochLog, has_split
 
 LOG = logging.getLogger("qatflow")
 
 QAT_WEIGHTS_FILE = "qat_weights.h5"
+#: Training batches that set the fake-quant ranges before fine-tuning.
+CALIBRATION_BATCHES = 8
 QAT_REPORT_FILE = "qat.json"
 
 
@@ -84,6 +97,7 @@ def qat_from_examples(
     checkpoint_dir: str | None = None,
     checkpoint_root: str | None = None,
     run_dir: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> QATResult:
     """QAT of the Trainer's classifier (``float_model_dir``) on ``examples_uri``.
 
@@ -94,8 +108,47 @@ def qat_from_examples(
     artifact) receives the Trainer's TensorBoard epoch scalars (``train/`` and
     ``validation/``; written beside the checkpoints when there are some, so a
     resumed run's curves hold the epochs before the restart too).
+
+    ``strategy`` is the one ``hparams.strategy`` names, when the caller built it
+    already (it must exist before TensorFlow runs anything); ``batch_size`` is the
+    global batch, and with ``multi_worker`` only the chief writes ``output_dir``,
+    ``run_dir`` and the checkpoints.
     """
     hparams = hparams or QATHParams()
+    # first: a multi-worker strategy must exist before TensorFlow runs any op
+    strategy = strategy or strategy_lib.make_strategy(hparams.strategy)
+    strategy_lib.check_global_batch(hparams.batch_size, strategy)
+    with strategy_lib.worker_dirs(strategy, output_dir, run_dir) as (out_dir, log_dir):
+        return _qat_from_examples(
+            examples_uri,
+            float_model_dir,
+            out_dir or output_dir,
+            hparams,
+            train_split=train_split,
+            eval_split=eval_split,
+            export_serving=export_serving,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_root=checkpoint_root,
+            run_dir=log_dir,
+            strategy=strategy,
+        )
+
+
+def _qat_from_examples(
+    examples_uri: str,
+    float_model_dir: str,
+    output_dir: str,
+    hparams: QATHParams,
+    *,
+    train_split: str,
+    eval_split: str,
+    export_serving: bool,
+    checkpoint_dir: str | None,
+    checkpoint_root: str | None,
+    run_dir: str | None,
+    strategy: tf.distribute.Strategy,
+) -> QATResult:
+    """:func:`qat_from_examples` in this process's folders (the chief's real ones)."""
     if checkpoint_root and not checkpoint_dir:
         checkpoint_dir = qat_checkpoint_dir(checkpoint_root, float_model_dir, hparams)
     float_model, config = load_trained_model(float_model_dir)
@@ -113,7 +166,13 @@ def qat_from_examples(
     inputs = InputOptions(image_size=config.image_size, batch_size=hparams.batch_size, seed=seed)
     steps_per_epoch = max(math.ceil(train.size / hparams.batch_size), 1)
     start = time.perf_counter()
-    qat_model = quantize_classifier(float_model)
+    qat_model = quantize_classifier(float_model)  # outside the strategy: see the module doc
+    train_ds = train.gen_tf_dataset(inputs, is_training=True)
+    if not (checkpoint_dir and tf.train.latest_checkpoint(checkpoint_dir)):
+        calibrate(qat_model, train_ds, CALIBRATION_BATCHES)  # a checkpoint holds its ranges
+    qat_model = strategy_lib.distributed(
+        qat_model, strategy, lambda: rebuild_qat_classifier(qat_model)
+    )
     LOG.info(
         "QAT of %s: %d epochs x %d steps, batch %d, lr %g decaying x%g every %d steps",
         config.model_name,
@@ -125,19 +184,24 @@ def qat_from_examples(
         hparams.decay_steps,
     )
     val_ds = val.gen_tf_dataset(inputs) if val else None
-    history = train_qat(
-        qat_model,
-        train.gen_tf_dataset(inputs, is_training=True),
-        val_ds,
-        hparams,
-        label_smoothing=float(config.hparams.get("label_smoothing", 0.0)),
-        callbacks=[
-            *([ScalarLogger(checkpoint_dir or run_dir)] if run_dir else []),
-            EpochLog(hparams.epochs, "QAT"),
-        ],
-        checkpoint_dir=checkpoint_dir,
-    )
-    if run_dir and checkpoint_dir:
+    chief = strategy_lib.is_chief(strategy)
+    # TensorBoard scalars beside the checkpoints (the chief's) when there are some
+    scalars = (checkpoint_dir if chief else None) or run_dir
+    with strategy.scope():
+        history = train_qat(
+            qat_model,
+            train_ds,
+            val_ds,
+            hparams,
+            label_smoothing=float(config.hparams.get("label_smoothing", 0.0)),
+            calibration_batches=0,  # calibrated above
+            callbacks=[
+                *([ScalarLogger(scalars)] if run_dir else []),
+                EpochLog(hparams.epochs, "QAT"),
+            ],
+            checkpoint_dir=checkpoint_dir,
+        )
+    if run_dir and checkpoint_dir and chief:
         copy_logs(checkpoint_dir, run_dir)
     seconds = time.perf_counter() - start
     result = QATResult(
@@ -157,9 +221,13 @@ def qat_from_examples(
             result.float_metrics["top1"],
             eval_split,
         )
+    # saved and exported from a plain copy (see strategy_lib.undistributed)
+    result.model = strategy_lib.undistributed(
+        qat_model, strategy, lambda: rebuild_qat_classifier(qat_model)
+    )
     save_qat_model(result, config, float_model_dir, output_dir)
     if export_serving:
-        export_saved_model(qat_model, os.path.join(output_dir, SERVING_SUBDIR))
+        export_saved_model(result.model, os.path.join(output_dir, SERVING_SUBDIR))
     return result
 
 

@@ -96,6 +96,11 @@ class InputOptions:
       jitter_max: largest random scale of the training scale jitter.
       shuffle_buffer: records in the training shuffle buffer.
       seed: seed of shuffling and augmentation (None: nondeterministic).
+      ordered: training records come in the seeded shuffle's order. Off, the
+        parallel reads and decodes yield whatever is ready first (faster). A
+        multi-worker job needs it on: every worker reads the whole global batch
+        and keeps its share by position, so the workers must agree on the order
+        or a batch holds some images twice and misses others.
     """
 
     image_size: int
@@ -104,6 +109,7 @@ class InputOptions:
     jitter_max: float = 1.2
     shuffle_buffer: int = 256
     seed: int | None = None
+    ordered: bool = False
 
 
 def parse_record(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -204,6 +210,7 @@ def make_dataset(
     ``image_scale``, ``image_height`` and ``image_width``.
     """
     autotune = tf.data.AUTOTUNE
+    ordered = options.ordered or not is_training
     ds = tf.data.Dataset.from_tensor_slices(files)
     if is_training:
         ds = ds.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
@@ -211,7 +218,7 @@ def make_dataset(
         lambda f: tf.data.TFRecordDataset(f, compression_type=_compression(files)),
         cycle_length=min(len(files), 8),
         num_parallel_calls=autotune,
-        deterministic=not is_training,
+        deterministic=ordered,
     )
     if is_training:
         ds = ds.shuffle(options.shuffle_buffer, seed=options.seed, reshuffle_each_iteration=True)
@@ -226,7 +233,7 @@ def make_dataset(
             example.update(label_encoder(example["boxes"], example["classes"]))
         return image, example
 
-    ds = ds.map(to_inputs, num_parallel_calls=autotune, deterministic=not is_training)
+    ds = ds.map(to_inputs, num_parallel_calls=autotune, deterministic=ordered)
     ds = ds.batch(batch_size, drop_remainder=is_training)
     return ds.prefetch(autotune)
 

@@ -238,6 +238,8 @@ class EfficientDetSpec:
             jitter_max=float(self.hparams["jitter_max"]),
             shuffle_buffer=int(self.hparams["shuffle_buffer"]),
             seed=self.tf_random_seed,
+            # the workers of a job split each global batch by position
+            ordered=strategy_lib.num_workers(self.strategy) > 1,
         )
 
     def make_dataset(

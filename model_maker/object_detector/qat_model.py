@@ -38,6 +38,7 @@ from model_maker.core.qat import (
     NoOpQuantizeConfig,
     OutputQuantizeConfig,
     QATError,
+    qat_model_from_config,
     quantize_custom_objects,
     quantize_functional_model,
 )
@@ -418,14 +419,6 @@ def load_qat_model(model_dir: str) -> tuple[keras.Model, TrainedModelConfig]:
     keras_dir = _keras_dir(model_dir)
     with tf.io.gfile.GFile(os.path.join(keras_dir, QAT_MODEL_FILE)) as fh:
         saved = json.loads(fh.read())
-    config = saved["config"]
-    for layer in config["layers"]:
-        # tf_keras would build each layer from "build_config" and then again when the
-        # graph is rebuilt: TFMOT's QuantizeLayer.build never marks itself built, so it
-        # would get a second set of range variables. Building on call alone is enough.
-        layer.pop("build_config", None)
-    objects = qat_custom_objects()
-    with tfq.quantize_scope(objects):
-        model = keras.Model.from_config(config, custom_objects=objects)
+    model = qat_model_from_config(saved["config"], qat_custom_objects())
     model.load_weights(os.path.join(keras_dir, QAT_WEIGHTS_FILE))
     return model, read_trained_config(keras_dir)

@@ -12,6 +12,14 @@ clipping and weight decay), then evaluates the fake-quant model on the eval
 split with the spec's COCO evaluation and logs it, so a collapse shows before
 conversion.
 
+Under ``qat.strategy`` (:mod:`model_maker.core.strategy`) the fake-quant model is
+made and calibrated outside the strategy, then rebuilt inside it holding the
+chief's weights (:func:`~model_maker.core.strategy.distributed`): TFMOT's rewrite
+builds several intermediate models, and under ``multi_worker`` every variable
+they create is a collective that all workers must join in the same order (it
+hung). With ``multi_worker`` every worker runs the whole call; only the chief
+writes checkpoints, logs and the Model artifact.
+
 Saved layout (the Trainer's ``keras/`` folder plus the QAT graph)::
 
     <dir>/keras/config.json      TrainedModelConfig of the float architecture (as the Trainer)
@@ -39,9 +47,10 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from model_maker.core import strategy as strategy_lib
 from model_maker.core.checkpoints import qat_checkpoint_dir
 from model_maker.core.options import TrainOptions
-from model_maker.core.qat import QATHParams, calibrate_fake_quant
+from model_maker.core.qat import QATHParams, calibrate_fake_quant, qat_model_from_config
 from model_maker.core.scalar_logs import ScalarLogger, copy_logs, log_scalars
 from model_maker.object_detector import train_lib
 from model_maker.object_detector.dataloader import SPLIT_PREFIX, DataLoader
@@ -61,6 +70,7 @@ from model_maker.object_detector.qat_model import (
     QAT_MODEL_FILE,
     QAT_WEIGHTS_FILE,
     load_qat_model,
+    qat_custom_objects,
     quantize_efficientdet,
 )
 
@@ -118,6 +128,7 @@ def train_qat(
     calibration_images: int = 64,
     checkpoint_dir: str | None = None,
     log_dir: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> QATResult:
     """Quantization-aware fine-tuning of ``float_model`` on ``train_files``.
 
@@ -143,43 +154,112 @@ def train_qat(
       log_dir: when given, the Trainer's TensorBoard epoch scalars (losses and
         learning rate under ``train/``) are written there, and the fake-quant
         model's COCO AP at the last epoch under ``validation/``.
+      strategy: the distribution strategy (the one in force when None); see the
+        module doc. ``hparams.batch_size`` is the global batch. With
+        ``multi_worker``, every worker calls this and only the chief writes
+        ``checkpoint_dir`` and ``log_dir``; all resume from the chief's checkpoint.
 
     Returns:
-      :class:`QATResult`.
+      :class:`QATResult`; its model's variables are the strategy's.
     """
     hparams = hparams or QATHParams()
+    strategy = strategy or tf.distribute.get_strategy()
+    strategy_lib.check_global_batch(hparams.batch_size, strategy)
     if steps_per_epoch is None:
         if not train_size:
             raise ValueError("give train_size or steps_per_epoch")
         steps_per_epoch = math.ceil(train_size / hparams.batch_size)
     steps_per_epoch = max(int(steps_per_epoch), 1)
     start = time.perf_counter()
-    qat_model = quantize_efficientdet(float_model)
+    qat_model = quantize_efficientdet(float_model)  # outside the strategy: see the module doc
     resuming = bool(checkpoint_dir) and bool(tf.train.latest_checkpoint(checkpoint_dir))
     if not resuming:  # a checkpoint holds the ranges training moved on to
         calib_batch = min(hparams.batch_size, 8)
         calib = spec.make_dataset(train_files, batch_size=calib_batch, is_training=False)
         batches = max(math.ceil(calibration_images / calib_batch), 1)
         calibrate_fake_quant(qat_model, (images for images, _ in calib.take(batches)))
-    optimizer = qat_optimizer(hparams, spec)
+    qat_model = strategy_lib.distributed(qat_model, strategy, _rebuild(qat_model))
+    with strategy.scope():
+        optimizer = qat_optimizer(hparams, spec)
+        if checkpoint_dir:
+            # Slots exist before the restore, so it fills them instead of deferring.
+            optimizer.build(qat_model.trainable_variables)
+        trainer = train_lib.DetectorTrainer(
+            qat_model,
+            spec._loss(),
+            weight_decay=float(spec.hparams["weight_decay"]),
+            var_freeze_expr=QAT_FROZEN_EXPR,
+        )
+        trainer.compile(optimizer=optimizer)
+    dataset = strategy_lib.shard_by_batch(
+        spec.make_dataset(train_files, batch_size=hparams.batch_size, is_training=True), strategy
+    )
+    with strategy_lib.worker_dirs(strategy, checkpoint_dir, log_dir) as (ckpt_dir, logs_dir):
+        history = _fit(
+            trainer,
+            optimizer,
+            dataset,
+            hparams,
+            steps_per_epoch,
+            strategy,
+            checkpoint_dir,
+            ckpt_dir,
+            logs_dir,
+            float_model.name,
+        )
+        seconds = time.perf_counter() - start
+        result = QATResult(
+            model=qat_model,
+            hparams=hparams,
+            steps=int(optimizer.iterations.numpy()),
+            seconds=seconds,
+            history={k: [float(v) for v in values] for k, values in history.history.items()},
+        )
+        if result.history.get("loss"):
+            LOG.info("QAT done in %.1f s, final loss %.4f", seconds, result.history["loss"][-1])
+        else:
+            LOG.info(
+                "QAT: all %d epochs were in the checkpoint, nothing left to train", hparams.epochs
+            )
+        if eval_files:
+            _evaluate_after(
+                spec, result, float_model, eval_files, eval_json_file, evaluate_float, logs_dir
+            )
+    return result
+
+
+def _rebuild(qat_model: keras.Model) -> Any:
+    """A builder of ``qat_model``'s architecture with new variables (in the scope in force)."""
+    config = qat_model.get_config()
+    return lambda: qat_model_from_config(config, qat_custom_objects())
+
+
+def _fit(
+    trainer: train_lib.DetectorTrainer,
+    optimizer: keras.optimizers.Optimizer,
+    dataset: tf.data.Dataset,
+    hparams: QATHParams,
+    steps_per_epoch: int,
+    strategy: tf.distribute.Strategy,
+    checkpoint_dir: str | None,
+    write_dir: str | None,
+    log_dir: str | None,
+    name: str,
+) -> keras.callbacks.History:
+    """``fit`` from the last checkpoint (the chief's), saving into ``write_dir``."""
     state = None
     initial_epoch = 0
-    if checkpoint_dir:
-        # Slots exist before the restore, so it fills them instead of deferring.
-        optimizer.build(qat_model.trainable_variables)
-        state = train_lib.CheckpointState(checkpoint_dir, qat_model, optimizer)
-        initial_epoch = min(state.restore(), hparams.epochs)
-    trainer = train_lib.DetectorTrainer(
-        qat_model,
-        spec._loss(),
-        weight_decay=float(spec.hparams["weight_decay"]),
-        var_freeze_expr=QAT_FROZEN_EXPR,
-    )
-    trainer.compile(optimizer=optimizer)
-    dataset = spec.make_dataset(train_files, batch_size=hparams.batch_size, is_training=True)
+    if checkpoint_dir and write_dir:
+        state = train_lib.CheckpointState(write_dir, trainer.detector, optimizer)
+        if strategy_lib.is_chief(strategy):
+            initial_epoch = state.restore()
+        else:  # a non-chief worker: resume from the chief's checkpoint
+            strategy_lib.restore_latest(state.checkpoint, checkpoint_dir)
+            initial_epoch = int(state.epoch.numpy())
+        initial_epoch = min(initial_epoch, hparams.epochs)
     LOG.info(
         "QAT of %s: epochs %d..%d x %d steps, batch %d, lr %g decaying x%g every %d steps",
-        float_model.name,
+        name,
         initial_epoch + 1,
         hparams.epochs,
         steps_per_epoch,
@@ -188,7 +268,7 @@ def train_qat(
         hparams.decay_rate,
         hparams.decay_steps,
     )
-    history = trainer.fit(
+    return trainer.fit(
         dataset.repeat(),
         epochs=hparams.epochs,
         steps_per_epoch=steps_per_epoch,
@@ -196,38 +276,36 @@ def train_qat(
         callbacks=_callbacks(state, log_dir),
         verbose=0,
     )
-    seconds = time.perf_counter() - start
-    result = QATResult(
-        model=qat_model,
-        hparams=hparams,
-        steps=int(optimizer.iterations.numpy()),
-        seconds=seconds,
-        history={k: [float(v) for v in values] for k, values in history.history.items()},
+
+
+def _evaluate_after(
+    spec: EfficientDetSpec,
+    result: QATResult,
+    float_model: keras.Model,
+    eval_files: list[str],
+    eval_json_file: str | None,
+    evaluate_float: bool,
+    log_dir: str | None,
+) -> None:
+    """The fake-quant (and float) model's COCO metrics on the eval split, into ``result``."""
+    eval_batch = min(result.hparams.batch_size, 8)
+    eval_ds = spec.make_dataset(eval_files, batch_size=eval_batch, is_training=False)
+    result.metrics = evaluate(spec, result.model, eval_ds, eval_json_file)
+    LOG.info(
+        "fake-quant model on the eval split: AP %.4f, AP50 %.4f",
+        result.metrics["AP"],
+        result.metrics["AP50"],
     )
-    if result.history.get("loss"):
-        LOG.info("QAT done in %.1f s, final loss %.4f", seconds, result.history["loss"][-1])
-    else:
-        LOG.info("QAT: all %d epochs were in the checkpoint, nothing left to train", hparams.epochs)
-    if eval_files:
-        eval_batch = min(hparams.batch_size, 8)
-        eval_ds = spec.make_dataset(eval_files, batch_size=eval_batch, is_training=False)
-        result.metrics = evaluate(spec, qat_model, eval_ds, eval_json_file)
+    if log_dir:
+        keys = train_lib.CocoEvalCallback.KEYS
+        log_scalars(log_dir, result.hparams.epochs, {f"val_{k}": result.metrics[k] for k in keys})
+    if evaluate_float:
+        result.float_metrics = evaluate(spec, float_model, eval_ds, eval_json_file)
         LOG.info(
-            "fake-quant model on the eval split: AP %.4f, AP50 %.4f",
-            result.metrics["AP"],
-            result.metrics["AP50"],
+            "float model on the eval split: AP %.4f, AP50 %.4f",
+            result.float_metrics["AP"],
+            result.float_metrics["AP50"],
         )
-        if log_dir:
-            keys = train_lib.CocoEvalCallback.KEYS
-            log_scalars(log_dir, hparams.epochs, {f"val_{k}": result.metrics[k] for k in keys})
-        if evaluate_float:
-            result.float_metrics = evaluate(spec, float_model, eval_ds, eval_json_file)
-            LOG.info(
-                "float model on the eval split: AP %.4f, AP50 %.4f",
-                result.float_metrics["AP"],
-                result.float_metrics["AP50"],
-            )
-    return result
 
 
 def _callbacks(
@@ -280,7 +358,11 @@ def read_qat_report(model_dir: str) -> dict[str, Any]:
         return json.loads(fh.read())
 
 
-def spec_for(config: TrainedModelConfig, seed: int = TrainOptions.seed) -> EfficientDetSpec:
+def spec_for(
+    config: TrainedModelConfig,
+    seed: int = TrainOptions.seed,
+    strategy: tf.distribute.Strategy | None = None,
+) -> EfficientDetSpec:
     """The spec (loss, input pipeline, evaluation) of a trained model's saved config."""
     hparams = {k: v for k, v in config.hparams.items() if k in TRAIN_HPARAMS or k in ARCH_HPARAMS}
     hparams["num_classes"] = config.num_classes
@@ -291,6 +373,7 @@ def spec_for(config: TrainedModelConfig, seed: int = TrainOptions.seed) -> Effic
         hparams=hparams,
         var_freeze_expr="",
         tf_random_seed=seed,
+        strategy=strategy,
     )
 
 
@@ -306,6 +389,7 @@ def qat_from_examples(
     checkpoint_dir: str | None = None,
     checkpoint_root: str | None = None,
     run_dir: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> QATResult:
     """QAT of the Trainer's model in ``float_model_dir`` on ``examples_uri``; write ``output_dir``.
 
@@ -317,12 +401,49 @@ def qat_from_examples(
     resumes from another's QAT. ``run_dir`` (the ModelRun artifact) receives the
     TensorBoard logs (written beside the checkpoints when there are some, so a
     resumed run's curves hold the epochs before the restart too).
+
+    ``strategy`` is the one ``hparams.strategy`` names, when the caller built it
+    already (it must exist before TensorFlow runs anything); with
+    ``multi_worker`` only the chief writes ``output_dir`` and ``run_dir``.
     """
     hparams = hparams or QATHParams()
+    # first: a multi-worker strategy must exist before TensorFlow runs any op
+    strategy = strategy or strategy_lib.make_strategy(hparams.strategy)
+    with strategy_lib.worker_dirs(strategy, output_dir, run_dir) as (out_dir, log_dir):
+        return _qat_from_examples(
+            examples_uri,
+            float_model_dir,
+            out_dir or output_dir,
+            hparams,
+            train_split=train_split,
+            eval_split=eval_split,
+            export_serving=export_serving,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_root=checkpoint_root,
+            run_dir=log_dir,
+            strategy=strategy,
+        )
+
+
+def _qat_from_examples(
+    examples_uri: str,
+    float_model_dir: str,
+    output_dir: str,
+    hparams: QATHParams,
+    *,
+    train_split: str,
+    eval_split: str,
+    export_serving: bool,
+    checkpoint_dir: str | None,
+    checkpoint_root: str | None,
+    run_dir: str | None,
+    strategy: tf.distribute.Strategy,
+) -> QATResult:
+    """:func:`qat_from_examples` in this process's folders (the chief's real ones)."""
     if checkpoint_root and not checkpoint_dir:
         checkpoint_dir = qat_checkpoint_dir(checkpoint_root, float_model_dir, hparams)
     float_model, config = load_trained_model(float_model_dir)
-    spec = spec_for(config)
+    spec = spec_for(config, strategy=strategy)
     train = DataLoader.from_examples(examples_uri, train_split)
     has_eval = bool(eval_split) and tf.io.gfile.isdir(
         os.path.join(examples_uri, f"{SPLIT_PREFIX}{eval_split}")
@@ -338,9 +459,12 @@ def qat_from_examples(
         eval_json_file=(val.annotations_json or None) if val else None,
         checkpoint_dir=checkpoint_dir,
         log_dir=(checkpoint_dir or run_dir) if run_dir else None,
+        strategy=strategy,
     )
-    if run_dir and checkpoint_dir:
+    if run_dir and checkpoint_dir and strategy_lib.is_chief(strategy):
         copy_logs(checkpoint_dir, run_dir)
+    # saved and exported from a plain copy (see strategy_lib.undistributed)
+    result.model = strategy_lib.undistributed(result.model, strategy, _rebuild(result.model))
     save_qat_model(result, config, output_dir)
     if export_serving:
         spec.export_saved_model(result.model, os.path.join(output_dir, SERVING_SUBDIR))

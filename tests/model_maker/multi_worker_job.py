@@ -15,6 +15,12 @@ argument:
   Trainer's call (``train_from_examples``); prints the eval metrics.
 * ``{"mode": "classifier", ...}``: the same keys, the image classifier's Trainer
   call (a tiny MobileNetV2 at 32 px).
+* ``{"mode": "qat", "examples": ..., "float_model": ..., "output_dir": ...,
+  "run_dir": ..., "checkpoint_root": ..., "epochs": N, "batch_size": B,
+  "strategy": ...}``: the QATTrainer's call (``qat_or_skip``) on a float Model
+  the ``trainer`` or ``classifier`` mode wrote; ``two_cpu_replicas`` calls the
+  task's ``qat_from_examples`` with that strategy instead. Prints the per-step
+  losses, the metrics, and a hash of the final weights.
 
 Tests only: not part of the library.
 """
@@ -131,7 +137,58 @@ def _train(args: dict, options) -> dict:
     )
 
 
-MODES = {"spec": _spec_mode, "trainer": _trainer_mode, "classifier": _classifier_mode}
+def _qat_mode(args: dict) -> dict:
+    import hashlib
+
+    import numpy as np
+
+    from model_maker.core.qat_hparams import QATHParams
+
+    two_replicas = args["strategy"] == "two_cpu_replicas"
+    strategy = _two_cpu_replicas() if two_replicas else None  # before any op
+    hparams = QATHParams(
+        learning_rate=0.01,
+        batch_size=args["batch_size"],
+        epochs=args["epochs"],
+        strategy="default" if two_replicas else args["strategy"],
+    )
+    kwargs = {
+        "train_split": "train",
+        "eval_split": "eval",
+        "checkpoint_root": args.get("checkpoint_root"),
+        "run_dir": args["run_dir"],
+    }
+    from model_maker.tasks import qat_from_examples, qat_or_skip
+
+    if two_replicas:
+        result = qat_from_examples(
+            args["examples"],
+            args["float_model"],
+            args["output_dir"],
+            hparams,
+            strategy=strategy,
+            **kwargs,
+        )
+    else:
+        _, result = qat_or_skip(
+            args["examples"], args["float_model"], args["output_dir"], hparams, **kwargs
+        )
+    weights = result.model.get_weights()
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in weights))
+    return {
+        "loss": result.history.get("loss", []),
+        "steps": result.steps,
+        "metrics": result.metrics,
+        "weights_sha256": digest.hexdigest(),
+    }
+
+
+MODES = {
+    "spec": _spec_mode,
+    "trainer": _trainer_mode,
+    "classifier": _classifier_mode,
+    "qat": _qat_mode,
+}
 
 
 def main() -> None:

@@ -41,6 +41,23 @@ def test_pipeline_config_carries_the_strategy():
     assert config.train.strategy == "multi_worker"
     with pytest.raises(SettingsError, match=r"^train\.strategy: 'tpus' is not allowed"):
         load_config(overrides=["train.strategy=tpus"])
+    # the QATTrainer's own (it may run on other machines than the Trainer)
+    config = load_config(overrides=["qat.strategy=multi_worker"])
+    assert config.qat.strategy == "multi_worker" and config.train.strategy == "default"
+    assert config.qat.hparams().strategy == "multi_worker"  # what the QATTrainer gets
+    with pytest.raises(SettingsError, match=r"^qat\.strategy: 'gpu' is not allowed.*gpus"):
+        load_config(overrides=["qat.strategy=gpu"])
+
+
+def test_qat_checkpoints_do_not_depend_on_the_strategy(tmp_path):
+    from model_maker.core.checkpoints import qat_checkpoint_dir
+    from model_maker.core.qat_hparams import QATHParams
+
+    def folder(**values):
+        return qat_checkpoint_dir(str(tmp_path), "/models/float", QATHParams(**values))
+
+    assert folder() == folder(strategy="multi_worker")  # a resumed job may change it
+    assert folder() != folder(learning_rate=0.01)
 
 
 def test_default_strategy_is_tensorflows_own():

@@ -95,3 +95,25 @@ def test_random_flip_moves_left_squares_to_the_right(tiny_examples):
     # squares are drawn in the left half of every image; flipped ones land right of centre
     left = sum(c < 64 for c in centres)
     assert 0 < left < len(centres)
+
+
+def _parallel_order_flags(ds: tf.data.Dataset) -> set[str]:
+    """The ``deterministic`` attribute of every parallel interleave and map in ``ds``'s graph."""
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(ds._as_serialized_graph().numpy())
+    return {
+        node.attr["deterministic"].s.decode()
+        for node in graph.node
+        if node.op.startswith(("ParallelMapDataset", "ParallelInterleaveDataset"))
+    }
+
+
+@pytest.mark.parametrize(("ordered", "flags"), [(False, {"false"}), (True, {"true"})])
+def test_training_order_is_kept_when_asked(tiny_examples, ordered, flags):
+    # multi-worker: each worker keeps its share of every global batch by position
+    files = split_files(str(tiny_examples), "train")
+    opts = InputOptions(image_size=64, seed=3, ordered=ordered)
+    assert _parallel_order_flags(make_dataset(files, opts, 2, is_training=True)) == flags
+    # evaluation is always in record order
+    evaluation = make_dataset(files, opts, 2, is_training=False)
+    assert _parallel_order_flags(evaluation) == {"true"}

@@ -105,6 +105,7 @@ def test_fake_quant_model_is_evaluated_on_the_eval_split(qat_run):
         "epochs": 4,
         "decay_steps": 100,
         "decay_rate": 0.96,
+        "strategy": "default",
     }
 
 
