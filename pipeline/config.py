@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,6 +147,23 @@ class KubeflowConfig(Settings):
       memory_gib: memory requested by the other components in GiB (0 leaves it unset).
       beam_pipeline_args: Beam arguments of the data-parallel components on the
         cluster (e.g. --runner=DataflowRunner ...); empty runs Beam in the pod.
+      trainer_workers: processes that train each trainer (Trainer, QATTrainer)
+        together. 1 trains in the trainer's own pod (gpu_image, accelerator_type x
+        accelerator_count). More runs each trainer as a Vertex AI CustomJob (TFX's
+        Vertex training client): one chief and trainer_workers - 1 workers, each a
+        trainer_machine_type machine with accelerator_type x accelerator_count,
+        running gpu_image with the ``multi_worker`` strategy (``train.strategy``,
+        ``qat.strategy``; Vertex sets TF_CONFIG on every replica); the trainer's
+        pod then only submits and waits (cpu_image, cpu/memory_gib).
+        ``train.batch_size`` and ``qat.batch_size`` stay the global batches, split
+        over every GPU of every worker.
+      trainer_machine_type: Vertex AI machine type of each trainer worker
+        (e.g. n1-standard-8 for T4/V100/P100, a2-highgpu-1g for one A100, g2-standard-8
+        for one L4); used when trainer_workers > 1.
+      vertex_project: Google Cloud project of the Vertex AI training job (needed when
+        trainer_workers > 1).
+      vertex_region: Vertex AI region of the training job, e.g. us-central1 (needed
+        when trainer_workers > 1).
     """
 
     pipeline_root: str = ""
@@ -161,6 +179,10 @@ class KubeflowConfig(Settings):
     cpu: float = 2.0
     memory_gib: float = 8.0
     beam_pipeline_args: tuple[str, ...] = ()
+    trainer_workers: int = 1
+    trainer_machine_type: str = "n1-standard-8"
+    vertex_project: str = ""
+    vertex_region: str = ""
 
     def validate(self) -> None:
         check_range("accelerator_count", self.accelerator_count, 0)
@@ -169,6 +191,39 @@ class KubeflowConfig(Settings):
         for key in ("cpu_image", "gpu_image"):
             if not getattr(self, key):
                 raise SettingsError(key, "must name a container image")
+        check_range("trainer_workers", self.trainer_workers, 1)
+        for key, pattern, example in _VERTEX_NAMES:
+            value = getattr(self, key)
+            if value and not re.fullmatch(pattern, value):
+                raise SettingsError(key, f"{value!r} is not a Vertex AI {example}")
+        if self.trainer_workers > 1:
+            for key in ("vertex_project", "vertex_region", "trainer_machine_type"):
+                if not getattr(self, key):
+                    raise SettingsError(
+                        key,
+                        f"trainer_workers {self.trainer_workers} trains on Vertex AI "
+                        f"worker pools, which need {key}",
+                    )
+            if self.accelerator_type.startswith("TPU") and self.accelerator_count:
+                raise SettingsError(
+                    "accelerator_type",
+                    f"{self.accelerator_type}: trainer_workers > 1 trains with "
+                    "multi_worker (MultiWorkerMirroredStrategy) on GPU or CPU machines; "
+                    "train on one TPU with trainer_workers 1 and train.strategy tpu",
+                )
+
+    def trainer_gpus(self) -> int:
+        """GPUs of each Trainer worker (0 without an accelerator)."""
+        return self.accelerator_count if self.accelerator_type else 0
+
+
+#: (KubeflowConfig key, pattern, what it names): checked when set.
+_VERTEX_NAMES = (
+    ("trainer_machine_type", r"[a-z][a-z0-9]*(-[a-z0-9]+)+", "machine type (e.g. n1-standard-8)"),
+    # A project ID (6-30 lowercase letters, digits, hyphens) or a project number.
+    ("vertex_project", r"[a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]+", "project ID (e.g. my-project)"),
+    ("vertex_region", r"[a-z]+-[a-z]+[0-9]+", "region (e.g. us-central1)"),
+)
 
 
 @dataclass(frozen=True)
@@ -221,9 +276,27 @@ class PipelineConfig(Settings):
             check_choice(
                 "evaluate.baseline", self.evaluate.baseline, ("keras_float", *self.convert.variants)
             )
+        self._check_trainer_workers()
         # Every stage's own options, built now so that no stage rejects later what
         # this config accepted.
         self.stages()
+
+    def _check_trainer_workers(self) -> None:
+        """The global batches split evenly over every GPU (or CPU) of every trainer worker."""
+        workers, gpus = self.kubeflow.trainer_workers, self.kubeflow.trainer_gpus()
+        replicas = workers * max(gpus, 1)
+        batches = [("train", self.train.batch_size)]
+        if self.qat.enabled:
+            batches.append(("qat", self.qat.batch_size))
+        for section, batch_size in batches:
+            if workers > 1 and batch_size % replicas:
+                each = f"{gpus} GPUs each" if gpus else "one CPU replica each"
+                raise SettingsError(
+                    "kubeflow.trainer_workers",
+                    f"{workers} workers with {each} make {replicas} replicas, and "
+                    f"{section}.batch_size {batch_size} (the global batch) does not split "
+                    f"evenly over them; use a multiple of {replicas}",
+                )
 
     def stages(self) -> StageOptions:
         """The options each component receives (validated)."""

@@ -3,6 +3,13 @@
 The trainers run on the GPU image with an accelerator; every other component
 runs on the CPU image. Resource requests and accelerators go into each task's
 container spec (the PipelineSpec IR's ``resources``).
+
+With ``kubeflow.trainer_workers`` > 1 the trainers train on Vertex AI worker
+pools instead (:func:`trainer_worker_pools`): each trainer's task carries the
+CustomJob in its ``custom_config`` parameter and runs a launching executor
+(:mod:`components.trainer.vertex`) on the CPU image, which submits the job
+through TFX's Vertex AI training client and waits; each replica runs the
+trainer's own executor on the GPU image with the ``multi_worker`` strategy.
 """
 
 from __future__ import annotations
@@ -12,13 +19,64 @@ import logging
 import os
 from typing import Any
 
+from components.trainer import vertex
+from model_maker.core.errors import SettingsError
+from model_maker.core.strategy import MULTI_WORKER
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
 LOG = logging.getLogger("qatflow.kubeflow")
 
-#: Components that train and therefore get the GPU image and the accelerator.
+#: Components that train: the GPU image and the accelerator, or with
+#: ``kubeflow.trainer_workers`` > 1 Vertex AI worker pools.
 TRAINER_IDS = ("Trainer", "QATTrainer")
+
+
+def _on_worker_pools(config: PipelineConfig, component_id: str) -> bool:
+    return component_id in TRAINER_IDS and config.kubeflow.trainer_workers > 1
+
+
+def trainer_worker_pools(config: PipelineConfig) -> list[dict[str, Any]]:
+    """The Vertex AI ``worker_pool_specs`` of each trainer: a chief, then the other workers.
+
+    Every replica is a ``trainer_machine_type`` machine with ``accelerator_type`` x
+    ``accelerator_count`` running ``gpu_image`` (TFX sets the command).
+    """
+    kf = config.kubeflow
+    machine: dict[str, Any] = {"machine_type": kf.trainer_machine_type}
+    if kf.trainer_gpus():
+        # deferred: google-cloud-aiplatform loads only when compiling several workers
+        from google.cloud.aiplatform_v1.types import AcceleratorType
+
+        if kf.accelerator_type not in AcceleratorType.__members__:
+            names = [n for n in AcceleratorType.__members__ if n.startswith("NVIDIA")]
+            raise SettingsError(
+                "kubeflow.accelerator_type",
+                f"{kf.accelerator_type!r} is not a Vertex AI accelerator type, which "
+                f"trainer_workers > 1 needs (one of {', '.join(names)})",
+            )
+        machine.update(accelerator_type=kf.accelerator_type, accelerator_count=kf.trainer_gpus())
+    # Vertex AI's layout: pool 0 is the chief (one replica), pool 1 the other workers.
+    return [
+        {
+            "machine_spec": dict(machine),
+            "replica_count": count,
+            "container_spec": {"image_uri": kf.gpu_image},
+        }
+        for count in (1, kf.trainer_workers - 1)
+    ]
+
+
+def _check_trainer_strategy(config: PipelineConfig) -> None:
+    if config.kubeflow.trainer_workers > 1:
+        return  # the replicas get multi_worker whatever the config says
+    for key, strategy in (("train", config.train.strategy), ("qat", config.qat.strategy)):
+        if strategy == MULTI_WORKER:
+            raise SettingsError(
+                f"{key}.strategy",
+                "multi_worker on Kubeflow needs kubeflow.trainer_workers > 1 (a trainer's "
+                "pod has no TF_CONFIG); set the workers, or use default or gpus",
+            )
 
 
 def _resources(cpu: float, memory_gib: float, accelerator: str = "", count: int = 0) -> Any:
@@ -37,8 +95,14 @@ def _resources(cpu: float, memory_gib: float, accelerator: str = "", count: int 
 
 
 def build_kubeflow_pipeline(config: PipelineConfig) -> Any:
-    """The TFX pipeline with the cluster's paths and per-component resources."""
+    """The TFX pipeline with the cluster's paths and per-component resources.
+
+    Raises:
+      SettingsError: a setting Kubeflow cannot run (``multi_worker`` in one pod, an
+        accelerator Vertex AI does not know for several workers).
+    """
     kf = config.kubeflow
+    _check_trainer_strategy(config)
     tfx_pipeline = create_pipeline(
         config,
         pipeline_root=kf.pipeline_root or config.runner.pipeline_root,
@@ -51,7 +115,18 @@ def build_kubeflow_pipeline(config: PipelineConfig) -> Any:
         beam_pipeline_args=list(kf.beam_pipeline_args),
     )
     for component in tfx_pipeline.components:
-        if component.id in TRAINER_IDS:
+        if _on_worker_pools(config, component.id):
+            # This pod only submits the job and waits: no accelerator.
+            component.with_vertex_training(
+                vertex.custom_config(
+                    kf.vertex_project,
+                    kf.vertex_region,
+                    trainer_worker_pools(config),
+                    display_name=f"{config.name}-{component.id}",
+                )
+            )
+            component.with_platform_config(_resources(kf.cpu, kf.memory_gib))
+        elif component.id in TRAINER_IDS:
             component.with_platform_config(
                 _resources(
                     kf.trainer_cpu, kf.trainer_memory_gib, kf.accelerator_type, kf.accelerator_count
@@ -67,7 +142,12 @@ def images_by_component(config: PipelineConfig, component_ids: list[str]) -> dic
     from tfx.orchestration.kubeflow.v2 import pipeline_builder
 
     kf = config.kubeflow
-    images = {cid: kf.gpu_image if cid in TRAINER_IDS else kf.cpu_image for cid in component_ids}
+    images = {
+        cid: kf.gpu_image
+        if cid in TRAINER_IDS and not _on_worker_pools(config, cid)
+        else kf.cpu_image
+        for cid in component_ids
+    }
     # The runner falls back to this key for nodes it adds itself (importers, resolvers).
     images[pipeline_builder.DEFAULT_IMAGE_PATH_KEY] = kf.cpu_image
     return images

@@ -9,10 +9,13 @@ QAT graph (see :mod:`model_maker.object_detector.qat_trainer` and
 
 from __future__ import annotations
 
+from typing import Any
+
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel, component_spec, standard_artifacts
 
-from components.qat_trainer import executor
+from components.qat_trainer import executor, vertex
+from components.trainer.vertex import CUSTOM_CONFIG_KEY, use_vertex_training
 from model_maker.core.qat_hparams import QATHParams
 from model_maker.core.settings import to_json
 from model_maker.tasks import AccuracyCheck
@@ -27,6 +30,8 @@ class QATTrainerSpec(component_spec.ComponentSpec):
         "eval_split": component_spec.ExecutionParameter(type=str, optional=True),
         "checkpoint_dir": component_spec.ExecutionParameter(type=str, optional=True),
         executor.CHECK_KEY: component_spec.ExecutionParameter(type=str, optional=True),  # JSON
+        # JSON; only with with_vertex_training()
+        CUSTOM_CONFIG_KEY: component_spec.ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         executor.EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
@@ -85,3 +90,12 @@ class QATTrainer(base_component.BaseComponent):
             model_run=channel.Channel(type=standard_artifacts.ModelRun),
         )
         super().__init__(spec=spec)
+
+    def with_vertex_training(self, config: dict[str, Any]) -> QATTrainer:
+        """Fine-tune on the replicas of a Vertex AI CustomJob instead of in this component.
+
+        ``config`` is the job (:func:`components.trainer.vertex.custom_config`); the
+        component's own container then only submits it and waits
+        (:class:`components.qat_trainer.vertex.Executor`).
+        """
+        return use_vertex_training(self, config, vertex.Executor)

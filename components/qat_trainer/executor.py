@@ -19,7 +19,7 @@ from tfx.types import artifact_utils
 
 from model_maker.core.qat_hparams import QATHParams
 from model_maker.core.settings import from_json
-from model_maker.tasks import AccuracyCheck, qat_or_skip
+from model_maker.tasks import AccuracyCheck, QATDecision, qat_or_skip
 
 LOG = logging.getLogger("qatflow")
 
@@ -35,6 +35,26 @@ def _model_run_uri(output_dict: dict[str, list]) -> str | None:
     # Pipelines compiled before the QATTrainer had a ModelRun output pass none.
     runs = output_dict.get(MODEL_RUN_KEY)
     return artifact_utils.get_single_uri(runs) if runs else None
+
+
+def record(qat_model: Any, decision: QATDecision | None, metrics: dict[str, Any]) -> None:
+    """The QAT Model's ML Metadata properties: what ``qat.mode: auto`` decided, and the
+    fake-quant model's eval metrics (``fake_quant_AP``, ...)."""
+    if decision is not None and decision.mode == "auto":
+        qat_model.set_string_custom_property(
+            "qat_decision", "trained" if decision.qat else "skipped"
+        )
+        qat_model.set_string_custom_property("qat_decision_reason", decision.reason)
+        for key, value in (
+            (f"ptq_check_{decision.metric}", decision.ptq_metric),
+            (f"ptq_check_baseline_{decision.metric}", decision.baseline_metric),
+            ("ptq_check_seconds", decision.check_seconds),
+        ):
+            if value is not None:
+                qat_model.set_float_custom_property(key, value)
+    for key in ("AP", "AP50", "top1", "top5"):
+        if key in metrics:
+            qat_model.set_float_custom_property(f"fake_quant_{key}", metrics[key])
 
 
 class Executor(base_executor.BaseExecutor):
@@ -59,22 +79,8 @@ class Executor(base_executor.BaseExecutor):
             checkpoint_root=exec_properties.get("checkpoint_dir") or None,
             run_dir=_model_run_uri(output_dict),
         )
-        if decision.mode == "auto":
-            qat_model.set_string_custom_property(
-                "qat_decision", "trained" if decision.qat else "skipped"
-            )
-            qat_model.set_string_custom_property("qat_decision_reason", decision.reason)
-            for key, value in (
-                (f"ptq_check_{decision.metric}", decision.ptq_metric),
-                (f"ptq_check_baseline_{decision.metric}", decision.baseline_metric),
-                ("ptq_check_seconds", decision.check_seconds),
-            ):
-                if value is not None:
-                    qat_model.set_float_custom_property(key, value)
+        record(qat_model, decision, result.metrics if result is not None else {})
         if result is None:
             LOG.info("QATTrainer: %s", decision.reason)
             return
-        for key in ("AP", "AP50", "top1", "top5"):
-            if key in result.metrics:
-                qat_model.set_float_custom_property(f"fake_quant_{key}", result.metrics[key])
         LOG.info("QATTrainer: %d steps in %.1f s", result.steps, result.seconds)

@@ -11,10 +11,12 @@ config's ``model``, ``train`` and ``postprocess`` sections) or a
 
 from __future__ import annotations
 
+from typing import Any
+
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel, component_spec, standard_artifacts
 
-from components.trainer import executor
+from components.trainer import executor, vertex
 from model_maker.core.settings import to_json
 from model_maker.image_classifier.options import ClassifierTrainerOptions
 from model_maker.object_detector.options import TrainerOptions
@@ -26,6 +28,8 @@ class TrainerSpec(component_spec.ComponentSpec):
     PARAMETERS = {
         executor.OPTIONS_KEY: component_spec.ExecutionParameter(type=str),  # JSON
         "checkpoint_dir": component_spec.ExecutionParameter(type=str, optional=True),
+        # JSON; only with with_vertex_training()
+        vertex.CUSTOM_CONFIG_KEY: component_spec.ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         executor.EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
@@ -63,3 +67,12 @@ class Trainer(base_component.BaseComponent):
             model_run=channel.Channel(type=standard_artifacts.ModelRun),
         )
         super().__init__(spec=spec)
+
+    def with_vertex_training(self, config: dict[str, Any]) -> Trainer:
+        """Train on the replicas of a Vertex AI CustomJob instead of in this component.
+
+        ``config`` is the job (:func:`components.trainer.vertex.custom_config`); the
+        component's own container then only submits it and waits
+        (:class:`components.trainer.vertex.Executor`).
+        """
+        return vertex.use_vertex_training(self, config, vertex.Executor)

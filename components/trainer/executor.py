@@ -25,6 +25,13 @@ MODEL_KEY = "model"
 MODEL_RUN_KEY = "model_run"
 
 
+def record_metrics(model: Any, metrics: dict[str, Any]) -> None:
+    """The Model's ML Metadata properties: its eval metrics (COCO AP/AP50 or top-1/5)."""
+    for key in ("AP", "AP50", "top1", "top5"):
+        if key in metrics:
+            model.set_float_custom_property(key, float(metrics[key]))
+
+
 class Executor(base_executor.BaseExecutor):
     """Trains the float model (detector or classifier); writes the Model and ModelRun artifacts."""
 
@@ -43,7 +50,5 @@ class Executor(base_executor.BaseExecutor):
             trainer_options(exec_properties.get(OPTIONS_KEY) or "{}"),
             checkpoint_dir=exec_properties.get("checkpoint_dir") or None,
         )
-        for key in ("AP", "AP50", "top1", "top5"):
-            if key in metrics:
-                model.set_float_custom_property(key, float(metrics[key]))
+        record_metrics(model, metrics)
         LOG.info("Trainer wrote %s (run files in %s)", model.uri, model_run.uri)

@@ -281,6 +281,7 @@ INVALID = [
     ("qat", "decay_steps", 0),
     ("qat", "decay_rate", 0.0),
     ("qat", "decay_rate", 1.5),
+    ("qat", "strategy", "multiworker"),
     ("qat", "mode", "sometimes"),
     ("qat", "auto_float_layers", [10, 5]),
     ("qat", "auto_float_layers", [0]),
@@ -320,6 +321,10 @@ INVALID = [
     ("kubeflow", "memory_gib", -1.0),
     ("kubeflow", "cpu_image", ""),
     ("kubeflow", "gpu_image", ""),
+    ("kubeflow", "trainer_workers", 0),
+    ("kubeflow", "trainer_machine_type", "N1 standard"),
+    ("kubeflow", "vertex_project", "My Project"),
+    ("kubeflow", "vertex_region", "US Central"),
 ]
 #: Settings any value of their type suits (paths, names, switches, free lists).
 UNCONSTRAINED = {
