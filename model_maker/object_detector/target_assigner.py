@@ -75,16 +75,20 @@ def assign_targets(
     gt_boxes = tf.reshape(tf.convert_to_tensor(gt_boxes_yxyx, tf.float32), [-1, 4])
     gt_labels = tf.reshape(tf.cast(gt_labels, tf.int32), [-1])
     num_anchors = tf.shape(anchors)[0]
-    num_gt = tf.shape(gt_boxes)[0]
     tf.debugging.assert_less(
         gt_labels, tf.constant(num_classes, tf.int32), message="gt label >= num_classes"
     )
 
     area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
     valid = (gt_labels >= 0) & (area > 0)
-    iou = pairwise_iou(anchors, gt_boxes)  # [A, G]
-    iou = tf.where(valid[None, :], iou, -1.0)
-    # A column that never matches keeps argmax/max defined when G == 0.
+    # Only the valid boxes meet the anchors: the input pipeline pads every image to
+    # max_instances_per_image boxes (100 by default), and comparing the padding with
+    # ~19k anchors (320 px) was most of the label encoding's cost.
+    keep = tf.cast(tf.reshape(tf.where(valid), [-1]), tf.int32)  # [V], in box order
+    num_valid = tf.shape(keep)[0]
+    boxes = tf.gather(gt_boxes, keep)
+    iou = pairwise_iou(anchors, boxes)  # [A, V]
+    # A column that never matches keeps argmax/max defined when V == 0.
     iou_padded = tf.concat([iou, -tf.ones([num_anchors, 1])], axis=1)
     best_iou = tf.reduce_max(iou_padded, axis=1)
     best_gt = tf.argmax(iou_padded, axis=1, output_type=tf.int32)
@@ -93,18 +97,18 @@ def assign_targets(
 
     # Forced matches: each valid box's best anchor. unsorted_segment_max over
     # -gt_index picks the first box when several force the same anchor.
-    best_anchor = tf.argmax(iou, axis=0, output_type=tf.int32)  # [G]
-    forces = valid & (tf.reduce_max(iou, axis=0) > 0.0)
+    best_anchor = tf.argmax(iou, axis=0, output_type=tf.int32)  # [V]
+    forces = tf.reduce_max(iou, axis=0) > 0.0
     segment = tf.where(forces, best_anchor, num_anchors)  # dummy segment A for the rest
-    first = tf.math.unsorted_segment_max(-tf.range(num_gt), segment, num_anchors + 1)[:-1]
+    first = tf.math.unsorted_segment_max(-tf.range(num_valid), segment, num_anchors + 1)[:-1]
     forced = first > tf.int32.min  # empty segments hold the lowest int32
     forced_gt = tf.where(forced, -first, 0)
 
-    final_gt = tf.where(forced, forced_gt, best_gt)  # in 0..G (G = the padding column)
+    final_gt = tf.where(forced, forced_gt, best_gt)  # in 0..V (V = the padding column)
     positive = matched | forced
     ignored = ignored & ~forced
-    labels_padded = tf.concat([gt_labels, [NEGATIVE]], axis=0)
-    boxes_padded = tf.concat([gt_boxes, tf.zeros([1, 4])], axis=0)
+    labels_padded = tf.concat([tf.gather(gt_labels, keep), [NEGATIVE]], axis=0)
+    boxes_padded = tf.concat([boxes, tf.zeros([1, 4])], axis=0)
     matched_labels = tf.gather(labels_padded, final_gt)
     cls_targets = tf.where(positive, matched_labels, tf.where(ignored, IGNORE, NEGATIVE))
     matched_boxes = tf.gather(boxes_padded, final_gt)

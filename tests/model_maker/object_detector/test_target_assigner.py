@@ -97,3 +97,58 @@ def test_inside_tf_data_map_with_unknown_box_count():
     assert results[0][2] == 2.0
     np.testing.assert_array_equal(results[1][0], [NEGATIVE] * 4)
     assert results[1][1].shape == (4, 4)
+
+
+def _reference(anchors, boxes, labels, match=0.5, unmatched=0.4):
+    """The matching rules, written out box by box in numpy (padding and empty boxes skipped)."""
+    valid = [
+        g
+        for g in range(len(boxes))
+        if labels[g] >= 0 and (boxes[g, 2] - boxes[g, 0]) * (boxes[g, 3] - boxes[g, 1]) > 0
+    ]
+    iou = pairwise_iou(anchors, boxes).numpy()[:, valid] if valid else np.zeros((len(anchors), 0))
+    best = iou.max(axis=1) if valid else np.full(len(anchors), -1.0)
+    best_g = np.array([valid[i] for i in iou.argmax(axis=1)]) if valid else np.zeros(len(anchors))
+    forced = {}
+    for column, g in enumerate(valid):
+        if iou[:, column].max() > 0:
+            forced.setdefault(int(iou[:, column].argmax()), g)  # the first box wins
+    cls, matched_g = [], []
+    for a in range(len(anchors)):
+        g = forced.get(a, int(best_g[a]))
+        positive = a in forced or best[a] >= match
+        matched_g.append(g if positive else None)
+        if positive:
+            cls.append(labels[g])
+        else:
+            cls.append(IGNORE if best[a] >= unmatched else NEGATIVE)
+    return np.array(cls), matched_g
+
+
+def test_targets_equal_the_rules_with_padding_and_empty_boxes_anywhere():
+    # The encoder compares only the valid boxes with the anchors; padding rows and empty
+    # boxes between them must change nothing, and indices must map back to the right box.
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 90, size=(60, 2)).astype(np.float32)
+    anchors = np.concatenate([corners, corners + rng.uniform(5, 30, size=(60, 2))], axis=1)
+    for trial in range(20):
+        count = int(rng.integers(0, 8))
+        top = rng.uniform(0, 90, size=(count, 2)).astype(np.float32)
+        boxes = np.concatenate([top, top + rng.uniform(4, 40, size=(count, 2))], axis=1)
+        labels = rng.integers(0, 3, size=count).astype(np.int32)
+        if count and trial % 2:
+            boxes[rng.integers(0, count)] = anchors[rng.integers(0, 60)]  # an exact match
+        if count > 2:
+            boxes[1, 2] = boxes[1, 0]  # an empty box
+            labels[2] = -1  # a padding row among real ones
+        pad = int(rng.integers(0, 20))
+        boxes = np.concatenate([boxes, np.zeros((pad, 4), np.float32)])
+        labels = np.concatenate([labels, -np.ones(pad, np.int32)])
+        cls, box_targets, num_pos = assign_targets(anchors, boxes, labels, 3, 0.5, 0.4)
+        want_cls, matched = _reference(anchors, boxes, labels)
+        np.testing.assert_array_equal(cls.numpy(), want_cls, err_msg=f"trial {trial}")
+        assert num_pos.numpy() == sum(g is not None for g in matched)
+        for a, g in enumerate(matched):
+            if g is not None:  # regression target of the box it matched
+                want = assign_targets(anchors[a : a + 1], boxes[g : g + 1], [0], 3, 0.0, 0.0)[1]
+                np.testing.assert_allclose(box_targets.numpy()[a], want.numpy()[0], atol=1e-5)
