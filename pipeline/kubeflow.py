@@ -19,9 +19,8 @@ import logging
 import os
 from typing import Any
 
-from components.trainer import vertex
 from model_maker.core.errors import SettingsError
-from model_maker.core.strategy import MULTI_WORKER
+from model_maker.core.options import MULTI_WORKER
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
@@ -116,6 +115,9 @@ def build_kubeflow_pipeline(config: PipelineConfig) -> Any:
     )
     for component in tfx_pipeline.components:
         if _on_worker_pools(config, component.id):
+            # deferred: the launching executor's module loads the trainers' stack
+            from components.trainer import vertex
+
             # This pod only submits the job and waits: no accelerator.
             component.with_vertex_training(
                 vertex.custom_config(

@@ -14,9 +14,9 @@ from tfx.types import artifact_utils
 
 from components.qat_trainer import executor
 from components.trainer.vertex import VertexTrainingExecutor, read_json
+from model_maker.core.options import MULTI_WORKER
 from model_maker.core.qat_hparams import QATHParams
 from model_maker.core.settings import from_json, replace, to_json
-from model_maker.core.strategy import MULTI_WORKER
 from model_maker.object_detector.qat_trainer import QAT_REPORT_FILE  # classifiers: the same
 from model_maker.tasks import read_qat_decision
 

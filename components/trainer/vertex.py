@@ -42,8 +42,8 @@ from tfx.types import artifact_utils
 from components.trainer import executor
 from model_maker.core.data import fileio
 from model_maker.core.errors import UsageError
+from model_maker.core.options import MULTI_WORKER
 from model_maker.core.settings import replace, to_json
-from model_maker.core.strategy import MULTI_WORKER
 from model_maker.object_detector.trainer import METRICS_FILE  # classifiers: the same name
 from model_maker.tasks import trainer_options
 

@@ -36,7 +36,9 @@ CLASSIFIER_MODELS = (
 MODELS = {OBJECT_DETECTION: DETECTOR_MODELS, IMAGE_CLASSIFICATION: CLASSIFIER_MODELS}
 #: ``train.strategy`` values (built by :mod:`model_maker.core.strategy`).
 DEFAULT_STRATEGY = "default"
-STRATEGIES = (DEFAULT_STRATEGY, "gpus", "tpu", "multi_worker")
+#: ``MultiWorkerMirroredStrategy`` over the ``TF_CONFIG`` cluster.
+MULTI_WORKER = "multi_worker"
+STRATEGIES = (DEFAULT_STRATEGY, "gpus", "tpu", MULTI_WORKER)
 
 #: Detectors: levels 6 and 7 round odd sizes up (320 -> 5, 3), as the published
 #: 320/384/448/512/640 need; other steps were never tested.

@@ -42,12 +42,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from model_maker.core.errors import UsageError
-from model_maker.core.options import DEFAULT_STRATEGY, STRATEGIES
+from model_maker.core.options import DEFAULT_STRATEGY, MULTI_WORKER, STRATEGIES
 
 LOG = logging.getLogger("qatflow")
-
-#: ``train.strategy`` of ``MultiWorkerMirroredStrategy``.
-MULTI_WORKER = "multi_worker"
 
 
 def _first_line(exc: BaseException) -> str:
