@@ -16,11 +16,17 @@ one chain ending in a single step, and write files like this:
    fixed shard count), closes it in ``finish_bundle`` and then writes a
    ``.done`` file holding the number of records in it. For every element it
    emits a :class:`Written` token from ``process`` (never from
-   ``finish_bundle``), carrying the element's metadata on.
-2. After a grouping step (``ToList``), :func:`commit_shards` checks that every
-   shard a token names was closed and holds as many records as tokens name it
-   (so a lost, unfinished or duplicated bundle fails the run with a clear
-   error instead of a short dataset), renames the shards to
+   ``finish_bundle``), carrying the element's metadata on; or, given a
+   ``meta_line`` function, it writes the metadata as one text line to a side
+   file of the bundle (``meta-*.meta``, closed and counted like a shard), and
+   the token only names that file: the tokens then stay a few bytes whatever
+   the metadata, and the last step reads the metadata back from the files.
+2. After a grouping step (``ToList``, or :func:`count_written`, which counts
+   tokens per shard and side file, so that what reaches the last step grows with
+   the shards, not the elements), :func:`commit_shards` checks that every
+   shard and side file a token names was closed and holds as many records as
+   tokens name it (so a lost, unfinished or duplicated bundle fails the run with
+   a clear error instead of a short dataset), renames the shards to
    ``<prefix>-SSSSS-of-NNNNN<suffix>`` (Beam's names), writes an empty shard
    for a destination without records, and removes the temporary folder
    (shards of retried bundles, which no token names, included).
@@ -38,7 +44,7 @@ import logging
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -53,6 +59,8 @@ LOG = logging.getLogger("qatflow.beam_io")
 #: Suffix of the file that says a temporary shard was closed, and how many records it holds.
 DONE_SUFFIX = ".done"
 PART_SUFFIX = ".part"
+#: Suffix of the side files holding the metadata lines of a bundle's elements.
+META_SUFFIX = ".meta"
 
 
 @dataclass(frozen=True)
@@ -92,12 +100,77 @@ class ShardLayout:
 @dataclass(frozen=True)
 class Written:
     """What the writer did with one element: its destination, the temporary shard
-    holding its payload (None: the element had no payload) and its metadata."""
+    holding its payload (None: the element had no payload), its metadata (None when
+    it went to the side file ``meta_file`` instead)."""
 
     destination: str
     shard: str | None
     meta: Any = None
     index: int | None = None  # the shard's number with a fixed shard count
+    meta_file: str | None = None
+
+
+@dataclass
+class WrittenCounts:
+    """The tokens of a write, counted: what :func:`commit_shards` needs, in memory that
+    grows with the number of shards and side files, not of elements.
+
+    Attributes:
+      shards: (destination, temporary shard or None, shard number or None) -> tokens.
+      meta_files: side file -> tokens naming it.
+      elements: all tokens.
+    """
+
+    shards: Counter = field(default_factory=Counter)
+    meta_files: Counter = field(default_factory=Counter)
+    elements: int = 0
+
+    def add(self, token: Written) -> WrittenCounts:
+        self.shards[(token.destination, token.shard, token.index)] += 1
+        if token.meta_file is not None:
+            self.meta_files[token.meta_file] += 1
+        self.elements += 1
+        return self
+
+    def merge(self, other: WrittenCounts) -> WrittenCounts:
+        self.shards.update(other.shards)
+        self.meta_files.update(other.meta_files)
+        self.elements += other.elements
+        return self
+
+    @classmethod
+    def of(cls, tokens: Iterable[Written] | WrittenCounts) -> WrittenCounts:
+        if isinstance(tokens, WrittenCounts):
+            return tokens
+        counts = cls()
+        for token in tokens:
+            counts.add(token)
+        return counts
+
+
+class CountWrittenFn(beam.CombineFn):
+    """:class:`Written` tokens -> one :class:`WrittenCounts`."""
+
+    def create_accumulator(self) -> WrittenCounts:
+        return WrittenCounts()
+
+    def add_input(self, accumulator: WrittenCounts, token: Written) -> WrittenCounts:
+        return accumulator.add(token)
+
+    def merge_accumulators(self, accumulators) -> WrittenCounts:
+        merged = WrittenCounts()
+        for accumulator in accumulators:
+            merged.merge(accumulator)
+        return merged
+
+    def extract_output(self, accumulator: WrittenCounts) -> WrittenCounts:
+        return accumulator
+
+
+def count_written(tokens, label: str = "CountWritten"):
+    """The grouping step before :func:`commit_shards`: one :class:`WrittenCounts` of all
+    ``tokens`` (every bundle has finished when it is computed)."""
+    return tokens | label >> beam.CombineGlobally(CountWrittenFn())
 
 
 @dataclass
@@ -156,13 +229,16 @@ class ShardWriterFn(beam.DoFn):
     :func:`write_shards`' grouping step, and each group becomes one closed shard.
     """
 
-    def __init__(self, layout: ShardLayout) -> None:
+    def __init__(self, layout: ShardLayout, meta_line: Callable[[Any], str] | None = None):
         super().__init__()
         self.layout = layout
+        self.meta_line = meta_line
         self._open: dict[str, _Open] = {}
+        self._meta: _Open | None = None
 
     def start_bundle(self) -> None:
         self._open = {}
+        self._meta = None
 
     def _new_shard(self, destination: str) -> _Open:
         # the destination in the name only helps a person reading the temp folder
@@ -174,6 +250,25 @@ class ShardWriterFn(beam.DoFn):
         shard.handle.close()
         _write_text(shard.path + DONE_SUFFIX, json.dumps({"records": shard.count}))
 
+    def _token(self, destination: str, shard: _Open | None, meta, index=None) -> Written:
+        """The token of one element; its metadata goes to the bundle's side file when the
+        writer has a ``meta_line``."""
+        path = shard.path if shard is not None else None
+        if self.meta_line is None:
+            return Written(destination, path, meta, index)
+        if self._meta is None:
+            name = f"meta-{uuid.uuid4().hex}{META_SUFFIX}"
+            meta_path = f"{self.layout.temp_dir.rstrip('/')}/{name}"
+            self._meta = _Open(meta_path, _create(meta_path, ""))
+        _write_payload(self._meta.handle, "text", self.meta_line(meta))
+        self._meta.count += 1
+        return Written(destination, path, None, index, self._meta.path)
+
+    def _close_meta(self) -> None:
+        meta, self._meta = self._meta, None
+        if meta is not None:
+            self._close(meta)
+
     def process(self, element) -> Iterator[Written]:
         if self.layout.num_shards:
             (destination, index), items = element
@@ -181,30 +276,32 @@ class ShardWriterFn(beam.DoFn):
             try:
                 for _, payload, meta in items:
                     if shard is None or payload is None:
-                        yield Written(destination, None, meta)
+                        yield self._token(destination, None, meta)
                         continue
                     _write_payload(shard.handle, self.layout.kind, payload)
                     shard.count += 1
-                    yield Written(destination, shard.path, meta, index)
+                    yield self._token(destination, shard, meta, index)
             finally:
                 if shard is not None:
                     self._close(shard)
+                self._close_meta()  # one side file per group, as one shard
             return
         destination, payload, meta = element
         if payload is None:
-            yield Written(destination, None, meta)
+            yield self._token(destination, None, meta)
             return
         shard = self._open.get(destination)
         if shard is None:
             shard = self._open[destination] = self._new_shard(destination)
         _write_payload(shard.handle, self.layout.kind, payload)
         shard.count += 1
-        yield Written(destination, shard.path, meta)
+        yield self._token(destination, shard, meta)
 
     def finish_bundle(self) -> None:
         shards, self._open = list(self._open.values()), {}
         for shard in shards:
             self._close(shard)
+        self._close_meta()
 
 
 def _shard_key(num_shards: int):
@@ -219,48 +316,64 @@ def _shard_key(num_shards: int):
     return key
 
 
-def write_shards(pcoll, layout: ShardLayout, label: str = "WriteShards"):
+def write_shards(
+    pcoll,
+    layout: ShardLayout,
+    label: str = "WriteShards",
+    meta_line: Callable[[Any], str] | None = None,
+):
     """Write ``(destination, payload or None, meta)`` elements; returns the PCollection of
     :class:`Written` tokens, which must reach :func:`commit_shards` through a grouping
-    step (``beam.combiners.ToList()``), so that every bundle has finished first."""
+    step (:func:`count_written` or ``beam.combiners.ToList()``), so that every bundle
+    has finished first. ``meta_line``: metadata -> one line of text (no newline) for the
+    side files (see the module doc); the tokens then carry no metadata."""
     if layout.num_shards:
         pcoll = (
             pcoll
             | f"{label}/Key" >> beam.Map(_shard_key(layout.num_shards))
             | f"{label}/Group" >> beam.GroupByKey()
         )
-    return pcoll | f"{label}/Write" >> beam.ParDo(ShardWriterFn(layout))
+    return pcoll | f"{label}/Write" >> beam.ParDo(ShardWriterFn(layout, meta_line))
 
 
-def _shards_of(tokens: list[Written], destination: str) -> list[tuple[int, str]]:
+def _shards_of(counts: WrittenCounts, destination: str) -> list[tuple[int, str]]:
     """(shard number or 0, temporary path) of ``destination``'s shards, in a stable order.
 
     Raises:
       ShardError: two shards claim one number (a fixed shard count written twice).
     """
-    shards = sorted({(t.index or 0, t.shard) for t in tokens
-                     if t.destination == destination and t.shard is not None})  # fmt: skip
+    shards = sorted({(index or 0, shard) for dest, shard, index in counts.shards
+                     if dest == destination and shard is not None})  # fmt: skip
     numbers = [index for index, _ in shards]
-    if any(t.index is not None for t in tokens) and len(set(numbers)) != len(numbers):
+    numbered = any(index is not None for _, _, index in counts.shards)
+    if numbered and len(set(numbers)) != len(numbers):
         raise ShardError(f"{destination}: several temporary shards share a number: {shards}")
     return shards
 
 
-def commit_shards(tokens: Iterable[Written], layout: ShardLayout) -> ShardCommit:
-    """Check the temporary shards against the tokens, move them to their final names and
-    remove the temporary folder (see the module doc).
+def _records_per_shard(counts: WrittenCounts) -> Counter:
+    expected: Counter = Counter()
+    for (_, shard, _), n in counts.shards.items():
+        if shard is not None:
+            expected[shard] += n
+    return expected
+
+
+def check_shards(tokens: Iterable[Written] | WrittenCounts, layout: ShardLayout) -> WrittenCounts:
+    """Check the temporary shards and side files against the tokens (or their counts),
+    changing nothing; returns the counts.
 
     Raises:
-      ShardError: a token for an unknown destination, a shard that was never closed,
-        or a shard holding a different number of records than tokens name it.
+      ShardError: a token for an unknown destination, a shard or side file that was never
+        closed, or one holding a different number of records than tokens name it.
     """
-    tokens = list(tokens)
-    expected = Counter(t.shard for t in tokens if t.shard is not None)
-    unknown = sorted({t.destination for t in tokens if t.shard} - set(layout.prefixes))
+    counts = WrittenCounts.of(tokens)
+    unknown = sorted({d for d, shard, _ in counts.shards if shard} - set(layout.prefixes))
     if unknown:
         raise ShardError(f"records for unknown destination(s) {unknown}")
     problems = []
-    for path, count in sorted(expected.items()):
+    expected = _records_per_shard(counts)
+    for path, count in sorted(expected.items()) + sorted(counts.meta_files.items()):
         if not _exists(path + DONE_SUFFIX):
             problems.append(f"{path}: never closed ({count} records went in)")
             continue
@@ -272,10 +385,23 @@ def commit_shards(tokens: Iterable[Written], layout: ShardLayout) -> ShardCommit
             f"{len(problems)} shard(s) do not hold what went in, refusing to publish them: "
             + "; ".join(problems[:5])
         )
+    return counts
+
+
+def commit_shards(tokens: Iterable[Written] | WrittenCounts, layout: ShardLayout) -> ShardCommit:
+    """Check the temporary shards against the tokens (:func:`check_shards`), move them to
+    their final names and remove the temporary folder, side files included (see the
+    module doc).
+
+    Raises:
+      ShardError: see :func:`check_shards`.
+    """
+    counts = check_shards(tokens, layout)
+    expected = _records_per_shard(counts)
     files: dict[str, tuple[str, ...]] = {}
     records: dict[str, int] = {}
     for destination in layout.prefixes:
-        shards = _shards_of(tokens, destination)
+        shards = _shards_of(counts, destination)
         if layout.num_shards:
             count = layout.num_shards
             by_index = dict(shards)

@@ -5,8 +5,10 @@ Usable without TFX::
     result = ingest(IngestOptions(format="voc", input="raccoon", output="out"),
                     beam_pipeline_args=["--direct_num_workers=2"])
 
-The driver only lists files (and parses a COCO JSON, which is one file);
-reading annotations, decoding and checking images and encoding records run as
+The driver only lists files (and parses a COCO JSON, which is one file) and
+hands the list to the workers through batch files in the staging folder (not
+``beam.Create`` of the items, which embeds them all in the pipeline); reading
+annotations, decoding and checking images and encoding records run as
 Beam transforms, so the same code runs on the DirectRunner (several processes
 with ``--direct_num_workers=N``), on a ``dask.distributed`` cluster
 (``--runner=apache_beam.runners.dask.dask_runner.DaskRunner
@@ -18,8 +20,12 @@ publishes them only when every shard holds the records that went in and, for
 inputs the driver lists, every listed image came out. Records stream from
 reader to writer: with ``num_shards=0`` (the default) no step holds more than
 one image at a time (the DaskRunner holds one partition's worth, 128 elements
-by default, ``--dask_partition_size`` sets it); only per-image metadata (ids,
-boxes, issues) is gathered, for the ground-truth JSONs and stats.json. A fixed
+by default, ``--dask_partition_size`` sets it). No step gathers the per-image
+metadata either: the writer appends each image's summary (ids, boxes, issues) to
+a side file of its bundle, the last step receives only token counts per shard
+and side file, and streams the summaries back from the files, sorted on disk
+(:mod:`model_maker.core.data.summary_files`), into the ground-truth JSONs and
+stats.json; it keeps the counts, the issues and one file name per image. A fixed
 ``num_shards`` groups each shard's records before writing them (as Beam's
 WriteToTFRecord does), so memory then grows.
 Errors found in the data stop the run after the pipeline, with the first
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,8 +54,24 @@ from dataclasses import dataclass, field, replace
 import apache_beam as beam
 
 from model_maker.core import beam_io
-from model_maker.core.beam_io import ShardError, ShardLayout, commit_shards, write_shards
-from model_maker.core.data import coco, csv_format, fileio, folder, summary, tfrecord, voc
+from model_maker.core.beam_io import (
+    ShardError,
+    ShardLayout,
+    check_shards,
+    commit_shards,
+    count_written,
+    write_shards,
+)
+from model_maker.core.data import (
+    coco,
+    csv_format,
+    fileio,
+    folder,
+    summary,
+    summary_files,
+    tfrecord,
+    voc,
+)
 from model_maker.core.data.labels import LabelMap
 from model_maker.core.data.options import FORMATS, IngestOptions  # noqa: F401 - API
 from model_maker.core.data.process import (
@@ -70,6 +93,11 @@ SHARD_TEMP = ".shards-temp"
 STAGING = ".ingest-staging"
 #: A failed run's stats.json, kept in the output folder for the user to read.
 FAILED_STATS = "failed-stats.json"
+#: Where the driver spools the items it listed for the workers (in the staging folder).
+ITEMS_SPOOL = ".items"
+#: At most this many items per spool file, and about this many files for small inputs.
+ITEMS_PER_FILE = 256
+ITEM_FILES = 64
 PROGRESS_EVERY = 500
 
 
@@ -281,6 +309,37 @@ class _Process(beam.DoFn):
         yield (image_summary.split, record, image_summary)
 
 
+def _spool(items: Sequence, folder: str) -> list[str]:
+    """Write ``items`` in pickled batches into ``folder``; returns the files in order.
+
+    Why: ``beam.Create`` of the items themselves embeds every one in the pipeline
+    (encoded, then copied into the pipeline proto and the runner's buffers), so the
+    driver's memory grew with the dataset several times over; a ``Create`` of the
+    file names stays small, and a worker unpickles one batch of at most
+    ``ITEMS_PER_FILE`` items at a time. The files are what the runner spreads over
+    workers: ``ITEM_FILES`` of them for small inputs, more beyond.
+    """
+    per_file = min(ITEMS_PER_FILE, max(1, -(-len(items) // ITEM_FILES)))
+    fileio.makedirs(folder)
+    files = []
+    for start in range(0, len(items), per_file):
+        path = fileio.join(folder, f"items-{start // per_file:05d}.pickle")
+        batch = list(items[start : start + per_file])
+        fileio.write_bytes(path, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+        files.append(path)
+    return files
+
+
+def _read_items(path: str):
+    yield from pickle.loads(fileio.read_bytes(path))
+
+
+def _listed(p, items: Sequence, stage: str, label: str):
+    """The PCollection of ``items`` (listed by the driver), read from spool files."""
+    files = _spool(items, fileio.join(stage, ITEMS_SPOOL))
+    return p | label >> beam.Create(files) | f"Read{label}" >> beam.FlatMap(_read_items)
+
+
 def _layout(output: str, splits: Sequence[str], num_shards: int) -> ShardLayout:
     """Where the record shards go: ``Split-<name>/data_tfrecord-SSSSS-of-NNNNN.gz``."""
     prefixes = {s: fileio.join(output, f"Split-{s}", RECORD_PREFIX) for s in splits}
@@ -288,24 +347,26 @@ def _layout(output: str, splits: Sequence[str], num_shards: int) -> ShardLayout:
 
 
 def _write_summaries(
-    written, output, splits, label_map, extra_issues, info, derive, num_shards, expected
+    counts, output, splits, label_map, extra_issues, info, derive, num_shards, expected
 ):
-    """The pipeline's last step: publish the record shards (checked against what went
-    in), then write the ground truth, label_map.json and stats.json."""
-    summaries = [w.meta for w in written]
-    if expected is not None and len(summaries) != expected:
+    """The pipeline's last step: check the record shards against what went in, write the
+    ground truth, label_map.json and stats.json from the summaries in the writer's side
+    files (streamed, see :mod:`summary_files`), then publish the shards.
+
+    ``counts``: the :class:`beam_io.WrittenCounts` of the writer's tokens, which carry
+    no summary: memory here grows with the shards, not the images."""
+    if expected is not None and counts.elements != expected:
         raise ShardError(
-            f"{expected} images went into the pipeline but {len(summaries)} came out of it "
+            f"{expected} images went into the pipeline but {counts.elements} came out of it "
             "(the runner lost or duplicated some); nothing was published"
         )
-    commit_shards(written, _layout(output, splits, num_shards))
-    issues = list(extra_issues)
-    if derive:
-        pairs = [p for s in summaries for p in s.label_texts]
-        label_map, conflicts = summary.label_map_from_pairs(pairs, "TFRecord input")
-        issues += conflicts
-    summary.write_outputs(output, summaries, label_map, splits, issues, info)
-    return len(summaries)
+    layout = _layout(output, splits, num_shards)
+    check_shards(counts, layout)  # before reading the side files the counts name
+    derived = None if derive else label_map
+    files = sorted(counts.meta_files)
+    summary_files.write_outputs_from_files(output, files, derived, splits, extra_issues, info)
+    commit_shards(counts, layout)
+    return counts.elements
 
 
 DIRECT_RUNNERS = (None, "DirectRunner", "direct", "SwitchingDirectRunner")
@@ -397,13 +458,10 @@ def _build(p, options: IngestOptions, plan: _Plan) -> None:
             )
         sources = parts | "MergeSplits" >> beam.Flatten()
     elif options.format == "voc":
-        sources = (
-            p
-            | "ListAnnotations" >> beam.Create(list(plan.items))
-            | "ParseVOC" >> beam.FlatMap(_parse_voc)
-        )
+        listed = _listed(p, plan.items, options.output, "ListAnnotations")
+        sources = listed | "ParseVOC" >> beam.FlatMap(_parse_voc)
     else:
-        sources = p | "ListImages" >> beam.Create(list(plan.items))
+        sources = _listed(p, plan.items, options.output, "ListImages")
 
     derive = plan.label_map is None
     if not derive:
@@ -430,27 +488,26 @@ def _build(p, options: IngestOptions, plan: _Plan) -> None:
         _Process(settings), label_map=beam.pvalue.AsSingleton(label_map)
     )
     written = write_shards(
-        processed, _layout(options.output, plan.splits, options.num_shards), label="Write"
+        processed,
+        _layout(options.output, plan.splits, options.num_shards),
+        label="Write",
+        meta_line=summary_files.summary_line,
     )
     info = {"format": options.format, "input": fileio.abspath(options.input)}
     # Every image gives one summary: the count to check when the driver knows it.
     expected = None if options.format == "tfrecord" else len(plan.items)
     # One chain to one last step: the DaskRunner runs only the last transform applied.
-    _ = (
-        written
-        | "CollectWritten" >> beam.combiners.ToList()
-        | "Publish"
-        >> beam.Map(
-            _write_summaries,
-            options.output,
-            list(plan.splits),
-            beam.pvalue.AsSingleton(label_map),
-            list(plan.issues),
-            info,
-            derive,
-            options.num_shards,
-            expected,
-        )
+    # The summaries stay in the writer's side files; the tokens are counted per shard.
+    _ = count_written(written, "CountWritten") | "Publish" >> beam.Map(
+        _write_summaries,
+        options.output,
+        list(plan.splits),
+        beam.pvalue.AsSingleton(label_map),
+        list(plan.issues),
+        info,
+        derive,
+        options.num_shards,
+        expected,
     )
 
 
@@ -577,6 +634,7 @@ def ingest(options: IngestOptions, beam_pipeline_args: Sequence[str] = ()) -> In
         pipeline = make_pipeline(beam_pipeline_args)
         _build(pipeline, replace(options, output=stage), plan)
         beam_io.run(pipeline)
+        fileio.remove_tree(fileio.join(stage, ITEMS_SPOOL))
         result = _result(stage, plan.splits)
     except BaseException as exc:
         _abandon(stage, options.output)

@@ -12,7 +12,10 @@ from model_maker.core.beam_io import (
     ShardError,
     ShardLayout,
     ShardWriterFn,
+    WrittenCounts,
+    check_shards,
     commit_shards,
+    count_written,
     run,
     write_shards,
 )
@@ -141,6 +144,66 @@ def test_layout_rejects_bad_settings(tmp_path):
         ShardLayout({"a": "x"}, str(tmp_path), kind="csv")
     with pytest.raises(ValueError, match="num_shards"):
         ShardLayout({"a": "x"}, str(tmp_path), num_shards=-1)
+
+
+def _lines(path) -> list[str]:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read().splitlines()
+
+
+def test_meta_line_sends_the_metadata_to_one_side_file_per_bundle(tmp_path):
+    lay = layout(tmp_path)
+    fn = ShardWriterFn(lay, meta_line=lambda meta: f"meta {meta}")
+    first = [("train", b"a", 1), ("eval", b"b", 2), ("train", None, 3)]
+    tokens = write_bundles(fn, [first, [("train", b"c", 4)]])
+    assert all(t.meta is None for t in tokens)
+    side = sorted({t.meta_file for t in tokens})
+    assert len(side) == 2 and all(p.endswith(".meta") for p in side)
+    assert sorted(_lines(p) for p in side) == [["meta 1", "meta 2", "meta 3"], ["meta 4"]]
+    counts = check_shards(tokens, lay)
+    assert counts.elements == 4 and sorted(counts.meta_files.values()) == [1, 3]
+    assert commit_shards(counts, lay).records == {"train": 2, "eval": 1}
+    assert not (tmp_path / ".temp").exists()  # side files go with the temporary folder
+
+
+def test_a_side_file_never_closed_or_short_fails_the_check(tmp_path):
+    lay = layout(tmp_path)
+    fn = ShardWriterFn(lay, meta_line=str)
+    tokens = write_bundles(fn, [[("train", b"a", 0)], [("eval", None, 1)]], finish=False)
+    with pytest.raises(ShardError, match=r"meta-.*\.meta: never closed \(1 records went in\)"):
+        check_shards(tokens, lay)
+    tokens = write_bundles(fn, [[("train", b"a", 0), ("train", None, 1)]])
+    with pytest.raises(ShardError, match=r"\.meta: 2 records written, 1 went in"):
+        commit_shards(tokens[:1], lay)
+    assert not list((tmp_path / "Split-train").glob("data-*"))  # nothing published
+
+
+def _check_counts(counts: WrittenCounts, lay: ShardLayout, out: str) -> int:
+    check_shards(counts, lay)
+    lines = sorted(line for path in counts.meta_files for line in _lines(path))
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines))
+    return commit_shards(counts, lay).records["train"]
+
+
+@pytest.mark.parametrize("num_shards", [0, 3])
+def test_count_written_hands_the_last_step_counts_per_shard(tmp_path, num_shards):
+    lay = layout(tmp_path, num_shards)
+    elements = [("train" if i % 3 else "eval", f"r{i}".encode() if i % 5 else None, i)
+                for i in range(30)]  # fmt: skip
+    out = str(tmp_path / "meta.txt")
+    pipeline = make_pipeline(["--direct_num_workers=1"])
+    _ = count_written(
+        write_shards(pipeline | beam.Create(elements), lay, meta_line=lambda m: f"{m:03d}")
+    ) | beam.Map(_check_counts, lay, out)
+    run(pipeline)
+    with open(out, encoding="utf-8") as fh:
+        assert fh.read().split() == [f"{i:03d}" for i in range(30)]
+    for split in ("train", "eval"):
+        files = sorted((tmp_path / f"Split-{split}").glob("data-*.gz"))
+        want = sorted(p for s, p, _ in elements if s == split and p is not None)
+        assert sorted(read_tfrecords(files)) == want
+    assert not (tmp_path / ".temp").exists()
 
 
 def test_ingest_publishes_nothing_when_an_image_goes_missing(tmp_path, monkeypatch):
