@@ -1,3 +1,4 @@
+import logging
 import subprocess
 import sys
 
@@ -456,3 +457,25 @@ def test_default_console_leaves_out_library_chatter_and_v_shows_it(grid_model):
     # -v: TensorFlow's, LiteRT's and the workers' lines as the libraries wrote them
     shown = ["absl::InitializeLog()", "port.cc:", "XNNPACK delegate", "semi_persistent_directory"]
     assert [c for c in shown if c not in verbose_err] == [], verbose_err
+
+
+def _failed_with(exc: BaseException) -> logging.LogRecord:
+    """Beam's record of a component that raised ``exc`` (it logs the traceback)."""
+    try:
+        raise exc
+    except BaseException:  # noqa: BLE001 - any exception, as Beam logs it
+        info = sys.exc_info()
+    return logging.LogRecord(
+        "apache_beam.runners.common", logging.ERROR, "common.py", 1, "failed", None, info
+    )
+
+
+def test_a_components_usage_error_shows_once_in_one_line_a_bugs_traceback_stays():
+    from pipeline.commands.console import LibraryChatter
+
+    keep = LibraryChatter().filter
+    # the command's last line says it: "qatflow: error: strategy 'gpus': no GPU found ..."
+    assert not keep(_failed_with(UsageError("strategy 'gpus': no GPU found")))
+    assert not keep(_failed_with(SettingsError("train.strategy", "not allowed")))
+    assert keep(_failed_with(ZeroDivisionError("a bug")))
+    assert keep(_failed_with(RuntimeError("a runtime error")))

@@ -50,9 +50,7 @@ def test_images_commands_and_resources(compiled):
     executors = document["pipelineSpec"]["deploymentSpec"]["executors"]
     for task in EXPECTED_DEPENDENCIES:
         container = executors[f"{task}_executor"]["container"]
-        assert container["command"][-1] == (
-            "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
-        )
+        assert container["command"][-1] == ("components.kfp_entrypoint")
         resources = container["resources"]
         if task in ("Trainer", "QATTrainer"):
             assert container["image"] == "registry.example/qatflow-gpu:1"

@@ -113,9 +113,7 @@ def test_three_workers_carry_the_worker_pools_in_the_ir(three_workers, task):
     container = _container(three_workers, task)
     # The trainer's pod only submits and waits: CPU image, no accelerator.
     assert _class_path(container) == TRAINERS[task][0]
-    assert container["command"][-1] == (
-        "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
-    )
+    assert container["command"][-1] == ("components.kfp_entrypoint")
     assert container["image"] == CPU_IMAGE
     assert "accelerator" not in container["resources"]
 
