@@ -14,7 +14,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: help install run screenshots test test-all lint bench clean images image-cpu image-gpu image-tpu \
-	container-smoke pretrained mediapipe
+	container-smoke container-smoke-tpu image-check-gpu image-check-tpu tpu-lock pretrained mediapipe
 
 help: ## show this help
 	@echo "qatflow: EfficientDet-Lite detectors and image classifiers + QAT -> int8 TFLite, as a TFX pipeline"
@@ -77,9 +77,13 @@ screenshots: $(STAMP) $(CHROMIUM) ## the README's dashboard screenshots (docs/*.
 test: $(STAMP) $(CHROMIUM) pretrained mediapipe ## install if needed (MediaPipe side venv included), then run the fast test suite
 	$(PY) -m pytest
 
-test-all: $(STAMP) $(CHROMIUM) pretrained mediapipe ## every test, slow and end-to-end included, then container-smoke
+test-all: $(STAMP) $(CHROMIUM) pretrained mediapipe ## every test, slow and end-to-end included, then the container smokes (cpu, tpu) and the gpu/tpu image checks
 	$(PY) -m pytest -m ""
 	$(MAKE) container-smoke
+	$(MAKE) container-smoke-tpu
+	$(MAKE) image-check-tpu
+	$(MAKE) image-gpu BASE_IMAGE=$(SMOKE_BASE)
+	$(MAKE) image-check-gpu
 
 lint: $(STAMP) ## ruff check and format check; the layering contract (tests/test_layering.py)
 	$(VENV)/bin/ruff check .
@@ -99,6 +103,8 @@ CONTAINER_TOOL ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo pod
 IMAGE_TAG ?= $(shell $(PYTHON) -c "import tomllib;print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])")
 BASE_IMAGE ?= python:3.11-slim-bookworm
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+# The Debian bookworm base the container smokes make (debootstrap + podman import).
+SMOKE_BASE := localhost/qatflow-base:bookworm
 PODMAN := /usr/bin/podman
 BUILDAH := /usr/bin/buildah
 DEBOOTSTRAP := /usr/sbin/debootstrap
@@ -121,12 +127,36 @@ $(IMAGE_PRETRAINED)/manifest.json: $(PRETRAINED_DIR)/manifest.json
 	  $(IMAGE_PRETRAINED)/
 
 images: image-cpu image-gpu image-tpu ## build the cpu, gpu and tpu images, ImageNet backbones inside (docker or podman; BASE_IMAGE=...)
-image-cpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-cpu:<version> (ExampleGen, converter, evaluator, pusher)
+image-cpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-cpu:<version> (ExampleGen, converter, evaluator, pusher; TF 2.21, uv.lock)
 	$(IMAGE_BUILD) -t qatflow-cpu:$(IMAGE_TAG) .
-image-gpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-gpu:<version> (trainers; CUDA from tensorflow[and-cuda])
+image-gpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-gpu:<version> (trainers on GPU: TF 2.21, CUDA/cuDNN from tensorflow[and-cuda] wheels)
 	$(IMAGE_BUILD) --build-arg EXTRAS=gpu -t qatflow-gpu:$(IMAGE_TAG) .
-image-tpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-tpu:<version> (the CPU stack: no tensorflow-tpu for TF 2.21)
-	$(IMAGE_BUILD) -t qatflow-tpu:$(IMAGE_TAG) .
+image-tpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-tpu:<version> (trainers on TPU: TF 2.20 + tensorflow-tpu + libtpu, containers/tpu/uv.lock)
+	$(IMAGE_BUILD) --build-arg LOCK_DIR=containers/tpu -t qatflow-tpu:$(IMAGE_TAG) .
+
+# The TPU image's own lock (tensorflow-tpu has no 2.21: TF 2.20 there, TFX 1.21's TF pin
+# overridden); see containers/tpu/pyproject.toml.
+tpu-lock: | $(UV) ## re-resolve containers/tpu/uv.lock (the TPU image's TF 2.20 stack) after editing containers/tpu/pyproject.toml
+	cd containers/tpu && $(abspath $(UV)) lock --python 3.11
+
+# containers/check_image.py inside a built image (podman's storage; `make image-<kind>` or
+# a container smoke first), in a working container with containers/ mounted read-only, in a
+# network namespace with only loopback up (nothing leaves the machine; libtpu would ask the
+# GCE metadata server otherwise, see containers/smoke.sh). Prints a table; fails on any FAIL.
+define IMAGE_CHECK
+	@$(PODMAN) image exists localhost/qatflow-$(1):$(IMAGE_TAG) || \
+	  { echo "no localhost/qatflow-$(1):$(IMAGE_TAG): run make image-$(1) first" >&2; exit 1; }
+	ctr=$$($(BUILDAH) from --pull-never localhost/qatflow-$(1):$(IMAGE_TAG)) && \
+	trap '$(BUILDAH) rm "$$ctr" >/dev/null' EXIT && \
+	unshare --net sh -c 'ip link set lo up && exec "$$@"' netless \
+	  $(BUILDAH) run --isolation chroot --env TPU_SKIP_MDS_QUERY=1 \
+	  -v $(CURDIR)/containers:/opt/qatflow/checks:ro "$$ctr" -- \
+	  python /opt/qatflow/checks/check_image.py --kind $(1)
+endef
+image-check-gpu: | $(PODMAN) $(BUILDAH) ## in the built gpu image: TF's CUDA build, every CUDA/cuDNN library TF loads from the nvidia wheels, strategy gpus with no GPU in one line
+	$(call IMAGE_CHECK,gpu)
+image-check-tpu: | $(PODMAN) $(BUILDAH) ## in the built tpu image: TF 2.20 (tensorflow-tpu) imports, libtpu loads, strategy tpu with no TPU in one line
+	$(call IMAGE_CHECK,tpu)
 
 # Debian bookworm base from debootstrap (cached in .tools/), the CPU image on it, then all
 # six tasks of the compiled IR in DAG order through TFX's Kubeflow V2 entrypoint inside it
@@ -134,6 +164,16 @@ image-tpu: $(IMAGE_PRETRAINED)/manifest.json | $(ENGINE) ## build qatflow-tpu:<v
 # tiny config, and a comparison of their tables and pushes (SMOKE_TOLERANCE on AP).
 container-smoke: $(STAMP) $(IMAGE_PRETRAINED)/manifest.json | $(PODMAN) $(BUILDAH) $(DEBOOTSTRAP) ## build the CPU image, run the whole pipeline in it as KFP would, compare with a local run
 	PY=$(PY) IMAGE_TAG=$(IMAGE_TAG) CA_BUNDLE=$(CA_BUNDLE) containers/smoke.sh
+# The TPU smoke's host run is on the image's TensorFlow (2.20): a venv of the TPU lock,
+# outside .venv and uv.lock, like the other side environments in .tools/.
+TPU_VENV := .tools/tpu-venv
+$(TPU_VENV)/.installed: containers/tpu/uv.lock containers/tpu/pyproject.toml | $(UV)
+	cd containers/tpu && UV_PROJECT_ENVIRONMENT=$(abspath $(TPU_VENV)) $(abspath $(UV)) sync \
+	  --frozen --no-install-project --python 3.11
+	@touch $@
+container-smoke-tpu: $(STAMP) $(TPU_VENV)/.installed $(IMAGE_PRETRAINED)/manifest.json | $(PODMAN) $(BUILDAH) $(DEBOOTSTRAP) ## the same with the TPU image (TF 2.20 + tensorflow-tpu + libtpu), compared with a host run on TF 2.20
+	PY=$(PY) LOCAL_PY=$(TPU_VENV)/bin/python IMAGE_TAG=$(IMAGE_TAG) CA_BUNDLE=$(CA_BUNDLE) \
+	  SMOKE_IMAGE=tpu containers/smoke.sh
 
 clean: ## remove the venv, caches and run outputs
 	rm -rf $(VENV) .tools runs .pytest_cache .ruff_cache

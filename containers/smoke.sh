@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # `make container-smoke`: build the CPU image on this machine and run the whole compiled
 # pipeline in it, one task after another, the way Kubeflow Pipelines would; then check
-# that its final table and push equal a local run's.
+# that its final table and push equal a local run's. `make container-smoke-tpu`
+# (SMOKE_IMAGE=tpu) does the same with the TPU image (TensorFlow 2.20 + tensorflow-tpu +
+# libtpu, from containers/tpu/): every task runs in it, on this machine's CPU.
 #
 #   1. a Debian bookworm root file system from debootstrap (python3, python3-venv,
 #      ca-certificates), cached as .tools/container-base/bookworm.tar;
 #   2. `podman import` of it as localhost/qatflow-base:bookworm (skipped if present);
-#   3. the CPU image from containers/Containerfile on that base, with the host's CA
-#      bundle as the build secret "cacert" (pip and uv in the RUN step need it here);
+#   3. the image (SMOKE_IMAGE: cpu, the default, or tpu: --build-arg
+#      LOCK_DIR=containers/tpu) from containers/Containerfile on that base, with the
+#      host's CA bundle as the build secret "cacert" (pip and uv in the RUN step need it);
 #   4. the image's own copy of the project (pipeline/, components/, model_maker/,
 #      dashboard/) extracted to WORK/src: every host step below (demo data, compile, the
 #      local run, the checks) runs that code, so that the comparison is container vs
 #      host, not image vs a working tree that changed since the build;
 #   5. synthetic demo data and `qatflow compile` of a tiny config (SMOKE_IMAGES images,
 #      1 epoch, 1 QAT epoch, few representative samples: minutes, not tens of minutes),
-#      paths as the container sees them. The trainers are compiled onto the CPU image
-#      too (kubeflow.gpu_image=the CPU image, no accelerator request): there is no GPU
-#      image nor GPU here, and the image has the same code and the CPU TensorFlow;
+#      paths as the container sees them. The trainers are compiled onto the same image
+#      (kubeflow.gpu_image=the image under test, no accelerator request): there is no
+#      GPU nor TPU here, and every image runs on a CPU;
 #   6. every task of the IR in DAG order (containers/smoke.py plays KFP's driver and
 #      launcher): the task's own command and args, KFP's {{$}} placeholder replaced by
 #      the ExecutorInput KFP would build (constant parameters; input artifacts as the
@@ -28,13 +31,27 @@
 #   7. checks: the Examples artifact; then `qatflow run` of the same config on the host
 #      (WORK/local) and `smoke.py check-run`: same variants, baseline, candidate,
 #      blessing and pushed file (present, loadable by LiteRT), metrics within
-#      SMOKE_TOLERANCE; per-component seconds, container vs local.
+#      SMOKE_TOLERANCE; per-component seconds, container vs local. The host run uses the
+#      image's TensorFlow: the project's .venv (2.21) for cpu; for tpu LOCAL_PY, a venv of
+#      containers/tpu/uv.lock (TF 2.20; `make container-smoke-tpu` makes .tools/tpu-venv),
+#      with TPU_LOAD_LIBRARY=0. Against a TF 2.21 host run the TPU image's TFLite files
+#      differ in size by up to 1.1 % (> the 1 % check-run allows), all of it tensor-name
+#      strings, which TF 2.21's converter writes longer: same ops, same buffers.
 #
 # SMOKE_SOURCE=head builds the image from the last commit instead of the working tree
-# (other people's unfinished edits in the tree go into the image otherwise).
+# (other people's unfinished edits in the tree go into the image otherwise); containers/
+# (the recipe, the TPU lock, these scripts) still comes from the working tree, like this
+# script itself.
+#
+# The TPU image off a TPU VM: TensorFlow loads and initialises libtpu in every process,
+# and libtpu then asks the GCE metadata server for the TPU topology (30 tries per setting,
+# minutes per process). Its tasks run with TPU_SKIP_MDS_QUERY=1, in a network namespace
+# of their own with only the loopback interface up (Beam's workers talk over it), so
+# nothing leaves this machine.
 #
 # Needs root, podman, buildah, debootstrap (the Makefile installs them) and the
-# project's .venv (PY). Work files go to runs/container-smoke/ (gitignored).
+# project's .venv (PY). Work files go to runs/container-smoke/ (runs/container-smoke-tpu/ for
+# tpu; gitignored).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -47,8 +64,25 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_DIR=.tools/container-base
 BASE_TAR=$BASE_DIR/bookworm.tar
 BASE_IMAGE=localhost/qatflow-base:bookworm
-IMAGE=localhost/qatflow-cpu:$IMAGE_TAG
-WORK=$PWD/runs/container-smoke
+SMOKE_IMAGE=${SMOKE_IMAGE:-cpu}
+BUILD_ARGS=()
+RUN_ENV=()
+NETLESS=()
+LOCAL=("$QATFLOW")
+case "$SMOKE_IMAGE" in
+  cpu) WORK=$PWD/runs/container-smoke ;;
+  tpu)
+    WORK=$PWD/runs/container-smoke-tpu
+    BUILD_ARGS=(--build-arg LOCK_DIR=containers/tpu)
+    RUN_ENV=(--env TPU_SKIP_MDS_QUERY=1)
+    NETLESS=(unshare --net sh -c 'ip link set lo up && exec "$@"' netless)
+    LOCAL_PY=${LOCAL_PY:-.tools/tpu-venv/bin/python}
+    [ -x "$LOCAL_PY" ] || { echo "LOCAL_PY=$LOCAL_PY: no TF 2.20 venv (make container-smoke-tpu makes it)" >&2; exit 2; }
+    LOCAL=("${NETLESS[@]}" env TPU_LOAD_LIBRARY=0 "$(cd "$(dirname "$LOCAL_PY")" && pwd)/$(basename "$LOCAL_PY")" -m pipeline.cli)
+    ;;
+  *) echo "SMOKE_IMAGE=$SMOKE_IMAGE: give cpu or tpu" >&2; exit 2 ;;
+esac
+IMAGE=localhost/qatflow-$SMOKE_IMAGE:$IMAGE_TAG
 SMOKE_IMAGES=${SMOKE_IMAGES:-40}
 # AP, AP50, AP75 of the container run vs the local run: "finite" (the default) asks only
 # that both be finite and within 0..1; a number is an absolute tolerance on them. The tiny
@@ -71,6 +105,8 @@ export TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2
 
 log() { printf '\n== %s [%s]\n' "$*" "$(date -u +%H:%M:%S)"; }
 elapsed() { echo "$(($(date +%s) - $1)) s"; }
+# buildah run in the working container, with the image kind's environment (see the header).
+ctr_run() { "${NETLESS[@]}" buildah run --isolation chroot "${RUN_ENV[@]}" "$@"; }
 
 # 1. Debian base root file system (cached).
 if [ ! -f "$BASE_TAR" ]; then
@@ -104,12 +140,13 @@ if [ "$SMOKE_SOURCE" = head ]; then
   CONTEXT=$PWD/runs/container-smoke-context
   rm -rf "$CONTEXT" && mkdir -p "$CONTEXT/.tools"
   git archive HEAD | tar -C "$CONTEXT" -xf -
+  rm -rf "$CONTEXT/containers" && cp -r containers "$CONTEXT/"
   cp -r .tools/image-pretrained "$CONTEXT/.tools/"
-  echo "build context: HEAD $(git rev-parse --short HEAD) in $CONTEXT"
+  echo "build context: HEAD $(git rev-parse --short HEAD) (containers/ from the tree) in $CONTEXT"
 fi
 log "podman build $IMAGE"
 t0=$(date +%s)
-podman build --isolation=chroot --secret "id=cacert,src=$CA_BUNDLE" \
+podman build --isolation=chroot --secret "id=cacert,src=$CA_BUNDLE" "${BUILD_ARGS[@]}" \
   -f "$CONTEXT/containers/Containerfile" --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$IMAGE" "$CONTEXT"
 echo "image build: $(elapsed "$t0"), $(podman image inspect "$IMAGE" --format '{{.Size}}' |
   awk '{printf "%.2f GB", $1 / 1e9}')"
@@ -119,9 +156,9 @@ ctr=$(buildah from --pull-never "$IMAGE")
 trap 'buildah rm "$ctr" >/dev/null' EXIT
 rm -rf "$WORK"
 mkdir -p "$WORK/src" "$WORK/root" "$WORK/kfp"
-site=$(buildah run --isolation chroot "$ctr" -- python -c \
+site=$(ctr_run "$ctr" -- python -c \
   'import os, pipeline; print(os.path.dirname(os.path.dirname(pipeline.__file__)))')
-buildah run --isolation chroot "$ctr" -- tar -C "$site" -cf - pipeline components model_maker dashboard |
+ctr_run "$ctr" -- tar -C "$site" -cf - pipeline components model_maker dashboard |
   tar -C "$WORK/src" -xf -
 export PYTHONPATH=$WORK/src
 (cd / && "$PY" -c 'import pipeline, sys; assert pipeline.__file__.startswith(sys.argv[1])' "$WORK/src")
@@ -140,9 +177,9 @@ echo "tasks in DAG order: ${TASKS[*]}"
 # The container runs as the image's non-root user: the bucket stand-in must be its to write.
 chmod 0777 "$WORK/root"
 
-buildah run --isolation chroot -v "$WORK:$MOUNT" "$ctr" -- id | tee "$WORK/id.txt"
+ctr_run -v "$WORK:$MOUNT" "$ctr" -- id | tee "$WORK/id.txt"
 # The offline ImageNet backbones are in the image, where `uri: imagenet` looks for them.
-buildah run --isolation chroot "$ctr" -- python -c '
+ctr_run "$ctr" -- python -c '
 import numpy as np
 from model_maker.core.pretrained_cache import OFFLINE_BACKBONES, require_file, weights_file
 for name in OFFLINE_BACKBONES:
@@ -152,7 +189,7 @@ for name in OFFLINE_BACKBONES:
 
 # TFX's entrypoint imports every artifact class by its schema title: each must import.
 mapfile -t TITLES < <("$PY" containers/smoke.py titles --pipeline "$WORK/pipeline.json")
-if ! missing=$(buildah run --isolation chroot "$ctr" -- python -c '
+if ! missing=$(ctr_run "$ctr" -- python -c '
 import sys
 from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.utils import import_utils
@@ -186,7 +223,7 @@ for task in "${TASKS[@]}"; do
   fi
   mapfile -d '' argv <"$dir/argv"
   t0=$(date +%s)
-  if ! buildah run --isolation chroot -v "$WORK:$MOUNT" \
+  if ! ctr_run -v "$WORK:$MOUNT" \
     -v "$dir/outputs:/tmp/kfp_outputs" "$ctr" -- "${argv[@]}" >"$dir/component.log" 2>&1; then
     tail -40 "$dir/component.log"
     echo "$task failed in the container (full log: $dir/component.log)" >&2
@@ -208,7 +245,7 @@ log "the same config on the host: qatflow run -> $WORK/local"
 t0=$(date +%s)
 # Not from the repo: Beam's worker processes (python -m ...) put their working directory
 # first on sys.path, which would give them the working tree's code instead of WORK/src.
-(cd "$WORK" && "$QATFLOW" run --config "$OLDPWD/configs/demo.yaml" "${TINY[@]}" \
+(cd "$WORK" && "${LOCAL[@]}" run --config "$OLDPWD/configs/demo.yaml" "${TINY[@]}" \
   --set data.input="$WORK/data/images" --set data.annotations="$WORK/data/annotations.json" \
   --set runner.pipeline_root="$WORK/local" >"$WORK/local.log" 2>&1) ||
   { tail -40 "$WORK/local.log"; echo "the local run failed ($WORK/local.log)" >&2; exit 1; }
@@ -218,4 +255,4 @@ log "container run vs local run"
 "$PY" containers/smoke.py times --work "$WORK" --local-root "$WORK/local"
 "$PY" containers/smoke.py check-run --work "$WORK" --mount $MOUNT --local-root "$WORK/local" \
   --tolerance "$SMOKE_TOLERANCE"
-echo "container smoke passed"
+echo "container smoke passed ($SMOKE_IMAGE image)"
