@@ -35,6 +35,7 @@ import html
 import json
 import logging
 import os
+import pickle
 import statistics
 import tempfile
 import time
@@ -78,7 +79,7 @@ from model_maker.core.tflite_manifest import (  # noqa: F401 - read_manifest is 
 from model_maker.core.tflite_metadata import read_labels
 
 if TYPE_CHECKING:
-    from model_maker.core.beam_io import ShardLayout
+    from model_maker.core.beam_io import ShardLayout, WrittenCounts
 
 LOG = logging.getLogger("qatflow")
 
@@ -277,20 +278,54 @@ class BeamOptions:
 DETECTIONS_PREFIX = "detections"
 
 
+#: Sub-folder of run_detection's folder where the driver spools an image folder source.
+ITEMS_SPOOL = "items"
+#: At most this many (image id, path) pairs per spool file, and about this many files
+#: for small sources (the files are what the runner spreads over its workers).
+ITEMS_PER_FILE = 256
+ITEM_FILES = 64
+
+
+def _spool_items(items: Sequence[tuple[Any, str]], folder: str) -> list[str]:
+    """Write ``items`` in pickled batches into ``folder``; returns the files in order.
+
+    Why: ``beam.Create`` of the pairs themselves embeds every one in the pipeline (and
+    the runner's buffers), so the driver's memory grew with the image count; a
+    ``Create`` of the file names stays small, and a worker unpickles one batch of at
+    most ``ITEMS_PER_FILE`` pairs at a time (as ingestion hands its items over).
+    """
+    per_file = min(ITEMS_PER_FILE, max(1, -(-len(items) // ITEM_FILES)))
+    fileio.makedirs(folder)
+    files = []
+    for start in range(0, len(items), per_file):
+        path = fileio.join(folder, f"items-{start // per_file:05d}.pickle")
+        batch = list(items[start : start + per_file])
+        fileio.write_bytes(path, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+        files.append(path)
+    return files
+
+
+def _read_items(path: str) -> Iterator[tuple[Any, str]]:
+    yield from pickle.loads(fileio.read_bytes(path))
+
+
 def _detection_line(line: str) -> tuple[str, str, None]:
     return ("detections", line, None)
 
 
-def _publish_detections(written: list, layout: ShardLayout, manifest: str) -> int:
+def _publish_detections(counts: WrittenCounts, layout: ShardLayout, manifest: str) -> int:
     """The pipeline's last step: publish the detection shards (checked against the lines
-    that went in) and write ``manifest``, which the driver checks what it reads against."""
+    that went in) and write ``manifest``, which the driver checks what it reads against.
+
+    ``counts``: the writer's tokens counted per shard (:func:`beam_io.count_written`),
+    not the tokens: what reaches this step grows with the shards, not the images."""
     # deferred: Apache Beam is heavy; only this path needs it
     from model_maker.core.beam_io import commit_shards
 
-    commit = commit_shards(written, layout)
+    commit = commit_shards(counts, layout)
     files = commit.files["detections"]
-    fileio.write_text(manifest, json.dumps({"files": list(files), "lines": len(written)}))
-    return len(written)
+    fileio.write_text(manifest, json.dumps({"files": list(files), "lines": counts.elements}))
+    return counts.elements
 
 
 @dataclass(frozen=True)
@@ -422,17 +457,19 @@ def detect_all(
                 | "Read" >> beam.io.ReadAllFromTFRecord()
                 | "Decode" >> beam.Map(_from_record)
             )
-        else:
+        else:  # the pairs reach the workers in spool files, not embedded in the pipeline
+            spooled = _spool_items(source.images, fileio.join(tmp, ITEMS_SPOOL))
             images = (
                 pipeline
-                | "Images" >> beam.Create(list(source.images))
+                | "Images" >> beam.Create(spooled)
+                | "ReadImageList" >> beam.FlatMap(_read_items)
                 | "ReadFiles" >> beam.Map(_from_file)
             )
         lines = images | "Detect" >> beam.ParDo(detect_fn(factory))
-        _ = (
-            beam_io.write_shards(lines | "Keyed" >> beam.Map(_detection_line), layout)
-            | "CollectWritten" >> beam.combiners.ToList()
-            | "Publish" >> beam.Map(_publish_detections, layout, manifest)
+        written = beam_io.write_shards(lines | "Keyed" >> beam.Map(_detection_line), layout)
+        # One chain to one last step (DaskRunner); the tokens are counted, not gathered.
+        _ = beam_io.count_written(written, "CountWritten") | "Publish" >> beam.Map(
+            _publish_detections, layout, manifest
         )
         beam_io.run(pipeline)
         published = json.loads(fileio.read_text(manifest))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import itertools
 import json
 import logging
 import os
@@ -539,22 +540,29 @@ def evaluate_image_folder(
         )
     index = {name: i for i, name in enumerate(model_labels)}
     skipped = [(path, "not an image file name") for path in ignored]
-    pairs = []
-    for image in images:
-        try:
-            loaded = load_image(image.path)
-        except ImageReadError as exc:
-            skipped.append((image.path, exc.detail))
-            continue
-        for kind, detail in loaded.repairs:
-            if kind == "recovered_truncated":  # scored, but the user should know
-                LOG.warning("%s: cut-off image scored as recovered (%s)", image.path, detail)
-        pairs.append((decode_image(loaded.encoded)[None], np.asarray([index[image.class_label]])))
-    if not pairs:
+
+    def readable():
+        """(decoded image, label) one at a time: the interpreter scores each image before
+        the next is decoded, so no step holds the folder's decoded images."""
+        for image in images:
+            try:
+                loaded = load_image(image.path)
+            except ImageReadError as exc:
+                skipped.append((image.path, exc.detail))
+                continue
+            for kind, detail in loaded.repairs:
+                if kind == "recovered_truncated":  # scored, but the user should know
+                    LOG.warning("%s: cut-off image scored as recovered (%s)", image.path, detail)
+            yield decode_image(loaded.encoded)[None], np.asarray([index[image.class_label]])
+
+    stream = readable()
+    first = next(stream, None)
+    if first is None:
         raise DataError(f"{image_root}: no readable image in the class folders")
+    pairs, first = itertools.chain([first], stream), None  # no reference left behind
+    scores = evaluate_tflite(content, pairs, num_classes=len(model_labels), k=TOP_K)
     for path, reason in skipped:
         LOG.warning("skipped %s: %s", path, reason)
-    scores = evaluate_tflite(content, pairs, num_classes=len(model_labels), k=TOP_K)
     row = _variant_entry(variant, tflite_path, scores, model_labels)
     row["input_dtype"] = scores["input_dtype"]
     if latency_runs > 0:
