@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 help: ## show this help
 	@echo "qatflow: EfficientDet-Lite detectors and image classifiers + QAT -> int8 TFLite, as a TFX pipeline"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .tools/uv/bin/uv:
 	$(PYTHON) -m venv .tools/uv
