@@ -41,8 +41,10 @@ ONE_REPLICA_RTOL = 0.2
 #: QAT trains on the training input pipeline, whose augmentation draws (random flip,
 #: scale jitter, crop offset: stateful random ops in a parallel map) differ between
 #: processes, so two workers and one two-replica process see differently augmented
-#: copies of the same images. Measured 0.2% at the first step, 1.2% at the third.
-AUGMENTED_RTOL = 0.05
+#: copies of the same images, and the difference grows with each update. Measured over
+#: three steps: 0.2% at the first, up to 1.2% and 5.2% at the third in two runs. The
+#: exact check is between the workers: bit-identical weights.
+AUGMENTED_RTOL = 0.15
 
 
 def _free_ports(count: int) -> list[int]:
