@@ -37,3 +37,19 @@ def tiny_classification(tmp_path_factory):
     from tests.tiny_classification import make_tiny_classification
 
     return make_tiny_classification(tmp_path_factory.mktemp("e2e-cls"))
+
+
+@pytest.fixture
+def autograph_conversions(monkeypatch) -> list[str]:
+    """Names of the functions AutoGraph converts while the test runs (calls go on as before)."""
+    from tensorflow.python.autograph.impl import api
+
+    converted: list[str] = []
+    original = api._convert_actual
+
+    def counting(entity, program_ctx):
+        converted.append(getattr(entity, "__qualname__", repr(entity)))
+        return original(entity, program_ctx)
+
+    monkeypatch.setattr(api, "_convert_actual", counting)
+    return converted

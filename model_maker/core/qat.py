@@ -22,6 +22,13 @@ by ``gamma / sqrt(var + eps)``; for symmetric per-channel quantization that
 scaling commutes with rounding, so the int8 kernels the converter writes hold
 exactly the fake-quantized values the QAT model trained with. This is why
 kernels stay per channel (depthwise included) in this scheme.
+
+Building a fake-quant model runs without AutoGraph
+(``tf.autograph.experimental.do_not_convert``): tf_keras converts the ``call`` of
+every non-Keras layer (TFMOT's wrappers among them) each time the layer is called
+on symbolic inputs, and TFMOT's rewrite builds the model six times over. Their
+control flow is on Python values (``smart_cond`` on the training flag), so the
+graph is the same; the rewrite of EfficientDet-Lite0 went from 10.6 to 8.4 s.
 """
 
 from __future__ import annotations
@@ -228,6 +235,7 @@ def _layer_entry(class_name: str, config: dict[str, Any], inbound: list[Any]) ->
     }
 
 
+@tf.autograph.experimental.do_not_convert  # see the module doc
 def rewrite_for_int8(
     model: keras.Model, custom_objects: Mapping[str, Any] | None = None
 ) -> keras.Model:
@@ -299,6 +307,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+@tf.autograph.experimental.do_not_convert  # see the module doc
 def quantize_functional_model(
     model: keras.Model,
     extra_configs: Mapping[type, Callable[[], tfq.QuantizeConfig]] | None = None,
@@ -438,6 +447,17 @@ def fake_quant_disabled(model: keras.Model) -> Iterator[keras.Model]:
         yield model
 
 
+#: Pixels per calibration batch (16 images at 320 px). Calibration runs eagerly, so
+#: each batch pays the dispatch of every op once: a few big batches cost less than
+#: many small ones, and the ranges (min/max over all images) are the same.
+CALIBRATION_BATCH_PIXELS = 16 * 320 * 320
+
+
+def calibration_batch_size(image_size: int, images: int) -> int:
+    """Images per calibration batch at ``image_size`` px, for ``images`` images in all."""
+    return max(1, min(int(images), CALIBRATION_BATCH_PIXELS // (int(image_size) ** 2)))
+
+
 def calibrate_fake_quant(model: keras.Model, batches: Iterable[Any]) -> int:
     """Set every fake-quant range of ``model`` from data before fine-tuning; return batches used.
 
@@ -458,6 +478,7 @@ def calibrate_fake_quant(model: keras.Model, batches: Iterable[Any]) -> int:
     return count
 
 
+@tf.autograph.experimental.do_not_convert  # see the module doc
 def qat_model_from_config(
     config: Mapping[str, Any], custom_objects: Mapping[str, Any]
 ) -> keras.Model:

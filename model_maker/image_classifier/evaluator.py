@@ -134,7 +134,9 @@ def _keras_outputs(
         InputOptions(image_size=config.image_size, batch_size=batch_size)
     )
     signature = [tf.TensorSpec([None, config.image_size, config.image_size, 3], tf.float32)]
-    predict = tf.function(lambda images: model(images, training=False), input_signature=signature)
+    predict = tf.function(
+        lambda images: model(images, training=False), input_signature=signature, autograph=False
+    )
     true, logits = [], []
     for images, labels in dataset:
         logits.append(predict(images).numpy())

@@ -84,7 +84,11 @@ def build_serving_function(model: Any) -> Any:
 
     height, width = _input_size(model)
 
-    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, INPUT_NAME)])
+    # no AutoGraph: the control flow is on Python values (see model_maker.core.qat)
+    @tf.function(
+        input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, INPUT_NAME)],
+        autograph=False,
+    )
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = model(images, training=False)
         return {OUTPUT_NAME: tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
@@ -106,7 +110,9 @@ def export_saved_model(model: Any, saved_model_dir: str) -> str:
             super().__init__()
             self.model = model
 
-        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)])
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)], autograph=False
+        )
         def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
             logits = self.model(images, training=False)
             return {OUTPUT_NAME: tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}

@@ -283,7 +283,9 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float | 
     """
     num_classes = int(model.output_shape[-1])
     signature = [tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)]
-    predict = tf.function(lambda images: model(images, training=False), input_signature=signature)
+    predict = tf.function(
+        lambda images: model(images, training=False), input_signature=signature, autograph=False
+    )
     top1 = top5 = 0
     loss_sum = 0.0
     count = 0

@@ -124,7 +124,11 @@ def build_serving_function(
     height, width = _input_size(model)
     anchors_array = anchors_yxhw(anchors)
 
-    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, INPUT_NAME)])
+    # no AutoGraph: the control flow is on Python values (see model_maker.core.qat)
+    @tf.function(
+        input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, INPUT_NAME)],
+        autograph=False,
+    )
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         class_logits, box_encodings = _split_outputs(
             model, model(images, training=False), num_classes

@@ -52,7 +52,7 @@ class KerasDetector:
         self.input_height = self.input_width = size
         self.num_threads = 0  # TensorFlow's default thread pools
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)
         def run(images: Any):
             class_logits, box_encodings = model(images, training=False)
             return postprocess_global(

@@ -45,6 +45,7 @@ def custom_objects() -> dict[str, Any]:
     return {"NearestUpsampling": NearestUpsampling}
 
 
+@tf.autograph.experimental.do_not_convert  # no AutoGraph for the custom layers: Python control flow
 def build_efficientdet_lite(
     config: EfficientDetLiteConfig,
     num_classes: int,

@@ -301,6 +301,7 @@ def _head_spec(model: keras.Model, head: str) -> tuple[dict[str, Any], list[Any]
     return spec, features
 
 
+@tf.autograph.experimental.do_not_convert  # see model_maker.core.qat
 def quantize_efficientdet(float_model: keras.Model) -> keras.Model:
     """Fake-quant EfficientDet-Lite starting from ``float_model``'s weights.
 

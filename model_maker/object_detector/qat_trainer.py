@@ -50,7 +50,12 @@ import tf_keras as keras
 from model_maker.core import strategy as strategy_lib
 from model_maker.core.checkpoints import qat_checkpoint_dir
 from model_maker.core.options import TrainOptions
-from model_maker.core.qat import QATHParams, calibrate_fake_quant, qat_model_from_config
+from model_maker.core.qat import (
+    QATHParams,
+    calibrate_fake_quant,
+    calibration_batch_size,
+    qat_model_from_config,
+)
 from model_maker.core.scalar_logs import ScalarLogger, copy_logs, log_scalars
 from model_maker.object_detector import train_lib
 from model_maker.object_detector.dataloader import SPLIT_PREFIX, DataLoader
@@ -174,7 +179,7 @@ def train_qat(
     qat_model = quantize_efficientdet(float_model)  # outside the strategy: see the module doc
     resuming = bool(checkpoint_dir) and bool(tf.train.latest_checkpoint(checkpoint_dir))
     if not resuming:  # a checkpoint holds the ranges training moved on to
-        calib_batch = min(hparams.batch_size, 8)
+        calib_batch = calibration_batch_size(spec.image_size, calibration_images)
         calib = spec.make_dataset(train_files, batch_size=calib_batch, is_training=False)
         batches = max(math.ceil(calibration_images / calib_batch), 1)
         calibrate_fake_quant(qat_model, (images for images, _ in calib.take(batches)))

@@ -99,6 +99,9 @@ class DetectorTrainer(keras.Model):
             self._trackers[key].update_state(losses[key])
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
+    # Traced without AutoGraph: every layer's control flow is on Python values, and
+    # converting each non-Keras layer's call (TFMOT's wrappers) costs seconds per trace.
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         images, labels = data
         variables = self.train_variables()
@@ -114,6 +117,7 @@ class DetectorTrainer(keras.Model):
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         return self._update(losses, reg, total)
 
+    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         images, labels = data
         class_logits, box_encodings = self.detector(images, training=False)

@@ -12,7 +12,10 @@ from model_maker.core.qat import (
     QATError,
     QATHParams,
     calibrate_fake_quant,
+    calibration_batch_size,
     fake_quant_disabled,
+    qat_model_from_config,
+    quantize_custom_objects,
     quantize_functional_model,
     rewrite_for_int8,
 )
@@ -172,3 +175,40 @@ def test_calibration_sets_ranges_from_the_data():
     after = np.abs(qat(x, training=False).numpy() - expected).max()
     assert after < before
     assert after < 0.05 * np.abs(expected).max()
+
+
+def _ranges(model):
+    """(name, value) of every range variable, in the model's order (names get numbered)."""
+    return [(w.name, w.numpy()) for w in model.weights if w.name.endswith(("_min:0", "_max:0"))]
+
+
+def test_calibration_ranges_do_not_depend_on_the_batching():
+    # the QATTrainer calibrates in a few big batches (calibration_batch_size): the
+    # ranges are min/max over all images, so they equal those of many small batches
+    model = _tiny_model()
+    x = _pixels(8, seed=3)
+    small, big = quantize_functional_model(model), quantize_functional_model(model)
+    assert calibrate_fake_quant(small, [x[i : i + 2] for i in range(0, 8, 2)]) == 4
+    assert calibrate_fake_quant(big, [x]) == 1
+    small_ranges, big_ranges = _ranges(small), _ranges(big)
+    assert len(small_ranges) == len(big_ranges) > 10
+    for (name, value), (_, other) in zip(small_ranges, big_ranges, strict=True):
+        np.testing.assert_allclose(other, value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_calibration_batch_size_is_a_pixel_budget():
+    # 16 images at 320 px; never more than the images asked for, never 0
+    assert calibration_batch_size(320, 64) == 16
+    assert calibration_batch_size(128, 64) == 64  # the demo: one batch
+    assert calibration_batch_size(128, 10) == 10
+    assert calibration_batch_size(640, 64) == 4
+    assert calibration_batch_size(2048, 64) == 1
+
+
+def test_building_a_fake_quant_model_converts_nothing_with_autograph(autograph_conversions):
+    # tf_keras converts the call of every non-Keras layer (TFMOT's wrappers) each time
+    # it builds a functional model; the qatflow calls build without AutoGraph
+    qat = quantize_functional_model(_tiny_model())
+    rebuilt = qat_model_from_config(qat.get_config(), quantize_custom_objects())
+    assert len(rebuilt.layers) == len(qat.layers)
+    assert autograph_conversions == []

@@ -214,6 +214,52 @@ def test_evaluation_and_export_trace_the_model_once(trained, tmp_path):
     assert out["boxes"].shape == (1, 100, 4)
 
 
+def test_export_is_frozen_and_loads_without_variables(trained, tmp_path):
+    # constants, not 3,000 variables to save and restore (the QATTrainer's export)
+    spec, model = trained["spec"], trained["model"]
+    path = spec.export_saved_model(model, str(tmp_path / "frozen"))
+    saved = [name for name, _ in tf.train.list_variables(f"{path}/variables/variables")]
+    assert saved == ["_CHECKPOINTABLE_OBJECT_GRAPH"]  # no weights: they are in the graph
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    assert set(serve.structured_outputs) == {"boxes", "classes", "scores", "num_detections"}
+    assert serve.structured_input_signature[1]["images"].dtype == tf.uint8
+
+
+def test_model_code_is_traced_without_autograph(trained, tmp_path, autograph_conversions):
+    # AutoGraph converts the call of every non-Keras layer at each trace (seconds for
+    # a fake-quant EfficientDet); their control flow is on Python values
+    spec, train = _spec(tmp_path / "autograph", epochs=1), trained["train"]
+    dataset = spec.make_dataset(list(train.files), batch_size=2, is_training=True)
+    assert not {"make_dataset.<locals>.to_inputs", "parse_record"} & set(autograph_conversions)
+    model = spec.create_model()
+    spec._infer_fn(model).get_concrete_function()
+    spec.export_saved_model(model, str(tmp_path / "export"))
+    trainer = spec_lib.train_lib.DetectorTrainer(model, spec._loss())
+    trainer.compile(optimizer=keras_sgd())
+    trainer.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)
+    # only the dataset's file handling, SavedModel's signature wrapper and Keras' own
+    # fit loop are converted
+    model_code = [
+        name
+        for name in autograph_conversions
+        if name
+        not in {
+            "count_examples.<locals>.<lambda>",
+            "make_dataset.<locals>.<lambda>",
+            "_compression",
+            "canonicalize_signatures.<locals>.signature_wrapper",
+            "Model.make_train_function.<locals>.train_function",
+        }
+    ]
+    assert model_code == []
+
+
+def keras_sgd():
+    from tf_keras import optimizers
+
+    return optimizers.SGD(0.001)
+
+
 def test_export_rejects_unknown_modes(trained, tmp_path):
     spec, model = trained["spec"], trained["model"]
     with pytest.raises(UsageError, match="post_mode"):
