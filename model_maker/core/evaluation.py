@@ -35,7 +35,6 @@ import html
 import json
 import logging
 import os
-import pickle
 import statistics
 import tempfile
 import time
@@ -280,33 +279,6 @@ DETECTIONS_PREFIX = "detections"
 
 #: Sub-folder of run_detection's folder where the driver spools an image folder source.
 ITEMS_SPOOL = "items"
-#: At most this many (image id, path) pairs per spool file, and about this many files
-#: for small sources (the files are what the runner spreads over its workers).
-ITEMS_PER_FILE = 256
-ITEM_FILES = 64
-
-
-def _spool_items(items: Sequence[tuple[Any, str]], folder: str) -> list[str]:
-    """Write ``items`` in pickled batches into ``folder``; returns the files in order.
-
-    Why: ``beam.Create`` of the pairs themselves embeds every one in the pipeline (and
-    the runner's buffers), so the driver's memory grew with the image count; a
-    ``Create`` of the file names stays small, and a worker unpickles one batch of at
-    most ``ITEMS_PER_FILE`` pairs at a time (as ingestion hands its items over).
-    """
-    per_file = min(ITEMS_PER_FILE, max(1, -(-len(items) // ITEM_FILES)))
-    fileio.makedirs(folder)
-    files = []
-    for start in range(0, len(items), per_file):
-        path = fileio.join(folder, f"items-{start // per_file:05d}.pickle")
-        batch = list(items[start : start + per_file])
-        fileio.write_bytes(path, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
-        files.append(path)
-    return files
-
-
-def _read_items(path: str) -> Iterator[tuple[Any, str]]:
-    yield from pickle.loads(fileio.read_bytes(path))
 
 
 def _detection_line(line: str) -> tuple[str, str, None]:
@@ -430,6 +402,7 @@ def detect_all(
     import tensorflow as tf
 
     from model_maker.core import beam_io
+    from model_maker.core.beam_spool import spooled_items
 
     gfile = tf.io.gfile
     detect_fn = _beam_dofn_class()
@@ -458,13 +431,9 @@ def detect_all(
                 | "Decode" >> beam.Map(_from_record)
             )
         else:  # the pairs reach the workers in spool files, not embedded in the pipeline
-            spooled = _spool_items(source.images, fileio.join(tmp, ITEMS_SPOOL))
-            images = (
-                pipeline
-                | "Images" >> beam.Create(spooled)
-                | "ReadImageList" >> beam.FlatMap(_read_items)
-                | "ReadFiles" >> beam.Map(_from_file)
-            )
+            images = spooled_items(
+                pipeline, source.images, fileio.join(tmp, ITEMS_SPOOL), "Images"
+            ) | "ReadFiles" >> beam.Map(_from_file)
         lines = images | "Detect" >> beam.ParDo(detect_fn(factory))
         written = beam_io.write_shards(lines | "Keyed" >> beam.Map(_detection_line), layout)
         # One chain to one last step (DaskRunner); the tokens are counted, not gathered.

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,6 +61,7 @@ from model_maker.core.beam_io import (
     count_written,
     write_shards,
 )
+from model_maker.core.beam_spool import spooled_items
 from model_maker.core.data import (
     coco,
     csv_format,
@@ -95,9 +95,6 @@ STAGING = ".ingest-staging"
 FAILED_STATS = "failed-stats.json"
 #: Where the driver spools the items it listed for the workers (in the staging folder).
 ITEMS_SPOOL = ".items"
-#: At most this many items per spool file, and about this many files for small inputs.
-ITEMS_PER_FILE = 256
-ITEM_FILES = 64
 PROGRESS_EVERY = 500
 
 
@@ -309,35 +306,9 @@ class _Process(beam.DoFn):
         yield (image_summary.split, record, image_summary)
 
 
-def _spool(items: Sequence, folder: str) -> list[str]:
-    """Write ``items`` in pickled batches into ``folder``; returns the files in order.
-
-    Why: ``beam.Create`` of the items themselves embeds every one in the pipeline
-    (encoded, then copied into the pipeline proto and the runner's buffers), so the
-    driver's memory grew with the dataset several times over; a ``Create`` of the
-    file names stays small, and a worker unpickles one batch of at most
-    ``ITEMS_PER_FILE`` items at a time. The files are what the runner spreads over
-    workers: ``ITEM_FILES`` of them for small inputs, more beyond.
-    """
-    per_file = min(ITEMS_PER_FILE, max(1, -(-len(items) // ITEM_FILES)))
-    fileio.makedirs(folder)
-    files = []
-    for start in range(0, len(items), per_file):
-        path = fileio.join(folder, f"items-{start // per_file:05d}.pickle")
-        batch = list(items[start : start + per_file])
-        fileio.write_bytes(path, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
-        files.append(path)
-    return files
-
-
-def _read_items(path: str):
-    yield from pickle.loads(fileio.read_bytes(path))
-
-
 def _listed(p, items: Sequence, stage: str, label: str):
     """The PCollection of ``items`` (listed by the driver), read from spool files."""
-    files = _spool(items, fileio.join(stage, ITEMS_SPOOL))
-    return p | label >> beam.Create(files) | f"Read{label}" >> beam.FlatMap(_read_items)
+    return spooled_items(p, items, fileio.join(stage, ITEMS_SPOOL), label)
 
 
 def _layout(output: str, splits: Sequence[str], num_shards: int) -> ShardLayout:

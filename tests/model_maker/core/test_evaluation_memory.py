@@ -14,7 +14,7 @@ import pickle
 import numpy as np
 import pytest
 
-from model_maker.core import beam_io
+from model_maker.core import beam_io, beam_spool
 from model_maker.core import evaluation as evaluation_module
 from model_maker.core.evaluation import EvalSource, detect_all, run_detection
 from tests.model_maker.core.detector_fixtures import (
@@ -108,7 +108,7 @@ def test_the_pipeline_does_not_embed_the_listed_images(tmp_path, monkeypatch):
     small, _, _ = _built_pipeline(tmp_path / "small", monkeypatch, folder(100))
     large, items, files = _built_pipeline(tmp_path / "large", monkeypatch, folder(3000))
     assert large < small + 8 * 1024, (small, large)
-    assert files == evaluation_module.ITEM_FILES  # 47 pairs per file
+    assert files == beam_spool.ITEM_FILES  # 47 pairs per file
     assert items == list(folder(3000).images)
 
 

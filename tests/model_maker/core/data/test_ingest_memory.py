@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 
+from model_maker.core import beam_spool
 from model_maker.core.data import ingest as ingest_module
 from model_maker.core.data.demo_data import generate_demo_data
 from model_maker.core.data.ingest import IngestOptions, ingest
@@ -67,8 +68,8 @@ def test_the_pipeline_does_not_embed_the_listed_images(tmp_path):
     small, large = _pipeline_bytes(tmp_path, 100), _pipeline_bytes(tmp_path, 3000)
     assert large < small + 8 * 1024, (small, large)
     spooled = sorted((tmp_path / "3000" / ingest_module.ITEMS_SPOOL).iterdir())
-    assert len(spooled) == ingest_module.ITEM_FILES  # 47 items per file
-    items = [item for path in spooled for item in ingest_module._read_items(str(path))]
+    assert len(spooled) == beam_spool.ITEM_FILES  # 47 items per file
+    items = [item for path in spooled for item in beam_spool.read_spooled(str(path))]
     assert [item.image_id for item in items] == list(range(1, 3001))
 
 
