@@ -389,14 +389,18 @@ def check_shards(tokens: Iterable[Written] | WrittenCounts, layout: ShardLayout)
 
 
 def commit_shards(tokens: Iterable[Written] | WrittenCounts, layout: ShardLayout) -> ShardCommit:
-    """Check the temporary shards against the tokens (:func:`check_shards`), move them to
-    their final names and remove the temporary folder, side files included (see the
-    module doc).
+    """Check the temporary shards against the tokens (:func:`check_shards`), then
+    :func:`publish_shards` them.
 
     Raises:
       ShardError: see :func:`check_shards`.
     """
-    counts = check_shards(tokens, layout)
+    return publish_shards(check_shards(tokens, layout), layout)
+
+
+def publish_shards(counts: WrittenCounts, layout: ShardLayout) -> ShardCommit:
+    """Move shards :func:`check_shards` passed to their final names and remove the
+    temporary folder, side files included (see the module doc)."""
     expected = _records_per_shard(counts)
     files: dict[str, tuple[str, ...]] = {}
     records: dict[str, int] = {}

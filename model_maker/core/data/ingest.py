@@ -57,8 +57,8 @@ from model_maker.core.beam_io import (
     ShardError,
     ShardLayout,
     check_shards,
-    commit_shards,
     count_written,
+    publish_shards,
     write_shards,
 )
 from model_maker.core.beam_spool import spooled_items
@@ -336,7 +336,7 @@ def _write_summaries(
     derived = None if derive else label_map
     files = sorted(counts.meta_files)
     summary_files.write_outputs_from_files(output, files, derived, splits, extra_issues, info)
-    commit_shards(counts, layout)
+    publish_shards(counts, layout)
     return counts.elements
 
 

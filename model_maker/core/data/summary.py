@@ -219,11 +219,10 @@ def write_sorted_outputs(
         # leaves no half-written output.
         heads = {}
         for split in splits:
-            info_text = {"description": f"qatflow ground truth, split {split}"}
-            head = _json_text(paths[split], {"info": info_text})[:-1] + ', "images": ['
             if split in refused:
                 raise _nonfinite(paths[split])
-            heads[split] = head
+            info_text = {"description": f"qatflow ground truth, split {split}"}
+            heads[split] = _json_text(paths[split], {"info": info_text})[:-1] + ', "images": ['
         categories = _json_text(paths[splits[0]], label_map.coco_categories()) if splits else ""
         issues = list(extra_issues) + id_issues + file_issues + own_issues
         issues.sort(key=lambda i: (i.kind != "error", i.where, i.kind, i.detail))
