@@ -45,13 +45,11 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-# Graph freezing: not in TensorFlow's public API (the TFLite converter's own).
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
 from model_maker.core import strategy as strategy_lib
 from model_maker.core.coco_metrics import coco_metrics
 from model_maker.core.detection_postprocess import NMSOptions, tflite_detection_postprocess
 from model_maker.core.errors import UsageError
+from model_maker.core.frozen_graph import frozen_function
 from model_maker.core.hparams import check_keys, parse_hparams
 from model_maker.core.options import STRATEGIES as CORE_STRATEGIES
 from model_maker.core.options import TrainOptions
@@ -589,8 +587,8 @@ class EfficientDetSpec:
 
         The weights are constants in the graph (a frozen graph, no variables): saving
         and restoring 3,000 variables of a fake-quant model took longer than the
-        freezing, and the file loads in half the time. To train further, rebuild the
-        Keras model from its config and weights (``model_io``).
+        freezing, and the file loads in half the time (:mod:`~model_maker.core.frozen_graph`).
+        To train further, rebuild the Keras model from its config and weights (``model_io``).
 
         pre_mode:
           * None: input ``images`` float32 [B, S, S, 3] pixels 0..255, already
@@ -666,24 +664,12 @@ class EfficientDetSpec:
         # tracing cache key), and would trace the whole model again.
         traced = tf.function(serve, input_signature=[signature], autograph=False)
         module = tf.Module()
-        module.serve = _frozen(traced.get_concrete_function(), signature)
+        module.serve = frozen_function(traced.get_concrete_function(), signature)
         tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": module.serve})
         LOG.info(
             "exported SavedModel (pre %s, post %s) to %s", pre_mode, post_mode, saved_model_dir
         )
         return saved_model_dir
-
-
-def _frozen(function: Any, signature: tf.TensorSpec) -> Any:
-    """A concrete function computing ``function`` with its variables as constants,
-    with ``function``'s named outputs and input ``signature``."""
-    constants = convert_variables_to_constants_v2(function)
-    structure = function.structured_outputs
-
-    def call(images):
-        return tf.nest.pack_sequence_as(structure, constants(images))
-
-    return tf.function(call, input_signature=[signature], autograph=False).get_concrete_function()
 
 
 class EfficientDetLite0Spec(EfficientDetSpec):

@@ -123,6 +123,35 @@ def test_rewrite_for_int8_is_exact_and_splits_adds():
     np.testing.assert_allclose(rewritten(x).numpy(), model(x).numpy(), rtol=0, atol=1e-5)
 
 
+def test_annotated_rewrite_is_tfmots_annotation_of_the_rewrite():
+    # one build instead of rewrite + quantize_annotate_model's clone, same model
+    import tensorflow_model_optimization as tfmot
+
+    tfq = tfmot.quantization.keras
+    model = _tiny_model()
+    with tfq.quantize_scope(quantize_custom_objects()):
+        annotated = rewrite_for_int8(model, quantize_custom_objects(), annotate=True)
+        reference = tfq.quantize_annotate_model(rewrite_for_int8(model))
+    kinds = [type(layer).__name__ for layer in annotated.layers]
+    assert kinds[0] == "InputLayer" and set(kinds[1:]) == {"QuantizeAnnotate"}
+    assert sorted(layer.layer.name for layer in annotated.layers[1:]) == sorted(
+        layer.layer.name for layer in reference.layers[1:]
+    )
+    x = _pixels()
+    np.testing.assert_array_equal(annotated(x).numpy(), reference(x).numpy())
+    with tfq.quantize_scope(quantize_custom_objects()):
+        from model_maker.core.qat import QatflowQuantizeScheme
+
+        ours = tfq.quantize_apply(annotated, scheme=QatflowQuantizeScheme())
+        _keras().backend.clear_session()  # the same generated names ("quantize_layer") again
+        theirs = tfq.quantize_apply(reference, scheme=QatflowQuantizeScheme())
+    assert ours.get_config() == theirs.get_config()
+    assert [w.name for w in ours.weights] == [w.name for w in theirs.weights]
+    for _ in range(2):
+        ours(x, training=True), theirs(x, training=True)
+    np.testing.assert_array_equal(ours(x).numpy(), theirs(x).numpy())
+
+
 def test_quantized_model_equals_float_with_fake_quant_off_and_differs_with_it_on():
     model = _tiny_model()
     qat = quantize_functional_model(model)
