@@ -142,8 +142,9 @@ def test_annotated_rewrite_is_tfmots_annotation_of_the_rewrite():
     with tfq.quantize_scope(quantize_custom_objects()):
         from model_maker.core.qat import QatflowQuantizeScheme
 
+        _keras().backend.clear_session()  # both with the same generated names ("quantize_layer")
         ours = tfq.quantize_apply(annotated, scheme=QatflowQuantizeScheme())
-        _keras().backend.clear_session()  # the same generated names ("quantize_layer") again
+        _keras().backend.clear_session()
         theirs = tfq.quantize_apply(reference, scheme=QatflowQuantizeScheme())
     assert ours.get_config() == theirs.get_config()
     assert [w.name for w in ours.weights] == [w.name for w in theirs.weights]
