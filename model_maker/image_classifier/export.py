@@ -98,26 +98,27 @@ def build_serving_function(model: Any) -> Any:
 
 def export_saved_model(model: Any, saved_model_dir: str) -> str:
     """Write a SavedModel for serving: ``images [B, H, W, 3]`` float32 pixels 0..255 ->
-    ``{"probabilities": [B, C]}`` (softmax inside), signature ``serving_default``."""
+    ``{"probabilities": [B, C]}`` (softmax inside), signature ``serving_default``.
+
+    The weights are constants in the graph (:mod:`~model_maker.core.frozen_graph`),
+    as in the detector's export: no variables to save and restore. To train
+    further, rebuild the Keras model from its config and weights."""
     # deferred: TensorFlow takes seconds to import; only the export needs it
     import tensorflow as tf
 
+    from model_maker.core.frozen_graph import frozen_function
+
     height, width = _input_size(model)
     _num_classes(model)
+    signature = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
 
-    class Serving(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = model(images, training=False)
+        return {OUTPUT_NAME: tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
 
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)], autograph=False
-        )
-        def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-            logits = self.model(images, training=False)
-            return {OUTPUT_NAME: tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
-
-    module = Serving()
+    traced = tf.function(serve, input_signature=[signature], autograph=False)
+    module = tf.Module()
+    module.serve = frozen_function(traced.get_concrete_function(), signature)
     tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": module.serve})
     LOG.info("wrote the serving SavedModel %s", saved_model_dir)
     return saved_model_dir

@@ -70,6 +70,11 @@ def test_trainer_writes_the_model_layout(trained, colour_examples):
     np.testing.assert_allclose(
         probabilities, tf.nn.softmax(model(images, training=False)).numpy(), atol=1e-4
     )
+    # frozen: the weights are constants in the graph, no variables to save and restore
+    checkpoint = str(model_dir / "serving" / "variables" / "variables")
+    assert [name for name, _ in tf.train.list_variables(checkpoint)] == [
+        "_CHECKPOINTABLE_OBJECT_GRAPH"
+    ]
 
 
 class _Killed(Exception):
