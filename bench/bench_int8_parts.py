@@ -20,14 +20,13 @@ Run: .venv/bin/python bench/bench_int8_parts.py [--image-size 320] [--runs 50]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
 import re
 import sys
 
-from bench_tflite_export import raccoon_images
+from bench_tflite_export import latency_parser, raccoon_images
 from machine_info import machine_info
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -101,11 +100,7 @@ def latency(content: bytes, image, threads: int, runs: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=320)
-    parser.add_argument("--num-classes", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--threads", default="1,2", help="LiteRT thread counts to time")
+    parser = latency_parser(__doc__.splitlines()[0])
     parser.add_argument("--calibration-images", type=int, default=16)
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)

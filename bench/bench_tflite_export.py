@@ -52,12 +52,18 @@ def raccoon_images(size: int, count: int):
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def latency_parser(description: str) -> argparse.ArgumentParser:
+    """The options of the Lite0 latency benches: model size, classes, runs, threads."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--image-size", type=int, default=320)
     parser.add_argument("--num-classes", type=int, default=2)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", default="1,2", help="LiteRT thread counts to time")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = latency_parser(__doc__.splitlines()[0])
     parser.add_argument("--calibration", type=int, default=32, help="PTQ calibration images")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "tflite_export.json"))
     args = parser.parse_args(argv)

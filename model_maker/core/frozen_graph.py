@@ -6,7 +6,8 @@ loads in half the time. :func:`frozen_function` freezes with the TFLite
 converter's own machinery (``convert_to_constants``: read every captured
 variable, inline the nested functions, replace the reads with constants) and
 then imports the frozen ``GraphDef`` into a new ``tf.function`` with
-``tf.graph_util.import_graph_def``.
+``tf.graph_util.import_graph_def``; :func:`save_frozen` writes such a function as
+a SavedModel's ``serving_default`` (the detector's and the classifier's export).
 
 ``convert_variables_to_constants_v2`` would give the same graph, but it rebuilds
 the function by pruning the imported graph op by op in Python (``lift_to_graph``:
@@ -20,12 +21,13 @@ loudly (tests/model_maker/core/test_frozen_graph.py), never silently.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
-__all__ = ["frozen_function"]
+__all__ = ["frozen_function", "save_frozen"]
 
 #: Name scope of the imported (frozen) ops inside the new function.
 IMPORT_SCOPE = "frozen"
@@ -66,3 +68,18 @@ def frozen_function(function: Any, signature: tf.TensorSpec) -> Any:
         return tf.nest.pack_sequence_as(structure, results)
 
     return tf.function(call, input_signature=[signature], autograph=False).get_concrete_function()
+
+
+def save_frozen(serve: Callable[[Any], Any], signature: tf.TensorSpec, directory: str) -> str:
+    """Trace ``serve`` (one tensor of ``signature`` in, without AutoGraph), freeze it
+    (:func:`frozen_function`) and save it as ``directory``'s ``serving_default``.
+
+    Traced here, not inside ``tf.saved_model.save``: a trace made in the save
+    context cannot reuse a model's earlier trace (the context is part of the
+    tracing cache key), and would trace the whole model again.
+    """
+    traced = tf.function(serve, input_signature=[signature], autograph=False)
+    module = tf.Module()
+    module.serve = frozen_function(traced.get_concrete_function(), signature)
+    tf.saved_model.save(module, directory, signatures={"serving_default": module.serve})
+    return directory

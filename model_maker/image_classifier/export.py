@@ -106,7 +106,7 @@ def export_saved_model(model: Any, saved_model_dir: str) -> str:
     # deferred: TensorFlow takes seconds to import; only the export needs it
     import tensorflow as tf
 
-    from model_maker.core.frozen_graph import frozen_function
+    from model_maker.core.frozen_graph import save_frozen
 
     height, width = _input_size(model)
     _num_classes(model)
@@ -116,10 +116,7 @@ def export_saved_model(model: Any, saved_model_dir: str) -> str:
         logits = model(images, training=False)
         return {OUTPUT_NAME: tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
 
-    traced = tf.function(serve, input_signature=[signature], autograph=False)
-    module = tf.Module()
-    module.serve = frozen_function(traced.get_concrete_function(), signature)
-    tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": module.serve})
+    save_frozen(serve, signature, saved_model_dir)
     LOG.info("wrote the serving SavedModel %s", saved_model_dir)
     return saved_model_dir
 

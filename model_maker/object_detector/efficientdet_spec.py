@@ -49,7 +49,7 @@ from model_maker.core import strategy as strategy_lib
 from model_maker.core.coco_metrics import coco_metrics
 from model_maker.core.detection_postprocess import NMSOptions, tflite_detection_postprocess
 from model_maker.core.errors import UsageError
-from model_maker.core.frozen_graph import frozen_function
+from model_maker.core.frozen_graph import save_frozen
 from model_maker.core.hparams import check_keys, parse_hparams
 from model_maker.core.options import STRATEGIES as CORE_STRATEGIES
 from model_maker.core.options import TrainOptions
@@ -659,13 +659,7 @@ class EfficientDetSpec:
                 boxes = tf.clip_by_value(boxes * scale_back, 0.0, 1.0)
             return {"boxes": boxes, "classes": classes, "scores": scores, "num_detections": num}
 
-        # Traced here, not inside save(): a trace made in the save context cannot
-        # reuse the model's trace from the evaluation (the context is part of the
-        # tracing cache key), and would trace the whole model again.
-        traced = tf.function(serve, input_signature=[signature], autograph=False)
-        module = tf.Module()
-        module.serve = frozen_function(traced.get_concrete_function(), signature)
-        tf.saved_model.save(module, saved_model_dir, signatures={"serving_default": module.serve})
+        save_frozen(serve, signature, saved_model_dir)  # reuses the evaluation's trace
         LOG.info(
             "exported SavedModel (pre %s, post %s) to %s", pre_mode, post_mode, saved_model_dir
         )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_maker.core.frozen_graph import frozen_function
+from model_maker.core.frozen_graph import frozen_function, save_frozen
 
 
 class _Scaler(tf.Module):
@@ -50,13 +50,10 @@ def test_frozen_function_computes_the_same_without_variables(tmp_path):
     np.testing.assert_array_equal(frozen(x)["y"].numpy(), expected["y"].numpy())
 
 
-def test_frozen_function_saves_without_variables_and_loads(tmp_path):
+def test_save_frozen_writes_no_variables_and_loads(tmp_path):
     module = _Scaler()
     function = _traced(module).get_concrete_function()
-    holder = tf.Module()
-    holder.serve = frozen_function(function, SIGNATURE)
-    path = str(tmp_path / "saved")
-    tf.saved_model.save(holder, path, signatures={"serving_default": holder.serve})
+    path = save_frozen(module.serve, SIGNATURE, str(tmp_path / "saved"))
     saved = [name for name, _ in tf.train.list_variables(f"{path}/variables/variables")]
     assert saved == ["_CHECKPOINTABLE_OBJECT_GRAPH"]
     serve = tf.saved_model.load(path).signatures["serving_default"]
