@@ -19,6 +19,7 @@ import sys
 import time
 
 import pytest
+import tensorflow as tf
 
 from tests.model_maker.object_detector.tiny_examples import write_tiny_examples
 
@@ -221,7 +222,13 @@ def _trainer_args(examples: pathlib.Path, tmp_path: pathlib.Path, i: int, epochs
 
 
 def _checkpoints(folder: pathlib.Path) -> list[int]:
-    return sorted(int(p.name.split("-")[1].split(".")[0]) for p in folder.glob("ckpt-*.index"))
+    """The finished checkpoints' numbers: those the manager's ``checkpoint`` state file lists.
+
+    The ``ckpt-N.*`` files are written before the state file, so a job killed
+    between the two has a ``ckpt-N.index`` it rightly does not resume from."""
+    state = tf.train.get_checkpoint_state(str(folder))
+    paths = state.all_model_checkpoint_paths if state else []
+    return sorted(int(path.rsplit("-", 1)[1]) for path in paths)
 
 
 @pytest.mark.slow

@@ -1,4 +1,10 @@
-"""A float training process killed (SIGKILL) after its first epoch resumes from the checkpoint."""
+"""A float training process killed (SIGKILL) after its first epoch resumes from the checkpoint.
+
+A checkpoint counts once the manager's ``checkpoint`` state file names it: the
+``ckpt-N.*`` files are written first, so a kill between the two must resume
+from the previous checkpoint. The test waits for the state file and reads the
+epoch to resume from it, never from the ``ckpt-N.index`` files alone.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 import time
+
+import tensorflow as tf
 
 SCRIPT = textwrap.dedent(
     """
@@ -46,7 +54,7 @@ def test_killed_training_resumes_from_its_last_epoch_checkpoint(tiny_examples, t
     first = _start(tiny_examples, model_dir, 20)
     deadline = time.monotonic() + 600
     try:
-        while not (model_dir / "ckpt-1.index").exists():
+        while tf.train.latest_checkpoint(str(model_dir)) is None:
             assert first.poll() is None, first.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
             time.sleep(0.1)
@@ -55,9 +63,10 @@ def test_killed_training_resumes_from_its_last_epoch_checkpoint(tiny_examples, t
             os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     assert first.returncode == -signal.SIGKILL
-    done = sorted(p.name for p in model_dir.glob("ckpt-*.index"))
-    assert done and "ckpt-20.index" not in done  # killed mid-training
-    last = max(int(name.split("-")[1].split(".")[0]) for name in done)
+    # The state file is replaced atomically: after the kill it names the last whole checkpoint.
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    last = int(latest.rsplit("-", 1)[1])
+    assert 1 <= last < 20  # killed mid-training
     # The rerun asks for 20 epochs again and trains only those after the checkpoint.
     second = _start(tiny_examples, model_dir, 20)
     out, err = second.communicate(timeout=1200)
