@@ -32,9 +32,10 @@ one chain ending in a single step, and write files like this:
    (shards of retried bundles, which no token names, included).
 
 Payloads are written as TFRecords (Beam's own framing and crc32c, so the files
-equal WriteToTFRecord's) or as text lines; a ``.gz`` suffix gzips the shard
-(Beam's ``AUTO`` compression). Every path goes through Beam's ``FileSystems``,
-so outputs may be local or on any object store the workers can reach.
+equal WriteToTFRecord's) or as text lines; a ``.gz`` suffix gzips the shard at
+the layout's ``compression_level`` (by default zlib's, which Beam's ``AUTO``
+compression writes). Every path goes through Beam's ``FileSystems``, so outputs
+may be local or on any object store the workers can reach.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class ShardLayout:
       temp_dir: folder for the temporary shards (removed by the commit); on the
         same filesystem as the prefixes, so that the commit is a rename.
       suffix: file name suffix; ``.gz`` gzips the shards.
+      compression_level: zlib level of ``.gz`` shards: -1 (zlib's default, what Beam
+        writes) .. 9; 0 stores the records in gzip framing without compressing
+        them, for payloads that are compressed already (JPEG, PNG).
       kind: "tfrecord" (payloads are bytes) or "text" (str lines, newline-terminated).
       num_shards: 0: one shard per bundle (records stream from reader to writer);
         N: exactly N shards per destination (a grouping step gathers each shard's
@@ -84,8 +88,11 @@ class ShardLayout:
     suffix: str = ""
     kind: Literal["tfrecord", "text"] = "tfrecord"
     num_shards: int = 0
+    compression_level: int = zlib.Z_DEFAULT_COMPRESSION
 
     def __post_init__(self) -> None:
+        if not -1 <= self.compression_level <= 9:
+            raise ValueError(f"compression_level must be -1..9, got {self.compression_level}")
         if self.kind not in ("tfrecord", "text"):
             raise ValueError(f"kind must be 'tfrecord' or 'text', got {self.kind!r}")
         if self.num_shards < 0:
@@ -194,9 +201,27 @@ class ShardError(RuntimeError):
     """The files written do not hold what went into the writer."""
 
 
-def _create(path: str, suffix: str):
-    compression = CompressionTypes.GZIP if suffix.endswith(".gz") else CompressionTypes.UNCOMPRESSED
-    return FileSystems.create(path, compression_type=compression)
+class _GzipWriter:
+    """A gzip stream at a chosen zlib level onto a Beam file handle (Beam's own GZIP
+    writer always uses zlib's default level)."""
+
+    def __init__(self, handle, level: int):
+        self._handle = handle
+        self._compressor = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+
+    def write(self, data: bytes) -> None:
+        self._handle.write(self._compressor.compress(data))
+
+    def close(self) -> None:
+        try:
+            self._handle.write(self._compressor.flush())
+        finally:
+            self._handle.close()
+
+
+def _create(path: str, suffix: str, level: int = zlib.Z_DEFAULT_COMPRESSION):
+    handle = FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return _GzipWriter(handle, level) if suffix.endswith(".gz") else handle
 
 
 def _write_payload(handle, kind: str, payload: Any) -> None:
@@ -244,7 +269,7 @@ class ShardWriterFn(beam.DoFn):
         # the destination in the name only helps a person reading the temp folder
         safe = "".join(c if c.isalnum() else "_" for c in destination)[:40]
         path = f"{self.layout.temp_dir.rstrip('/')}/{safe}-{uuid.uuid4().hex}{PART_SUFFIX}"
-        return _Open(path, _create(path, self.layout.suffix))
+        return _Open(path, _create(path, self.layout.suffix, self.layout.compression_level))
 
     def _close(self, shard: _Open) -> None:
         shard.handle.close()
@@ -418,7 +443,8 @@ def publish_shards(counts: WrittenCounts, layout: ShardLayout) -> ShardCommit:
         for path, index in plan:
             target = layout.final_name(destination, index, count)
             if path is None:
-                _create(target, layout.suffix).close()  # an empty shard, as Beam writes
+                # an empty shard, as Beam writes
+                _create(target, layout.suffix, layout.compression_level).close()
             else:
                 FileSystems.rename([path], [target])
             names.append(target)

@@ -96,6 +96,11 @@ FAILED_STATS = "failed-stats.json"
 #: Where the driver spools the items it listed for the workers (in the staging folder).
 ITEMS_SPOOL = ".items"
 PROGRESS_EVERY = 500
+#: zlib level of the gzip record shards: 0 stores them uncompressed inside gzip framing.
+#: Why: a record is almost all JPEG or PNG bytes, compressed already. zlib's default
+#: level made the shards 2.4% smaller and cost half of ingestion's CPU time (0.8 ms
+#: per demo image); readers see the same ``.gz`` files (TFX's ``tfrecords_gzip``).
+RECORD_COMPRESSION_LEVEL = 0
 
 
 @dataclass(frozen=True)
@@ -314,7 +319,14 @@ def _listed(p, items: Sequence, stage: str, label: str):
 def _layout(output: str, splits: Sequence[str], num_shards: int) -> ShardLayout:
     """Where the record shards go: ``Split-<name>/data_tfrecord-SSSSS-of-NNNNN.gz``."""
     prefixes = {s: fileio.join(output, f"Split-{s}", RECORD_PREFIX) for s in splits}
-    return ShardLayout(prefixes, fileio.join(output, SHARD_TEMP), ".gz", "tfrecord", num_shards)
+    return ShardLayout(
+        prefixes,
+        fileio.join(output, SHARD_TEMP),
+        ".gz",
+        "tfrecord",
+        num_shards,
+        compression_level=RECORD_COMPRESSION_LEVEL,
+    )
 
 
 def _write_summaries(

@@ -139,9 +139,41 @@ def test_gz_suffix_gzips_tfrecord_frames(tmp_path):
     assert len(frame) == 17 and frame[:8] == (1).to_bytes(8, "little") and frame[12:13] == b"z"
 
 
+def test_default_level_gzips_as_beam_does_and_level_0_stores(tmp_path):
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    payloads = [b"a" * 5000, b"b" * 3000]
+    reference = tmp_path / "beam.gz"
+    with FileSystems.create(str(reference), compression_type=CompressionTypes.GZIP) as fh:
+        for payload in payloads:
+            _TFRecordUtil.write_record(fh, payload)
+    sizes = {}
+    for level in (-1, 0):
+        lay = ShardLayout(
+            {"train": str(tmp_path / f"l{level}" / "data")},
+            str(tmp_path / f"t{level}"),
+            ".gz",
+            compression_level=level,
+        )
+        tokens = write_bundles(
+            ShardWriterFn(lay), [[("train", p, i) for i, p in enumerate(payloads)]]
+        )
+        (path,) = commit_shards(tokens, lay).files["train"]
+        assert read_tfrecords([path]) == payloads
+        sizes[level] = os.path.getsize(path)
+        if level == -1:  # byte for byte what Beam's GZIP writer (zlib's default level) writes
+            assert open(path, "rb").read() == reference.read_bytes()
+    framed = sum(len(p) + 16 for p in payloads)
+    assert sizes[-1] < 200 < framed < sizes[0] < framed + 100  # stored: framing only
+
+
 def test_layout_rejects_bad_settings(tmp_path):
     with pytest.raises(ValueError, match="kind"):
         ShardLayout({"a": "x"}, str(tmp_path), kind="csv")
+    with pytest.raises(ValueError, match="compression_level"):
+        ShardLayout({"a": "x"}, str(tmp_path), compression_level=10)
     with pytest.raises(ValueError, match="num_shards"):
         ShardLayout({"a": "x"}, str(tmp_path), num_shards=-1)
 

@@ -42,6 +42,18 @@ def demo(tmp_path_factory):
     return data, result
 
 
+def test_record_shards_are_gzip_framed_but_not_compressed(demo):
+    """The records are JPEG bytes, compressed already: the shards store them (zlib level
+    0), so they read as GZIP yet are a little larger than the records they hold."""
+    import gzip
+
+    _, result = demo
+    for split in result.splits:
+        for path in glob.glob(os.path.join(result.output, f"Split-{split}", "*.gz")):
+            raw = gzip.open(path).read()
+            assert raw and len(raw) < os.path.getsize(path) < len(raw) + 200
+
+
 def test_demo_round_trip_boxes_exact(demo):
     data, result = demo
     source = json.load(open(data.annotations))
