@@ -16,11 +16,12 @@ import dataclasses
 import glob
 import os
 import pathlib
-import re
 import signal
 import subprocess
 import sys
 import time
+
+from tests.checkpoint_state import finished_checkpoints
 
 TINY = """
 name: qatflow-e2e
@@ -75,21 +76,12 @@ class TinyPipeline:
 
 
 def qat_checkpoints(root: pathlib.Path) -> list[str]:
-    """Names of the finished QAT epoch checkpoints under ``root`` (``ckpt-N``).
-
-    A checkpoint is finished once the manager's ``checkpoint`` state file lists
-    it: that file is written after the ``ckpt-N.*`` files, and it is what a
-    resumed run reads. Waiting for ``ckpt-N.index`` alone raced the state file
-    on an idle machine: the run was killed between the two writes, and the
-    rerun rightly started QAT over.
-    """
+    """Names of the finished QAT epoch checkpoints under ``root`` (``ckpt-N``; see
+    :mod:`tests.checkpoint_state`: waiting for ``ckpt-N.index`` alone raced the state
+    file on an idle machine, and the rerun rightly started QAT over)."""
     finished = []
     for state in glob.glob(os.path.join(root, "checkpoints", "qat-*", "*", "checkpoint")):
-        try:
-            text = pathlib.Path(state).read_text()
-        except OSError:
-            continue
-        finished += re.findall(r'^all_model_checkpoint_paths: "(?:.*/)?([^/"]+)"$', text, re.M)
+        finished += finished_checkpoints(os.path.dirname(state))
     return sorted(finished)
 
 

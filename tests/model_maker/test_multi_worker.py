@@ -19,8 +19,8 @@ import sys
 import time
 
 import pytest
-import tensorflow as tf
 
+from tests.checkpoint_state import checkpoint_number, finished_checkpoints
 from tests.model_maker.object_detector.tiny_examples import write_tiny_examples
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -222,13 +222,8 @@ def _trainer_args(examples: pathlib.Path, tmp_path: pathlib.Path, i: int, epochs
 
 
 def _checkpoints(folder: pathlib.Path) -> list[int]:
-    """The finished checkpoints' numbers: those the manager's ``checkpoint`` state file lists.
-
-    The ``ckpt-N.*`` files are written before the state file, so a job killed
-    between the two has a ``ckpt-N.index`` it rightly does not resume from."""
-    state = tf.train.get_checkpoint_state(str(folder))
-    paths = state.all_model_checkpoint_paths if state else []
-    return sorted(int(path.rsplit("-", 1)[1]) for path in paths)
+    """The finished checkpoints' numbers (:mod:`tests.checkpoint_state`)."""
+    return sorted(checkpoint_number(name) for name in finished_checkpoints(folder))
 
 
 @pytest.mark.slow

@@ -1,9 +1,8 @@
 """A float training process killed (SIGKILL) after its first epoch resumes from the checkpoint.
 
-A checkpoint counts once the manager's ``checkpoint`` state file names it: the
-``ckpt-N.*`` files are written first, so a kill between the two must resume
-from the previous checkpoint. The test waits for the state file and reads the
-epoch to resume from it, never from the ``ckpt-N.index`` files alone.
+A checkpoint counts once the manager's ``checkpoint`` state file names it
+(:mod:`tests.checkpoint_state`), so the test waits for the state file and reads
+the epoch to resume from it, never from the ``ckpt-N.index`` files alone.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import sys
 import textwrap
 import time
 
-import tensorflow as tf
+from tests.checkpoint_state import checkpoint_number, finished_checkpoints
 
 SCRIPT = textwrap.dedent(
     """
@@ -54,7 +53,7 @@ def test_killed_training_resumes_from_its_last_epoch_checkpoint(tiny_examples, t
     first = _start(tiny_examples, model_dir, 20)
     deadline = time.monotonic() + 600
     try:
-        while tf.train.latest_checkpoint(str(model_dir)) is None:
+        while not finished_checkpoints(model_dir):
             assert first.poll() is None, first.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
             time.sleep(0.1)
@@ -64,9 +63,8 @@ def test_killed_training_resumes_from_its_last_epoch_checkpoint(tiny_examples, t
         first.wait()
     assert first.returncode == -signal.SIGKILL
     # The state file is replaced atomically: after the kill it names the last whole checkpoint.
-    latest = tf.train.latest_checkpoint(str(model_dir))
-    last = int(latest.rsplit("-", 1)[1])
-    assert 1 <= last < 20  # killed mid-training
+    last = checkpoint_number(finished_checkpoints(model_dir)[-1])
+    assert not (model_dir / "ckpt-20.index").exists(), "training ended before the kill"
     # The rerun asks for 20 epochs again and trains only those after the checkpoint.
     second = _start(tiny_examples, model_dir, 20)
     out, err = second.communicate(timeout=1200)
