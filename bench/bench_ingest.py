@@ -80,9 +80,7 @@ def _ceiling_child(args: argparse.Namespace) -> None:
 
     options = IngestOptions(format="coco", input=args.images_dir, annotations=args.annotations)
     index = coco.read_coco_splits(args.images_dir, args.annotations)
-    settings = ProcessSettings(
-        dict(options.split_ratios), options.keep_negatives, options.allow_outside_input
-    )
+    settings = ProcessSettings.of(options)
     items = index.images[args.offset :: args.stride]
     print("ready", flush=True)
     sys.stdin.readline()
@@ -249,8 +247,7 @@ def _median_summary(rounds: list[dict]) -> dict:
             if key == "workers":
                 entry[key] = first
                 continue
-            known = [v for v in values if v is not None]
-            entry[key] = statistics.median(known) if len(known) == len(values) else None
+            entry[key] = None if None in values else statistics.median(values)
             if len(rounds) > 1:
                 entry[f"{key}_rounds"] = values
         merged[mode] = entry
@@ -260,7 +257,7 @@ def _median_summary(rounds: list[dict]) -> dict:
 def _range(entry: dict, key: str, fmt: str) -> str:
     """`` (lo-hi)`` of ``key`` over the rounds, "" with one round."""
     values = entry.get(f"{key}_rounds")
-    if not values or any(v is None for v in values):
+    if not values or None in values:
         return ""
     return f" ({min(values):{fmt}}-{max(values):{fmt}})"
 
@@ -344,7 +341,6 @@ def main() -> None:
     ratios = [c["ratio"] for c in ceilings]
     ceiling = {
         "ratio_2_vs_1": statistics.median(ratios),
-        "ratio_rounds": ratios,
         "per_image_ms_1_process": statistics.median(
             1000 * c["one"]["seconds"] / c["one"]["images"] for c in ceilings
         ),

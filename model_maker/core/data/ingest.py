@@ -422,9 +422,7 @@ def _abandon(stage: str, output: str) -> None:
 
 
 def _build(p, options: IngestOptions, plan: _Plan) -> None:
-    settings = ProcessSettings(
-        dict(options.split_ratios), options.keep_negatives, options.allow_outside_input
-    )
+    settings = ProcessSettings.of(options)
     if options.format == "tfrecord":
         parts = []
         for key, files in plan.record_files.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from model_maker.core.data.paths import outside_reason, printable_name
 from model_maker.core.data.records import DetectionExample, encode_example
 from model_maker.core.data.source import Issue, SourceImage
 from model_maker.core.data.split import hash_split
+
+if TYPE_CHECKING:
+    from model_maker.core.data.options import IngestOptions
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,11 @@ class ProcessSettings:
     split_ratios: Mapping[str, float]
     keep_negatives: bool = True
     allow_outside_input: bool = False
+
+    @classmethod
+    def of(cls, options: IngestOptions) -> ProcessSettings:
+        """The per-image part of ``options``."""
+        return cls(dict(options.split_ratios), options.keep_negatives, options.allow_outside_input)
 
 
 def choose_split(src: SourceImage, ratios: Mapping[str, float]) -> str:
