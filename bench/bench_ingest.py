@@ -264,9 +264,13 @@ def _range(entry: dict, key: str, fmt: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=20000)
-    parser.add_argument("--small", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of every mode")
+    parser.add_argument(
+        "--images", type=int, default=20000, help="demo images of the large run (default 20000)"
+    )
+    parser.add_argument(
+        "--small", type=int, default=2000, help="images of the small run (default 2000)"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of every mode (default 3)")
     parser.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--images-dir", help=argparse.SUPPRESS)
     parser.add_argument("--annotations", help=argparse.SUPPRESS)
