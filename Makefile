@@ -74,8 +74,11 @@ run: $(STAMP) pretrained ## install if needed, convert the ImageNet backbone, ma
 screenshots: $(STAMP) $(CHROMIUM) ## the README's dashboard screenshots (docs/*.png) from the latest `make run` (RUN_ROOT, runs/demo)
 	$(PY) tools/screenshots.py --root $(dir $(RUN_ROOT)) --store $(notdir $(RUN_ROOT)) --out docs
 
-test: $(STAMP) $(CHROMIUM) pretrained mediapipe ## install if needed (MediaPipe side venv included), then run the fast test suite
-	$(PY) -m pytest
+# pytest-xdist processes for `make test` (whole test files per process; tests/conftest.py).
+TEST_WORKERS ?= 2
+
+test: $(STAMP) $(CHROMIUM) pretrained mediapipe ## install if needed (MediaPipe side venv included), then run the fast test suite in TEST_WORKERS (2) processes
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 test-all: $(STAMP) $(CHROMIUM) pretrained mediapipe ## every test, slow and end-to-end included, then the container smokes (cpu, tpu) and the gpu/tpu image checks
 	$(PY) -m pytest -m ""

@@ -14,6 +14,43 @@ from tests.memtest_fs import mem, store  # noqa: E402, F401 - fixtures
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("QATFLOW_SHARED_DIR", REPO.parent / "shared"))
 
+#: Test files that share the session's pipeline runs (``tiny_pipeline``,
+#: ``tiny_classification``): under ``pytest -n`` one worker runs them all, so each
+#: run is made once.
+PIPELINE_RUN_FILES = (
+    "tests/notebooks/test_notebooks.py",
+    "tests/pipeline/test_e2e.py",
+    "tests/pipeline/test_e2e_classification.py",
+)
+PIPELINE_RUNS = "pipeline-runs"
+
+
+def _scope(nodeid: str) -> str:
+    """The xdist scope of a test: its file, or PIPELINE_RUNS for the files sharing the runs."""
+    path = nodeid.split("::", 1)[0]
+    return PIPELINE_RUNS if path in PIPELINE_RUN_FILES else path
+
+
+def pytest_collection_modifyitems(config, items):
+    """The pipeline-run tests first: the longest group starts first, so it is not the
+    one left running at the end under ``pytest -n``."""
+    items.sort(key=lambda item: _scope(item.nodeid) != PIPELINE_RUNS)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` runs ``pytest -n 2``: whole files go to one worker (a module-scoped
+    fixture is built once), and the three files sharing the pipeline runs go together.
+    (xdist's own ``--dist loadgroup`` cannot do it with pytest 9: its group suffix
+    never reaches the node ids.)"""
+    # deferred: xdist is only there when pytest runs with -n
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return ByFile(config, log)
+
 
 @pytest.fixture(scope="session")
 def raccoon_dir() -> pathlib.Path:
