@@ -47,18 +47,33 @@ class NMSOptions(Settings):
 
     Attributes:
       max_detections: detections kept after NMS (N of the op's outputs).
-      score_threshold: anchors whose best class score is not above this are dropped (0..1).
+      score_threshold: anchors whose best class score is below this are dropped (0..1).
       iou_threshold: IoU above which the lower-scored box is suppressed (0..1).
+      pre_nms_top_k: only the k anchors with the best class scores go on to NMS
+        (ties: lower anchor index first); 0, or k >= the anchor count, sends every
+        anchor. NMS visits boxes best first, so the detections are the same as
+        without it whenever ``max_detections`` of them are found within the first k;
+        with fewer, fewer come out. In a TFLite file this is a ``TOPK_V2`` and three
+        ``GATHER`` ops before the post-processing op, which otherwise sorts every
+        anchor above ``score_threshold``: about 2 ms of a 320 px Lite0 call.
     """
 
     max_detections: int = 25
     score_threshold: float = 1e-8
     iou_threshold: float = 0.5
+    pre_nms_top_k: int = 1000
 
     def validate(self) -> None:
         check_range("max_detections", self.max_detections, 1)
         check_range("score_threshold", self.score_threshold, 0.0, 1.0)
         check_range("iou_threshold", self.iou_threshold, 0.0, 1.0)
+        check_range("pre_nms_top_k", self.pre_nms_top_k, 0)
+
+    def candidates(self, num_anchors: int) -> int:
+        """How many anchors go on to NMS out of ``num_anchors``."""
+        if self.pre_nms_top_k == 0:
+            return num_anchors
+        return min(self.pre_nms_top_k, num_anchors)
 
 
 @dataclass(frozen=True)
@@ -124,7 +139,8 @@ def tflite_detection_postprocess(
       class_scores: float ``[1, A, num_classes]``, after sigmoid.
       anchors_yxhw: float ``[A, 4]`` ``(yc, xc, h, w)`` normalised to 0..1.
       num_classes: C.
-      nms: N and the thresholds.
+      nms: N, the thresholds and the pre-NMS top-k (a ``TOPK_V2`` and ``GATHER`` ops
+        before the op when it keeps fewer than A anchors).
 
     Returns:
       ``{"boxes": [1, N, 4], "classes": [1, N], "scores": [1, N],
@@ -136,6 +152,18 @@ def tflite_detection_postprocess(
 
     params = PostProcessParams(num_classes, nms)
     n = params.max_detections
+    num_anchors = int(anchors_yxhw.shape[0])
+    k = nms.candidates(num_anchors)
+    if k < num_anchors:
+        # the k best anchors, best first (tf.math.top_k: ties by lower index, as the
+        # op's own stable sort), so the op sorts and scans k boxes instead of every one
+        best = tf.math.top_k(tf.reduce_max(class_scores, axis=-1)[0], k=k).indices
+        box_encodings = tf.gather(box_encodings, best, axis=1)
+        class_scores = tf.gather(class_scores, best, axis=1)
+        # the anchors are gathered as their int32 bit patterns: a float32 GATHER would be
+        # quantized with the int8 ops (its range is calibrated), costing anchors ~1 px
+        anchor_bits = tf.bitcast(tf.cast(anchors_yxhw, tf.float32), tf.int32)
+        anchors_yxhw = tf.bitcast(tf.gather(anchor_bits, best, axis=0), tf.float32)
 
     @tf.function(experimental_implements=params.implements_signature())
     def _postprocess(encodings, scores, anchors):

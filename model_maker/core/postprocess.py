@@ -1,12 +1,14 @@
 """Detections from raw model outputs, in TF (for Keras evaluation and as the TFLite reference).
 
 :func:`postprocess_global` mirrors ``TFLite_Detection_PostProcess`` with
-``max_classes_per_detection=1, use_regular_nms=false`` and scales 1.0: each
-anchor keeps its best class, anchors whose best score is below the threshold
-are dropped, greedy class-agnostic NMS (suppress IoU > iou_threshold) in
-descending score order (ties: lower anchor index first), at most
+``max_classes_per_detection=1, use_regular_nms=false`` and scales 1.0, and the
+``pre_nms_top_k`` gather the exported files put before that op: each anchor
+keeps its best class, only the ``pre_nms_top_k`` anchors with the best scores
+stay (ties: lower anchor index first), anchors whose best score is below the
+threshold are dropped, greedy class-agnostic NMS (suppress IoU > iou_threshold)
+in descending score order (ties: lower anchor index first), at most
 ``max_detections`` kept. :func:`postprocess_per_class` runs NMS per class
-(``tf.image.combined_non_max_suppression``).
+(``tf.image.combined_non_max_suppression``) over the same top-k anchors.
 
 Both return, for a batch of B images and N = max_detections:
 ``boxes`` [B, N, 4] (ymin, xmin, ymax, xmax) normalised by the image size
@@ -35,6 +37,25 @@ def _normalized_boxes(
     return decode_boxes(tf.cast(box_encodings, tf.float32), anchors[None])
 
 
+def _top_k_anchors(
+    boxes: tf.Tensor, scores: tf.Tensor, nms: NMSOptions
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """``boxes [B, A, 4]`` and ``scores [B, A, C]`` of each image's ``nms.pre_nms_top_k``
+    anchors with the best class score, best first (all of them, unchanged, when that
+    keeps every anchor)."""
+    num_anchors = boxes.shape[1]
+    if num_anchors is None:  # known only when the graph runs
+        if nms.pre_nms_top_k == 0:
+            return boxes, scores
+        k = tf.minimum(nms.pre_nms_top_k, tf.shape(boxes)[1])
+    else:
+        k = nms.candidates(num_anchors)
+        if k >= num_anchors:
+            return boxes, scores
+    best = tf.math.top_k(tf.reduce_max(scores, axis=-1), k=k).indices  # [B, k]
+    return tf.gather(boxes, best, batch_dims=1), tf.gather(scores, best, batch_dims=1)
+
+
 def postprocess_global(
     class_logits: tf.Tensor,
     box_encodings: tf.Tensor,
@@ -50,9 +71,9 @@ def postprocess_global(
       anchors_yxyx: [A, 4] anchors in pixels of an ``image_size`` input
         (pass normalised anchors with ``image_size=1``).
       image_size: model input size (int or (height, width)), to normalise boxes.
-      nms: N (``max_detections``); anchors whose best score is below
-        ``score_threshold`` are dropped; a box overlapping a kept box by IoU >
-        ``iou_threshold`` is suppressed.
+      nms: N (``max_detections``); only the ``pre_nms_top_k`` anchors with the best
+        scores stay; anchors whose best score is below ``score_threshold`` are
+        dropped; a box overlapping a kept box by IoU > ``iou_threshold`` is suppressed.
 
     Returns:
       (boxes [B, N, 4], classes [B, N] float32, scores [B, N], num_detections [B] int32).
@@ -64,6 +85,7 @@ def postprocess_global(
     )
     boxes = _normalized_boxes(box_encodings, anchors_yxyx, image_size)  # [B, A, 4]
     scores_all = tf.sigmoid(tf.cast(class_logits, tf.float32))
+    boxes, scores_all = _top_k_anchors(boxes, scores_all, nms)
     best_scores = tf.reduce_max(scores_all, axis=-1)
     best_classes = tf.cast(tf.argmax(scores_all, axis=-1), tf.float32)
     # The op keeps scores >= threshold; TF's NMS keeps > its threshold: mask here instead.
@@ -111,6 +133,7 @@ def postprocess_per_class(
     max_detections = nms.max_detections
     boxes = _normalized_boxes(box_encodings, anchors_yxyx, image_size)
     scores = tf.sigmoid(tf.cast(class_logits, tf.float32))
+    boxes, scores = _top_k_anchors(boxes, scores, nms)
     nms_boxes, nms_scores, nms_classes, valid = tf.image.combined_non_max_suppression(
         boxes[:, :, None, :],
         scores,

@@ -176,6 +176,7 @@ def _nms_options(args: argparse.Namespace) -> NMSOptions:
             max_detections=args.max_detections,
             score_threshold=args.score_threshold,
             iou_threshold=args.iou_threshold,
+            pre_nms_top_k=args.pre_nms_top_k,
         )
     except SettingsError as exc:
         flag = "--" + exc.key.replace("_", "-")
@@ -239,5 +240,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=nms.iou_threshold,
         help="raw models: NMS IoU threshold (%(default)s)",
+    )
+    parser.add_argument(
+        "--pre-nms-top-k",
+        type=int,
+        default=nms.pre_nms_top_k,
+        help="raw models: only the K anchors with the best scores go to NMS; 0: all "
+        "(%(default)s, as the exported files)",
     )
     parser.set_defaults(func=_cmd_evaluate_tflite)

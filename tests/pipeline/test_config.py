@@ -289,6 +289,7 @@ INVALID = [
     ("postprocess", "score_threshold", 1.5),
     ("postprocess", "score_threshold", -0.1),
     ("postprocess", "iou_threshold", 1.01),
+    ("postprocess", "pre_nms_top_k", -1),
     ("convert", "variants", []),
     ("convert", "variants", ["float32", "float32"]),
     ("convert", "variants", ["int4"]),

@@ -124,6 +124,7 @@ def test_ptq_variant_labels_and_manifest_are_written(converted):
         "max_detections": 7,
         "score_threshold": 0.0,
         "iou_threshold": 0.6,
+        "pre_nms_top_k": 1000,
     }
     assert entry["quantization"]["quantization_steps"] == 4
     assert entry["quantization"]["supported_ops"] == ["TFLITE_BUILTINS_INT8"]

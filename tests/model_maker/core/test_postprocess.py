@@ -88,8 +88,11 @@ def test_same_class_overlaps_are_suppressed(fn):
     np.testing.assert_allclose(scores[0, :2], [_sig(3.0), _sig(-1.0)], atol=1e-6)
 
 
-def test_matches_the_tflite_detection_postprocess_op():
-    """The TF mirror equals TFLite_Detection_PostProcess on random outputs (rows < num)."""
+@pytest.mark.parametrize("top_k", [0, 20])
+def test_matches_the_tflite_detection_postprocess_op(top_k):
+    """The TF mirror equals TFLite_Detection_PostProcess on random outputs (rows < num),
+    with every anchor going to NMS (0) and with only the 20 best (the file's TOPK_V2 and
+    GATHER ops before the op), fewer than N = 25."""
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
@@ -97,10 +100,12 @@ def test_matches_the_tflite_detection_postprocess_op():
         convert_to_tflite,
         tflite_detection_postprocess,
     )
+    from model_maker.core.tflite_convert import list_ops
     from model_maker.object_detector.anchors import Anchors
 
     anchors = Anchors(3, 5, 3, (1.0, 2.0, 0.5), 3.0, 64)  # 756 overlapping anchors
     num, classes_k, threshold = 25, 3, 0.9
+    nms = NMSOptions(num, threshold, 0.5, pre_nms_top_k=top_k)
 
     @tf.function
     def serve(encodings, logits):
@@ -109,15 +114,16 @@ def test_matches_the_tflite_detection_postprocess_op():
             tf.sigmoid(logits),
             tf.constant(anchors.centers_yxhw_normalized()),
             num_classes=classes_k,
-            nms=NMSOptions(max_detections=num, score_threshold=threshold, iou_threshold=0.5),
+            nms=nms,
         )
 
     spec = (
         tf.TensorSpec([1, anchors.num_anchors, 4]),
         tf.TensorSpec([1, anchors.num_anchors, classes_k]),
     )
-    interpreter = Interpreter(model_content=convert_to_tflite(serve.get_concrete_function(*spec)))
-    runner = interpreter.get_signature_runner()
+    content = convert_to_tflite(serve.get_concrete_function(*spec))
+    assert ("TOPK_V2" in {op.name for op in list_ops(content)}) == (top_k > 0)
+    runner = Interpreter(model_content=content).get_signature_runner()
     rng = np.random.default_rng(0)
     counts = []
     for shift in (-1.0, -3.0):  # many detections (N reached) / fewer than N
@@ -127,7 +133,7 @@ def test_matches_the_tflite_detection_postprocess_op():
         )
         want = runner(encodings=codes, logits=logits)
         boxes, classes, scores, count = postprocess_global(
-            logits, codes, anchors.boxes_yxyx, 64, NMSOptions(num, threshold, 0.5)
+            logits, codes, anchors.boxes_yxyx, 64, nms
         )
         k = int(want["num_detections"][0])
         counts.append(k)
@@ -135,4 +141,36 @@ def test_matches_the_tflite_detection_postprocess_op():
         np.testing.assert_allclose(boxes[0, :k], want["boxes"][0, :k], atol=1e-5)
         np.testing.assert_array_equal(classes[0, :k], want["classes"][0, :k])
         np.testing.assert_allclose(scores[0, :k], want["scores"][0, :k], atol=1e-6)
-    assert counts[0] == num and 0 < counts[1] < num
+    if top_k == 0:
+        assert counts[0] == num and 0 < counts[1] < num
+    else:  # at most the 20 candidates come out
+        assert 0 < counts[0] <= top_k and 0 < counts[1] <= top_k
+
+
+def test_top_k_keeps_the_best_anchors_before_the_threshold_and_nms():
+    """pre_nms_top_k=1: only the best anchor is left, whatever else passes the threshold;
+    2 keeps a0 and a1, which overlap, so one detection; 0 and k >= A change nothing."""
+    scores = {}
+    for top_k in (1, 2, 3, 4, 0, 1000):
+        options = NMSOptions(max_detections=5, score_threshold=0.1, pre_nms_top_k=top_k)
+        _, classes, got, num = postprocess_global(LOGITS, ZERO_CODES, ANCHORS, 100, nms=options)
+        scores[top_k] = np.asarray(got[0, : int(num[0])])
+    np.testing.assert_allclose(scores[1], [_sig(3.0)], atol=1e-6)
+    np.testing.assert_allclose(scores[2], [_sig(3.0)], atol=1e-6)
+    np.testing.assert_allclose(scores[3], [_sig(3.0), _sig(-1.0)], atol=1e-6)
+    for top_k in (4, 0, 1000):
+        np.testing.assert_allclose(scores[top_k], scores[3], atol=1e-6)
+    _, _, per_class, num = postprocess_per_class(
+        LOGITS, ZERO_CODES, ANCHORS, 100, nms=NMSOptions(5, 0.1, 0.5, pre_nms_top_k=1)
+    )
+    np.testing.assert_allclose(per_class[0, : int(num[0])], [_sig(3.0)], atol=1e-6)
+
+
+def test_pre_nms_top_k_must_not_be_negative():
+    from model_maker.core.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="pre_nms_top_k"):
+        NMSOptions(pre_nms_top_k=-1)
+    assert NMSOptions(pre_nms_top_k=0).candidates(19206) == 19206
+    assert NMSOptions(pre_nms_top_k=1000).candidates(19206) == 1000
+    assert NMSOptions(pre_nms_top_k=1000).candidates(756) == 756

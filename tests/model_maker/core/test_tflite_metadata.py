@@ -32,11 +32,13 @@ def _tiny_keras_detector():
 
 
 @functools.cache
-def tiny_detector_tflite(variant: str) -> bytes:
-    """TFLite bytes of the tiny detector (NMS inside, 2 classes, 64x64) exported by qatflow:
-    float32 (float input), ptq_int8 or qat_int8 (uint8 input). Built once per process."""
+def tiny_detector_tflite(variant: str, pre_nms_top_k: int = 0) -> bytes:
+    """TFLite bytes of the tiny detector (NMS inside, 2 classes, 64x64, 84 anchors) exported
+    by qatflow: float32 (float input), ptq_int8 or qat_int8 (uint8 input); a
+    ``pre_nms_top_k`` below 84 puts the top-k ops before NMS. Built once per process."""
     import tempfile
 
+    from model_maker.core.detection_postprocess import NMSOptions
     from model_maker.core.quantization import get_default_quantization_config
     from model_maker.object_detector.export import export_tflite
     from tests.model_maker.object_detector.tiny_detector import NUM_CLASSES, quantize_aware
@@ -46,7 +48,8 @@ def tiny_detector_tflite(variant: str) -> bytes:
     config = None if variant == "float32" else get_default_quantization_config(reps, 16)
     with tempfile.TemporaryDirectory() as root:
         path = f"{root}/{variant}.tflite"
-        export_tflite(source, path, config, anchors=anchors, num_classes=NUM_CLASSES)
+        nms = NMSOptions(pre_nms_top_k=pre_nms_top_k)
+        export_tflite(source, path, config, anchors=anchors, num_classes=NUM_CLASSES, nms=nms)
         with open(path, "rb") as fh:
             return fh.read()
 

@@ -102,10 +102,16 @@ def _structure(metadata_json: dict) -> dict:
 
 
 @pytest.mark.parametrize(
-    "variant", ["float32", "ptq_int8", pytest.param("qat_int8", marks=pytest.mark.slow)]
+    ("variant", "top_k"),
+    [
+        ("float32", 0),
+        ("ptq_int8", 0),
+        ("ptq_int8", 20),  # TOPK_V2, GATHER and BITCAST before the op
+        pytest.param("qat_int8", 0, marks=pytest.mark.slow),
+    ],
 )
-def test_mediapipe_object_detector_matches_litert(mediapipe_python, tmp_path, variant):
-    content = tiny_detector_tflite(variant)
+def test_mediapipe_object_detector_matches_litert(mediapipe_python, tmp_path, variant, top_k):
+    content = tiny_detector_tflite(variant, top_k)
     info = tm.ModelInfo("tiny detector", version="1", author="qatflow tests", license="MIT")
     spec = tm.detector_metadata(info, num_classes=len(LABELS))
     raw, with_md = tmp_path / f"{variant}.raw.tflite", tmp_path / f"{variant}.tflite"

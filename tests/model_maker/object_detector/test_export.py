@@ -220,6 +220,52 @@ def test_raw_export_writes_encodings_scores_and_anchors(tiny, tmp_path, image, e
     np.testing.assert_array_equal(a.classes, b.classes)
 
 
+def test_int8_top_k_keeps_the_anchors_float_and_equals_the_raw_file_plus_python_nms(
+    tiny, tmp_path, image
+):
+    """pre_nms_top_k below the anchor count: the file sends only the k best anchors to
+    the op, and the anchors it gathers for them stay exact float32 (an int8 GATHER
+    would shift them by up to half its step): its detections equal the int8 raw
+    file's outputs post-processed in Python with the same top-k. The anchor scale is
+    2.3, not the tiny model's 2.0, whose anchors (multiples of 1/16) an int8 step
+    happens to hold exactly."""
+    from model_maker.core.litert_detector import TFLiteDetector
+    from model_maker.object_detector.anchors import Anchors
+
+    model, tiny_scale = tiny
+    anchors = Anchors(
+        tiny_scale.min_level, tiny_scale.max_level, 1, (1.0,), 2.3, tiny_scale.image_size
+    )
+    assert anchors.num_anchors == tiny_scale.num_anchors
+    nms = NMSOptions(MAX_DET, SCORE_THRESHOLD, IOU_THRESHOLD, pre_nms_top_k=20)
+    reps = calibration_images(16)
+    files = {}
+    for with_nms in (True, False):
+        path = tmp_path / f"ptq_{with_nms}.tflite"
+        files[with_nms] = export_tflite(
+            model,
+            str(path),
+            get_default_quantization_config(reps, quantization_steps=16),
+            anchors=anchors,
+            num_classes=NUM_CLASSES,
+            nms=nms,
+            with_nms=with_nms,
+        )
+    ops = list_ops(open(files[True].path, "rb").read())
+    names = [op.name for op in ops]
+    assert names.count("TOPK_V2") == 1 and names.count("BITCAST") == 1
+    gathers = [op for op in ops if op.name == "GATHER"]
+    assert sorted(op.input_types[0] for op in gathers) == ["INT32", "INT8", "INT8"]
+    pixels = image[0].astype(np.uint8)
+    in_file = TFLiteDetector(files[True].path).detect(pixels)
+    in_python = TFLiteDetector(files[False].path, anchors=files[False].anchors_path, nms=nms)
+    want = in_python.detect(pixels)
+    assert 3 <= len(in_file) <= 20 and len(in_file) == len(want)
+    np.testing.assert_allclose(in_file.boxes_yxyx, want.boxes_yxyx, atol=1e-5)
+    np.testing.assert_allclose(in_file.scores, want.scores, atol=1e-6)
+    np.testing.assert_array_equal(in_file.classes, want.classes)
+
+
 def test_pin_pixel_range_sets_one_black_and_one_white_pixel():
     image = np.full((1, 4, 4, 3), 100.0, np.float32)
     pinned = pin_pixel_range(image)

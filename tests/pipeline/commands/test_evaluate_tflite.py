@@ -75,6 +75,8 @@ def test_bad_post_processing_flag_exits_2_naming_the_flag(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("qatflow: error: --iou-threshold 1.5: ")
     assert main([*argv, "--max-detections", "0"]) == 2
     assert "--max-detections 0: " in capsys.readouterr().err
+    assert main([*argv, "--pre-nms-top-k", "-5"]) == 2
+    assert "--pre-nms-top-k -5: " in capsys.readouterr().err
 
 
 # --- classifiers: one [1, C] output, class folders ---------------------------------------
