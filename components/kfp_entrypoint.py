@@ -1,14 +1,15 @@
 """The command of every qatflow task on Kubeflow: TFX's Kubeflow V2 entrypoint, with a
-qatflow usage error as one line instead of a traceback.
+qatflow error as one line instead of a traceback.
 
 ``qatflow compile`` writes ``python -m components.kfp_entrypoint`` as each task's
 command (:func:`pipeline.kubeflow.compile_pipeline`); the arguments stay TFX's
 (``--executor_class_path``, ``--json_serialized_invocation_args``) and TFX's own
 entrypoint (``tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor``)
 runs the executor. An error the user must fix, a
-:class:`~model_maker.core.errors.UsageError` such as ``strategy 'gpus': no GPU
-found ...`` on a node without one, ends the task with ``qatflow: error: <message>``
-and exit code 2, as ``qatflow`` does on a laptop. Any other exception keeps its
+:class:`~model_maker.core.errors.QatflowError`, ends the task with ``qatflow: error:
+<message>`` and the error's exit code, as ``qatflow`` does on a laptop: 2 for a usage
+error such as ``strategy 'gpus': no GPU found ...`` on a node without one, 1 for a
+data error such as a missing annotations file. Any other exception keeps its
 traceback (absl's ``app.run`` prints it; exit code 1).
 """
 
@@ -17,14 +18,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from model_maker.core.errors import UsageError
+from model_maker.core.errors import QatflowError
 
 #: The entrypoint module TFX's compiler names in each task's command.
 TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run TFX's entrypoint on ``argv`` (``sys.argv`` when None); 2 on a usage error."""
+    """Run TFX's entrypoint on ``argv`` (``sys.argv`` when None); a qatflow error's exit
+    code (2 usage, 1 data) when one stops it."""
     # deferred: TFX loads only when a task runs
     from absl import app
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_main
@@ -34,9 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.run(
             tfx_main.main, argv=list(argv) if argv else None, flags_parser=tfx_main._parse_flags
         )
-    except UsageError as exc:
+    except QatflowError as exc:
         print(f"qatflow: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return exc.exit_code
     return 0
 
 

@@ -15,8 +15,8 @@ and errors not on the list, tracebacks.
   ``pipeline.cli.configure_logging`` installs): TFX's "property_predicate is not
   supported" (absl), the two warnings every Beam worker process forwards at start-up,
   Beam's INFO on the root logger (qatflow logs under ``qatflow``), and Beam's
-  traceback of a component stopped by a qatflow usage error, which the command's last
-  line states (``qatflow: error: strategy 'gpus': no GPU found ...``).
+  traceback of a component stopped by a qatflow error (usage or data), which the
+  command's last line states (``qatflow: error: strategy 'gpus': no GPU found ...``).
 - File descriptor 2 (:func:`hides_native_chatter`): C++ lines that no setting controls.
   TensorFlow's shared libraries log with absl while they load, before anything has read
   TF_CPP_MIN_LOG_LEVEL or could call ``absl::InitializeLog``; LiteRT logs its XNNPACK
@@ -43,7 +43,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 
-from model_maker.core.errors import UsageError
+from model_maker.core.errors import QatflowError
 
 #: TensorFlow's C++ log level while a command runs at the default verbosity (2: errors only).
 TF_CPP_MIN_LOG_LEVEL = "2"
@@ -96,17 +96,18 @@ def is_native_chatter(line: str, gpu_driver: bool = False) -> bool:
     return not gpu_driver and bool(_CUINIT_FAILED.match(line))
 
 
-def _usage_error(record: logging.LogRecord) -> bool:
-    """Whether ``record`` carries a qatflow usage error (a setting or a machine the user
-    must change), which the command prints as its last line anyway."""
-    return bool(record.exc_info) and isinstance(record.exc_info[1], UsageError)
+def _qatflow_error(record: logging.LogRecord) -> bool:
+    """Whether ``record`` carries a qatflow error (a setting, a machine or the data the
+    user must change), which the command prints as its last line anyway."""
+    return bool(record.exc_info) and isinstance(record.exc_info[1], QatflowError)
 
 
 def is_library_chatter(record: logging.LogRecord) -> bool:
     """True for a Python log record of TFX or Beam that the default console leaves out."""
-    if record.name.startswith("apache_beam") and _usage_error(record):
-        # Beam logs a failed component's exception with its whole traceback; for a usage
-        # error (e.g. "strategy 'gpus': no GPU found ...") the command's one line says it
+    if record.name.startswith("apache_beam") and _qatflow_error(record):
+        # Beam logs a failed component's exception with its whole traceback; for a
+        # qatflow error (e.g. "strategy 'gpus': no GPU found ...", "annotations.json:
+        # annotation file not found") the command's one line says it
         return True
     if record.name == "absl":
         return record.getMessage() in _TFX_UNSUPPORTED

@@ -2,7 +2,8 @@
 
 It runs TFX's Kubeflow V2 entrypoint with the task's own arguments; a qatflow usage
 error (a GPU or TPU strategy on a node without one, a bad setting) ends the task with one
-line and exit code 2, a bug keeps its traceback.
+line and exit code 2, a data error (a missing annotations file) with one line and exit
+code 1, a bug keeps its traceback.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def _run_task(executor: str, tmp_path: pathlib.Path) -> subprocess.CompletedProc
             "UsageErrorExecutor",
             2,
             "qatflow: error: strategy 'gpus': no GPU found (TensorFlow sees none on this machine)",
+            False,
+        ),
+        (
+            "DataErrorExecutor",
+            1,
+            "qatflow: error: gs://bucket/annotations.json: annotation file not found",
             False,
         ),
         ("BugExecutor", 1, "ZeroDivisionError: a bug, not a setting", True),

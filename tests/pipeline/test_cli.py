@@ -477,5 +477,8 @@ def test_a_components_usage_error_shows_once_in_one_line_a_bugs_traceback_stays(
     # the command's last line says it: "qatflow: error: strategy 'gpus': no GPU found ..."
     assert not keep(_failed_with(UsageError("strategy 'gpus': no GPU found")))
     assert not keep(_failed_with(SettingsError("train.strategy", "not allowed")))
+    # a data error is one line too ("qatflow: error: .../annotations.json: annotation
+    # file not found" after ExampleGen's Beam traceback, seen on 2026-12-04)
+    assert not keep(_failed_with(DataError("annotations.json: annotation file not found")))
     assert keep(_failed_with(ZeroDivisionError("a bug")))
     assert keep(_failed_with(RuntimeError("a runtime error")))
