@@ -76,6 +76,17 @@ class NMSOptions(Settings):
         return min(self.pre_nms_top_k, num_anchors)
 
 
+def top_k_anchor_indices(class_scores: Any, k: int) -> Any:
+    """``[B, k]`` indices of each image's ``k`` anchors with the best class score
+    (``class_scores [B, A, C]``), best first; ties by lower anchor index, as the op's own
+    stable sort. The one rule of ``NMSOptions.pre_nms_top_k``, in the exported files and
+    in :mod:`model_maker.core.postprocess` alike."""
+    # deferred: TensorFlow takes seconds to import; only this path needs it
+    import tensorflow as tf
+
+    return tf.math.top_k(tf.reduce_max(class_scores, axis=-1), k=k).indices
+
+
 @dataclass(frozen=True)
 class PostProcessParams(Settings):
     """Attributes of the ``TFLite_Detection_PostProcess`` op.
@@ -155,9 +166,8 @@ def tflite_detection_postprocess(
     num_anchors = int(anchors_yxhw.shape[0])
     k = nms.candidates(num_anchors)
     if k < num_anchors:
-        # the k best anchors, best first (tf.math.top_k: ties by lower index, as the
-        # op's own stable sort), so the op sorts and scans k boxes instead of every one
-        best = tf.math.top_k(tf.reduce_max(class_scores, axis=-1)[0], k=k).indices
+        # the op sorts and scans the k best boxes instead of every one
+        best = top_k_anchor_indices(class_scores, k)[0]
         box_encodings = tf.gather(box_encodings, best, axis=1)
         class_scores = tf.gather(class_scores, best, axis=1)
         # the anchors are gathered as their int32 bit patterns: a float32 GATHER would be

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from model_maker.core.box_coder import decode_boxes
-from model_maker.core.detection_postprocess import NMSOptions
+from model_maker.core.detection_postprocess import NMSOptions, top_k_anchor_indices
 
 
 def _normalized_boxes(
@@ -38,21 +38,15 @@ def _normalized_boxes(
 
 
 def _top_k_anchors(
-    boxes: tf.Tensor, scores: tf.Tensor, nms: NMSOptions
+    boxes: tf.Tensor, scores: tf.Tensor, num_anchors: int, nms: NMSOptions
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """``boxes [B, A, 4]`` and ``scores [B, A, C]`` of each image's ``nms.pre_nms_top_k``
     anchors with the best class score, best first (all of them, unchanged, when that
     keeps every anchor)."""
-    num_anchors = boxes.shape[1]
-    if num_anchors is None:  # known only when the graph runs
-        if nms.pre_nms_top_k == 0:
-            return boxes, scores
-        k = tf.minimum(nms.pre_nms_top_k, tf.shape(boxes)[1])
-    else:
-        k = nms.candidates(num_anchors)
-        if k >= num_anchors:
-            return boxes, scores
-    best = tf.math.top_k(tf.reduce_max(scores, axis=-1), k=k).indices  # [B, k]
+    k = nms.candidates(num_anchors)
+    if k >= num_anchors:
+        return boxes, scores
+    best = top_k_anchor_indices(scores, k)  # [B, k]
     return tf.gather(boxes, best, batch_dims=1), tf.gather(scores, best, batch_dims=1)
 
 
@@ -85,7 +79,7 @@ def postprocess_global(
     )
     boxes = _normalized_boxes(box_encodings, anchors_yxyx, image_size)  # [B, A, 4]
     scores_all = tf.sigmoid(tf.cast(class_logits, tf.float32))
-    boxes, scores_all = _top_k_anchors(boxes, scores_all, nms)
+    boxes, scores_all = _top_k_anchors(boxes, scores_all, int(anchors_yxyx.shape[0]), nms)
     best_scores = tf.reduce_max(scores_all, axis=-1)
     best_classes = tf.cast(tf.argmax(scores_all, axis=-1), tf.float32)
     # The op keeps scores >= threshold; TF's NMS keeps > its threshold: mask here instead.
@@ -133,7 +127,7 @@ def postprocess_per_class(
     max_detections = nms.max_detections
     boxes = _normalized_boxes(box_encodings, anchors_yxyx, image_size)
     scores = tf.sigmoid(tf.cast(class_logits, tf.float32))
-    boxes, scores = _top_k_anchors(boxes, scores, nms)
+    boxes, scores = _top_k_anchors(boxes, scores, int(anchors_yxyx.shape[0]), nms)
     nms_boxes, nms_scores, nms_classes, valid = tf.image.combined_non_max_suppression(
         boxes[:, :, None, :],
         scores,

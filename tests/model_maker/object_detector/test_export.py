@@ -251,7 +251,7 @@ def test_int8_top_k_keeps_the_anchors_float_and_equals_the_raw_file_plus_python_
             nms=nms,
             with_nms=with_nms,
         )
-    ops = list_ops(open(files[True].path, "rb").read())
+    ops = list_ops((tmp_path / "ptq_True.tflite").read_bytes())
     names = [op.name for op in ops]
     assert names.count("TOPK_V2") == 1 and names.count("BITCAST") == 1
     gathers = [op for op in ops if op.name == "GATHER"]
