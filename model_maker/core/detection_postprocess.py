@@ -53,9 +53,9 @@ class NMSOptions(Settings):
         (ties: lower anchor index first); 0, or k >= the anchor count, sends every
         anchor. NMS visits boxes best first, so the detections are the same as
         without it whenever ``max_detections`` of them are found within the first k;
-        with fewer, fewer come out. In a TFLite file this is a ``TOPK_V2`` and three
-        ``GATHER`` ops before the post-processing op, which otherwise sorts every
-        anchor above ``score_threshold``: about 2 ms of a 320 px Lite0 call.
+        with fewer, fewer come out. In a TFLite file this is a ``TOPK_V2``, three
+        ``GATHER`` ops and a ``BITCAST`` before the post-processing op, which otherwise
+        sorts every anchor above ``score_threshold``: 2-3 ms of a 320 px Lite0 call.
     """
 
     max_detections: int = 25
@@ -150,8 +150,8 @@ def tflite_detection_postprocess(
       class_scores: float ``[1, A, num_classes]``, after sigmoid.
       anchors_yxhw: float ``[A, 4]`` ``(yc, xc, h, w)`` normalised to 0..1.
       num_classes: C.
-      nms: N, the thresholds and the pre-NMS top-k (a ``TOPK_V2`` and ``GATHER`` ops
-        before the op when it keeps fewer than A anchors).
+      nms: N, the thresholds and the pre-NMS top-k (``TOPK_V2``, ``GATHER`` and
+        ``BITCAST`` ops before the op when it keeps fewer than A anchors).
 
     Returns:
       ``{"boxes": [1, N, 4], "classes": [1, N], "scores": [1, N],
