@@ -14,7 +14,7 @@ Measures, on this machine, one worker (one process) per stage:
   library default ``TrainOptions.var_freeze_expr``; ``--batch`` images per step,
   ``--warmup`` untimed then ``--steps`` timed steps); at Lite0 also the whole
   model trained (``var_freeze_expr=''``) and the QAT step (``quantize_efficientdet``
-  + ``calibrate_fake_quant``, ``QAT_FROZEN_EXPR``, ``qat_optimizer(QATHParams())``),
+  + ``calibrate_fake_quant``, every variable trained, ``qat_optimizer(QATHParams())``),
   both as ratios to the default float step;
 * conversion: ``export_tflite_set`` (the TFLiteConverter's code: float32,
   ptq_int8, qat_int8, NMS inside, metadata, the ``layer_errors`` debugger pass)
@@ -223,7 +223,7 @@ def measure_model(
     from model_maker.object_detector.dataloader import split_files
     from model_maker.object_detector.efficientdet_spec import EfficientDetSpec
     from model_maker.object_detector.options import TFLiteSetOptions
-    from model_maker.object_detector.qat_model import QAT_FROZEN_EXPR, quantize_efficientdet
+    from model_maker.object_detector.qat_model import quantize_efficientdet
     from model_maker.object_detector.qat_trainer import qat_optimizer
     from model_maker.object_detector.tflite_set import export_tflite_set, representative_images
 
@@ -275,14 +275,13 @@ def measure_model(
             qat,
             spec._loss(),
             weight_decay=float(spec.hparams["weight_decay"]),
-            var_freeze_expr=QAT_FROZEN_EXPR,
         )
         trainer.compile(optimizer=qat_optimizer(hparams, spec))
         out["train_qat"] = _summary(
             _step_times(trainer, dataset, args.warmup, steps),
             args.warmup,
             batch,
-            freeze=QAT_FROZEN_EXPR,
+            freeze="",
         )
         log(f"Lite{level} QAT step: {out['train_qat']['seconds_per_image']:.3f} s/image")
 

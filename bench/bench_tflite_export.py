@@ -8,10 +8,12 @@ passes to set the quantizer ranges), all with the default post-processing
 (``NMSOptions``: the 1000 best anchors go to the NMS op), plus float32, ptq_int8
 and qat_int8 once more with every anchor sent to the op (``_allnms``,
 ``pre_nms_top_k: 0``, what files were before) and without the NMS op (``_raw``),
-then times ``--runs`` invocations of each with one LiteRT thread on
-one raccoon image (after 3 warm-up runs) and reports the median and p90, and
-the same at every ``--threads`` count, and the int8 / float32 latency ratios
-(the 2x target) of each kind of file.
+then times ``--runs`` invocations of each file at each ``--threads`` count on
+one raccoon image (after 3 warm-up runs) and reports the median and p90 and
+the int8 / float32 latency ratios (the 2x target) of each kind of file. The
+timing is interleaved: ``--rounds`` passes over every (file, threads) pair,
+``runs / rounds`` invocations each, so that a slow minute of this noisy
+machine falls on every file alike instead of on whichever was timed then.
 
 Prints a table; writes bench/results/tflite_export.json with machine details.
 
@@ -27,6 +29,8 @@ import pathlib
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 from machine_info import machine_info
 
@@ -65,8 +69,33 @@ def latency_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def interleaved_latency(
+    calls: dict[Any, Callable[[], Any]], runs: int, rounds: int, warmup: int = 3
+) -> dict[Any, tuple[float, float]]:
+    """(median ms, p90 ms) of ``runs`` calls of each of ``calls``, timed in ``rounds``
+    round-robin passes (``runs / rounds`` calls each) after ``warmup`` untimed calls."""
+    import numpy as np
+
+    per_round = max(1, -(-runs // rounds))
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    samples: dict[Any, list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                call()
+                samples[key].append((time.perf_counter() - start) * 1000.0)
+    return {
+        key: (float(np.median(times)), float(np.percentile(times, 90)))
+        for key, times in samples.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = latency_parser(__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing passes")
     parser.add_argument("--calibration", type=int, default=32, help="PTQ calibration images")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "tflite_export.json"))
     args = parser.parse_args(argv)
@@ -74,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from model_maker.core.detection_postprocess import NMSOptions
-    from model_maker.core.litert_detector import TFLiteDetector, measure_latency
+    from model_maker.core.litert_detector import TFLiteDetector
     from model_maker.core.quantization import quantization_config_for_variant
     from model_maker.core.tflite_convert import list_ops
     from model_maker.object_detector.anchors import Anchors
@@ -95,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         qat(batch, training=True)
 
     rows = []
+    calls: dict[tuple[str, int], Callable[[], Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         default, every_anchor = NMSOptions(), NMSOptions(pre_nms_top_k=0)
         plans = [
@@ -128,14 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             convert_s = time.perf_counter() - start
             ops = list_ops(pathlib.Path(path).read_bytes())
             kernels = sorted({op.weight_type for op in ops if op.weight_type})
-            timed = {}
             for count in threads:
                 detector = TFLiteDetector(path, num_threads=count, anchors=result.anchors_path)
                 model_input, _ = detector.preprocess(images[0].astype(np.uint8))
-                timed[count] = measure_latency(
-                    lambda d=detector, x=model_input: d.invoke(x), runs=args.runs, warmup=3
-                )
-            latency = timed[threads[0]]
+                calls[name, count] = lambda d=detector, x=model_input: d.invoke(x)
             rows.append(
                 {
                     "variant": name,
@@ -145,16 +171,20 @@ def main(argv: list[str] | None = None) -> int:
                     "input_dtype": result.description.inputs[0].dtype,
                     "kernel_types": kernels,
                     "convert_seconds": round(convert_s, 1),
-                    "median_ms": round(latency.median_ms, 2),
-                    "p90_ms": round(latency.p90_ms, 2),
-                    "runs": latency.runs,
-                    "median_ms_by_threads": {
-                        str(n): round(t.median_ms, 2) for n, t in timed.items()
-                    },
                 }
             )
-            print(
-                f"  {name}: {result.num_bytes / 1e6:.2f} MB, {latency.median_ms:.1f} ms", flush=True
+            print(f"  {name}: {result.num_bytes / 1e6:.2f} MB", flush=True)
+        print(f"timing {len(calls)} (file, threads) pairs in {args.rounds} interleaved rounds")
+        timed = interleaved_latency(calls, args.runs, args.rounds)
+        for row in rows:
+            median, p90 = timed[row["variant"], threads[0]]
+            row.update(
+                median_ms=round(median, 2),
+                p90_ms=round(p90, 2),
+                runs=max(1, -(-args.runs // args.rounds)) * args.rounds,
+                median_ms_by_threads={
+                    str(n): round(timed[row["variant"], n][0], 2) for n in threads
+                },
             )
 
     float_bytes = next(r["bytes"] for r in rows if r["variant"] == "float32")
@@ -167,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nEfficientDet-Lite0 {args.image_size}px, {args.num_classes} classes, "
         f"{threads[0]} LiteRT thread(s) in the median columns, {args.runs} runs"
+        f" in {args.rounds} interleaved rounds"
     )
     print(header)
     print("-" * len(header))
@@ -197,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": args.image_size,
         "num_classes": args.num_classes,
         "threads": threads,
+        "rounds": args.rounds,
         "machine": info,
         "results": rows,
         "int8_speedup_over_float32": speedups,

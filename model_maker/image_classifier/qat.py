@@ -6,17 +6,15 @@ scheme: TFMOT's 8-bit default with conv + BN + ReLU fused, kernels per
 channel, depthwise kernels per channel too). Every builder in ``models/``
 uses only layers that scheme knows, so no extra configs are needed.
 
-The fixed input normalisation (``Rescaling``) becomes, as in the detector, a
-1x1 depthwise conv ``input_normalization`` (kernel ``1/std``, bias
-``-mean/std``) so the int8 graph starts with one int8 op instead of float
-MUL + ADD. It must not train: it sees raw 0..255 pixels, and training it
-wrecked the detector (commit "QAT: do not train the fixed input
-normalisation"). TFMOT's wrapper lists a fake-quantized kernel among its
-trainable weights even when the wrapper is ``trainable = False`` (which
-:func:`quantize_classifier` sets, and which freezes the bias), so a training
-loop must leave the variables matching :data:`QAT_FROZEN_EXPR` alone:
-:func:`train_qat` does it with :class:`KeepFrozen`; the detector's trainer
-takes the same expression as ``var_freeze_expr``.
+The fixed input normalisation (``Rescaling``) becomes, as in the detector,
+two ``Rescaling`` layers, ``input_normalization_scale`` (``x / std``) and
+``input_normalization`` (``+ (-mean / std)``), each with its output
+fake-quantized, so the int8 graph starts with the int8 MUL + ADD of
+post-training quantization (:func:`model_maker.core.qat.rewrite_for_int8`).
+Their scale and offset are constants, not variables: nothing there can train
+(training the normalisation, when it was a 1x1 depthwise conv, wrecked the
+detector). The input's fake-quant range is pinned to pixels and kept through
+training (:func:`frozen_variables`, :class:`KeepFrozen`).
 
 :func:`quantization_coverage` lists every Conv2D / DepthwiseConv2D / Dense of
 the float model (and the normalisation) with its fake-quant points, or the
@@ -25,7 +23,6 @@ reason it stayed float.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +33,7 @@ import tf_keras as keras
 
 from model_maker.core.errors import UsageError
 from model_maker.core.qat import (
+    RESCALING_SCALE_SUFFIX,
     QATHParams,
     calibrate_fake_quant,
     qat_model_from_config,
@@ -53,27 +51,18 @@ WEIGHTED_TYPES: tuple[type, ...] = (
     keras.layers.DepthwiseConv2D,  # not a Conv2D subclass in tf_keras
     keras.layers.Dense,
 )
-#: Name the QAT model gives the wrapper of the normalisation layer.
-QAT_NORMALIZATION_NAME = f"quant_{NORMALIZATION_NAME}"
-#: Variables QAT must not train (``re.match`` on the variable name): the fixed normalisation.
-QAT_FROZEN_EXPR = rf"({QAT_NORMALIZATION_NAME}|{NORMALIZATION_NAME})/"
 
 
 def quantize_classifier(float_model: keras.Model) -> keras.Model:
     """Fake-quant copy of a classifier from ``models/`` (weights copied; ``float_model`` untouched).
 
     Returns:
-      A functional model with the same input and logits output; its
-      ``quant_input_normalization`` wrapper does not train.
+      A functional model with the same input and logits output.
 
     Raises:
       model_maker.core.qat.QATError: a layer without QuantizeConfig, or a shared layer.
     """
-    qat_model = quantize_functional_model(float_model)
-    names = {layer.name for layer in qat_model.layers}
-    if QAT_NORMALIZATION_NAME in names:
-        qat_model.get_layer(QAT_NORMALIZATION_NAME).trainable = False
-    return qat_model
+    return quantize_functional_model(float_model)
 
 
 #: The range of the model input's fake quant: raw pixels. Pinned, so the int8
@@ -107,16 +96,14 @@ def pin_input_range(qat_model: keras.Model) -> int:
 def frozen_variables(qat_model: keras.Model) -> list[tf.Variable]:
     """The variables of ``qat_model`` that QAT must keep.
 
-    They are: the trainable ones matching :data:`QAT_FROZEN_EXPR` (the fixed
-    normalisation); the kernels TFMOT lists as trainable in layers that are
-    not (a float model trained with ``do_fine_tuning: false`` froze its
-    backbone, and QAT trains what the float training trained); and the
-    input range (:func:`input_range_variables`, which TFMOT's moving average
-    would otherwise move off 0..255).
+    They are: the kernels TFMOT lists as trainable in layers that are not (a
+    float model trained with ``do_fine_tuning: false`` froze its backbone, and
+    QAT trains what the float training trained); and the input range
+    (:func:`input_range_variables`, which TFMOT's moving average would
+    otherwise move off 0..255).
     """
-    pattern = re.compile(QAT_FROZEN_EXPR)
-    frozen = [v for v in qat_model.trainable_variables if pattern.match(v.name)]
-    seen = {id(v) for v in frozen}
+    frozen: list[tf.Variable] = []
+    seen: set[int] = set()
     for layer in qat_model.layers:
         if layer.trainable:
             continue
@@ -169,9 +156,10 @@ class LayerCoverage:
     Attributes:
       name: float layer name.
       kind: float layer type (``Conv2D``, ``DepthwiseConv2D``, ``Dense``, or
-        ``Rescaling`` for the normalisation, which the QAT graph holds as a
-        1x1 ``DepthwiseConv2D``).
-      quantized: its kernel is fake-quantized.
+        ``Rescaling`` for the normalisation, which the QAT graph holds as two
+        ``Rescaling`` layers, ``x * scale`` and ``+ offset``).
+      quantized: its kernel is fake-quantized (the normalisation: the outputs
+        of both its halves are).
       points: fake-quant points of its QAT wrapper.
       reason: why it stays float ("" when quantized).
     """
@@ -208,8 +196,15 @@ def quantization_coverage(float_model: keras.Model, qat_model: keras.Model) -> l
             rows.append(LayerCoverage(layer.name, kind, False, (), reason))
             continue
         points = fake_quant_points(wrapper)
-        weight_points = {"kernel", "depthwise_kernel"} & set(points)
-        if weight_points:
+        if is_normalization:
+            half = wrappers.get(f"{layer.name}{RESCALING_SCALE_SUFFIX}")
+            halves = [points, fake_quant_points(half) if half is not None else ()]
+            if all("output" in p for p in halves):
+                rows.append(LayerCoverage(layer.name, kind, True, points))
+            else:
+                reason = "its x * scale and + offset halves are not both output-quantized"
+                rows.append(LayerCoverage(layer.name, kind, False, points, reason))
+        elif {"kernel", "depthwise_kernel"} & set(points):
             rows.append(LayerCoverage(layer.name, kind, True, points))
         else:
             rows.append(

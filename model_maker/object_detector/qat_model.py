@@ -60,14 +60,6 @@ QAT_WEIGHTS_FILE = "qat_weights.h5"
 #: Float head layer-name prefixes (model.PART_PATTERNS) -> QAT output name.
 HEADS: dict[str, str] = {"class_net": CLASS_OUTPUT, "box_net": BOX_OUTPUT}
 
-#: Variables QAT must not train (``re.match`` on the name, for ``DetectorTrainer``).
-#: ``rewrite_for_int8`` turns the fixed input normalisation into a depthwise conv so it
-#: quantizes; TFMOT's wrapper makes every wrapped kernel trainable, and this one sees
-#: raw 0..255 pixels: its gradient dominated the global norm (about 20 vs 1.2 for the
-#: rest of Lite0), so clipping shrank every other update and SGD rescaled the input,
-#: which wrecked the detector within a few steps.
-QAT_FROZEN_EXPR = r"(quant_)?input_normalization/"
-
 #: Model-specific layer types and their QuantizeConfig (every other type is TFMOT's or core's).
 EXTRA_CONFIGS: dict[type, Any] = {
     # Copies pixels with reshapes/concats: TFLite keeps the input's scale, the input

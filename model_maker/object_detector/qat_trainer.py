@@ -5,8 +5,9 @@
 it with :class:`~model_maker.core.qat.QATHParams` (ranges
 calibrated on a few train images first, then SGD with momentum,
 ``ExponentialDecay(learning_rate, decay_steps, decay_rate)``, every variable
-trainable but the fixed input normalisation, ``QAT_FROZEN_EXPR``) through the
-float trainer's own step
+trained: the fixed input normalisation is two ``Rescaling`` layers whose scale
+and offset are constants, see :func:`~model_maker.core.qat.rewrite_for_int8`)
+through the float trainer's own step
 (:class:`~model_maker.object_detector.train_lib.DetectorTrainer`, same loss,
 clipping and weight decay), then evaluates the fake-quant model on the eval
 split with the spec's COCO evaluation and logs it, so a collapse shows before
@@ -71,7 +72,6 @@ from model_maker.object_detector.model_io import (
     load_trained_model,
 )
 from model_maker.object_detector.qat_model import (
-    QAT_FROZEN_EXPR,
     QAT_MODEL_FILE,
     QAT_WEIGHTS_FILE,
     load_qat_model,
@@ -193,7 +193,6 @@ def train_qat(
             qat_model,
             spec._loss(),
             weight_decay=float(spec.hparams["weight_decay"]),
-            var_freeze_expr=QAT_FROZEN_EXPR,
         )
         trainer.compile(optimizer=optimizer)
     dataset = strategy_lib.shard_by_batch(

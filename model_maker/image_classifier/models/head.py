@@ -16,8 +16,8 @@ def normalized_input(
     """``(images, normalised)``: the model input and ``(images - mean_rgb) / stddev_rgb``.
 
     The normalisation is a ``Rescaling`` layer with a scalar scale and offset,
-    the form :func:`model_maker.core.qat.rewrite_for_int8` turns into an int8
-    1x1 depthwise conv (see ``image_classifier.qat``).
+    the form :func:`model_maker.core.qat.rewrite_for_int8` splits into the
+    int8 MUL and ADD of QAT (see ``image_classifier.qat``).
     """
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")

@@ -173,9 +173,9 @@ def test_int8_files_are_int8_end_to_end_with_uint8_input(trained, variant):
     ops = list_ops(content)
     weighted = [op for op in ops if op.name in WEIGHTED_OPS]
     kinds = collections.Counter(op.name for op in weighted)
-    # QAT turns the input normalisation into a 1x1 depthwise conv; PTQ keeps it as int8 MUL + ADD
-    depthwise = 2 if variant == "qat_int8" else 1
-    assert kinds == {"CONV_2D": 2, "DEPTHWISE_CONV_2D": depthwise, "FULLY_CONNECTED": 1}, kinds
+    # both hold the input normalisation as int8 MUL + ADD (QAT: two Rescaling halves)
+    assert kinds == {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}, kinds
+    assert [op.name for op in ops[:3]] == ["QUANTIZE", "MUL", "ADD"]
     for op in weighted:
         assert op.input_types[:2] == ("INT8", "INT8"), op
         assert op.output_types == ("INT8",), op

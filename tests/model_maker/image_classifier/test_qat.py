@@ -82,8 +82,8 @@ def test_every_conv_and_dense_is_fake_quantized(quantized):
     by_kind = collections.defaultdict(set)
     for row in coverage:
         by_kind[row.kind].add(row.points)
-    # kernels per channel; the normalisation is a 1x1 depthwise conv with its output quantized
-    assert by_kind["Rescaling"] == {("depthwise_kernel", "post_activation")}
+    # kernels per channel; the normalisation is x * scale then + offset, each output quantized
+    assert by_kind["Rescaling"] == {("output",)}
     assert all("depthwise_kernel" in p for p in by_kind["DepthwiseConv2D"])
     assert all("kernel" in p for p in by_kind["Conv2D"])
     assert by_kind["Dense"] == {("kernel", "post_activation")}  # the logits are int8 too
@@ -130,30 +130,25 @@ def test_with_quantizers_off_the_qat_model_is_the_float_model(quantized):
     assert np.abs(with_quant - expected).max() > 1e-3 * scale
 
 
-def test_the_fixed_normalisation_does_not_train(quantized):
+def test_the_fixed_normalisation_has_nothing_to_train(quantized):
     from model_maker.image_classifier.image_classifier_spec import get_spec
     from model_maker.image_classifier.qat import frozen_variables
 
     name, _, qat_model = quantized
     spec = get_spec(name)
-    layer = qat_model.get_layer("quant_input_normalization")
-    assert not layer.trainable and not layer.layer.trainable_weights  # the bias is frozen
-    # TFMOT's wrapper still lists the fake-quantized kernel as trainable: QAT loops skip it
-    # ... and the input's fake-quant range, pinned to raw pixels 0..255 (Keras numbers the
-    # layer quantize_layer_N when other QAT models exist in the process)
+    scale = qat_model.get_layer("quant_input_normalization_scale")
+    offset = qat_model.get_layer("quant_input_normalization")
+    # x / std then + (-mean / std), constants of the two Rescaling halves
+    assert (scale.layer.scale, scale.layer.offset) == (1 / spec.stddev_rgb, 0.0)
+    assert (offset.layer.scale, offset.layer.offset) == (1.0, -spec.mean_rgb / spec.stddev_rgb)
+    trainable = [v.name for v in qat_model.trainable_variables if "normalization" in v.name]
+    assert trainable == []
+    # what QAT loops keep: the input's fake-quant range, pinned to raw pixels 0..255
+    # (Keras numbers the layer quantize_layer_N when other QAT models exist in the process)
     names = [
         re.sub(r"quantize_layer_\d+", "quantize_layer", v.name) for v in frozen_variables(qat_model)
     ]
-    assert names == [
-        "input_normalization/depthwise_kernel:0",
-        "quantize_layer/quantize_layer_min:0",
-        "quantize_layer/quantize_layer_max:0",
-    ]
-    values = {w.name: w.numpy() for w in layer.weights}
-    kernel = values["input_normalization/depthwise_kernel:0"]
-    bias = values["input_normalization/bias:0"]
-    np.testing.assert_allclose(kernel.ravel(), [1 / spec.stddev_rgb] * 3, rtol=1e-6)
-    np.testing.assert_allclose(bias, [-spec.mean_rgb / spec.stddev_rgb] * 3, rtol=1e-6)
+    assert names == ["quantize_layer/quantize_layer_min:0", "quantize_layer/quantize_layer_max:0"]
 
 
 # --- a short QAT fine-tune on a tiny classifier -----------------------------------------
@@ -193,7 +188,9 @@ def _toy_batches(seed: int):
 
 
 def test_qat_fine_tune_lowers_the_loss_and_keeps_the_normalisation():
-    from model_maker.core.qat import QATHParams
+    import tf_keras as keras
+
+    from model_maker.core.qat import QATHParams, fake_quant_disabled
     from model_maker.image_classifier.qat import (
         input_range_variables,
         quantize_classifier,
@@ -203,20 +200,10 @@ def test_qat_fine_tune_lowers_the_loss_and_keeps_the_normalisation():
 
     float_model = _tiny_classifier()
     qat_model = quantize_classifier(float_model)
-    norm = qat_model.get_layer("quant_input_normalization")
-
-    def kernel_and_bias():
-        return {
-            w.name: w.numpy().copy()
-            for w in norm.weights
-            if w.name.endswith(("/depthwise_kernel:0", "/bias:0"))
-        }
-
-    norm_before = kernel_and_bias()
-    assert sorted(norm_before) == [
-        "input_normalization/bias:0",
-        "input_normalization/depthwise_kernel:0",
-    ]
+    normalisation = qat_model.get_layer("quant_input_normalization")
+    normalise = keras.Model(qat_model.input, normalisation.output)
+    side = 32  # every pixel value 0..255, in every channel
+    pixels = np.resize(np.arange(256.0), (1, side, side, 1)).repeat(3, -1).astype(np.float32)
     relu = qat_model.get_layer("quant_stem_relu")
     hp = QATHParams(learning_rate=0.05, batch_size=8, epochs=3, decay_steps=4, decay_rate=0.9)
     data = _toy_batches(0)
@@ -226,8 +213,10 @@ def test_qat_fine_tune_lowers_the_loss_and_keeps_the_normalisation():
     losses = history.history["loss"]
     assert losses[-1] < losses[0], losses
     assert after["loss"] < before["loss"], (before, after)
-    for key, value in kernel_and_bias().items():
-        np.testing.assert_array_equal(value, norm_before[key])
+    # the normalisation is still (x - 127.5) / 127.5, to the float bit
+    with fake_quant_disabled(qat_model):
+        normalised = normalise(pixels, training=False).numpy()
+    np.testing.assert_allclose(normalised, (pixels - 127.5) / 127.5, rtol=0, atol=1e-6)
     # the input range stays raw pixels although the toy images span about 0..240 only,
     # so the int8 file's uint8 input takes pixels as they are (scale 1, zero point 0)
     low, high = input_range_variables(qat_model)
@@ -270,9 +259,10 @@ def test_qat_multi_avg_converts_to_an_all_int8_tflite_graph():
     kinds = collections.Counter((op.name, op.input_types[0]) for op in ops)
     assert kinds == {
         ("QUANTIZE", "UINT8"): 1,
-        ("DEPTHWISE_CONV_2D", "INT8"): 17,  # 16 blocks + the input normalisation
+        ("MUL", "INT8"): 1,  # the input normalisation: x * scale, + offset
+        ("DEPTHWISE_CONV_2D", "INT8"): 16,
         ("CONV_2D", "INT8"): 35,
-        ("ADD", "INT8"): 11,
+        ("ADD", "INT8"): 12,  # 11 residuals + the normalisation's offset
         ("MEAN", "INT8"): 2,
         ("FULLY_CONNECTED", "INT8"): 1,
         ("DEQUANTIZE", "INT8"): 1,

@@ -39,7 +39,11 @@ def lite0():
 
 
 def test_every_lite0_layer_is_quantized_or_on_the_allow_list(lite0):
-    from model_maker.object_detector.qat_model import ALLOWED_UNQUANTIZED, quantization_coverage
+    from model_maker.object_detector.qat_model import (
+        ALLOWED_UNQUANTIZED,
+        fake_quant_points,
+        quantization_coverage,
+    )
 
     float_model, qat_model = lite0
     coverage = quantization_coverage(float_model, qat_model)
@@ -58,8 +62,10 @@ def test_every_lite0_layer_is_quantized_or_on_the_allow_list(lite0):
             assert "depthwise_kernel" in coverage[name], name
         if kind == "ReLU":
             assert "output" in coverage[name], name
-    # the input normalisation is quantized (rewritten to a 1x1 depthwise conv)
-    assert "depthwise_kernel" in coverage["input_normalization"]
+    # the input normalisation is quantized (x * scale, then + offset: both outputs)
+    assert coverage["input_normalization"] == "quantized: output"
+    (scale,) = [m for m in qat_model.submodules if m.name == "quant_input_normalization_scale"]
+    assert fake_quant_points(scale) == ["output"]
     # logits are quantized (shared prediction convs own an output quantizer)
     assert "output" in coverage["class_net_predict_pointwise"]
     assert "output" in coverage["box_net_predict_pointwise"]
