@@ -8,14 +8,26 @@ resampling), and the whole network (raw class and box outputs, no NMS op).
 Each prefix is converted to float32 and to PTQ int8 (uint8 input, int8
 kernels, calibrated on raccoon images resized and padded, as the pipeline's
 ``ptq_int8``) and timed with LiteRT (XNNPACK) at each ``--threads`` count,
-``--runs`` invocations after 3 warm-up runs, on one raccoon image. A part's
+``--runs`` invocations after 3 warm-up runs, on one raccoon image, interleaved
+(``--rounds`` passes over every file, as in bench_tflite_export). A part's
 cost is the difference between consecutive prefixes; the int8 / float32 ratio
 of each part shows which one keeps the whole file from 2x.
 
-Prints a table; writes bench/results/int8_parts.json with machine details and
+Then, by kind of convolution: every Conv2D and DepthwiseConv2D call of the
+model (a shared head layer once per level) is converted alone, float32 and
+int8 (int8 input and output, so no QUANTIZE op is timed), the distinct ones
+timed interleaved at 1 thread, and each kind's latency
+summed over its calls: depthwise convs, 1x1 convs and the rest (the 3x3 stem).
+The cost of an invoke itself (a 1x1x8 depthwise conv, timed in the same
+passes) is subtracted from each call, so that ~180 tiny calls do not pull the
+sums' ratios towards 1.
+This shows which XNNPACK kernels keep the network from 2x on this CPU
+(``--skip-layers`` leaves the section out).
+
+Prints the tables; writes bench/results/int8_parts.json with machine details and
 the load average.
 
-Run: .venv/bin/python bench/bench_int8_parts.py [--image-size 320] [--runs 50]
+Run: .venv/bin/python bench/bench_int8_parts.py [--image-size 320] [--runs 50] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ import pathlib
 import re
 import sys
 
-from bench_tflite_export import latency_parser, raccoon_images
+from bench_tflite_export import interleaved_latency, latency_parser, raccoon_images
 from machine_info import machine_info
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -83,11 +95,10 @@ def convert(model, int8: bool, calibration) -> bytes:
     return convert_keras_model(model, config)
 
 
-def latency(content: bytes, image, threads: int, runs: int) -> float:
+def invoker(content: bytes, image, threads: int):
+    """The ``invoke`` of a LiteRT interpreter of ``content`` holding ``image``."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
-
-    from model_maker.core.litert_detector import measure_latency
 
     interpreter = Interpreter(model_content=content, num_threads=threads)
     interpreter.allocate_tensors()
@@ -96,12 +107,146 @@ def latency(content: bytes, image, threads: int, runs: int) -> float:
     if detail["dtype"] == np.uint8:
         pixels = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
     interpreter.set_tensor(detail["index"], pixels)
-    return measure_latency(interpreter.invoke, runs=runs, warmup=3, num_threads=threads).median_ms
+    return interpreter.invoke
+
+
+def conv_calls(model) -> list[dict]:
+    """Every convolution call of ``model`` and its nested models, grouped by what
+    its kernel sees: kind (``depthwise``, ``1x1 conv`` or ``KxK conv``), input
+    shape, kernel, stride, padding, output channels and how many calls share them."""
+    from collections import Counter
+
+    import tf_keras as keras
+
+    calls: Counter = Counter()
+
+    def walk(container) -> None:
+        for layer in container.layers:
+            if isinstance(layer, keras.Model):
+                walk(layer)
+            elif isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+                depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+                kernel = tuple(layer.kernel_size)
+                kind = (
+                    "depthwise"
+                    if depthwise
+                    else "1x1 conv"
+                    if kernel == (1, 1)
+                    else f"{kernel[0]}x{kernel[1]} conv"
+                )
+                for i in range(len(layer.inbound_nodes)):
+                    shape = tuple(layer.get_input_shape_at(i)[1:])
+                    filters = None if depthwise else layer.filters
+                    calls[kind, shape, kernel, tuple(layer.strides), layer.padding, filters] += 1
+
+    walk(model)
+    return [
+        {
+            "kind": kind,
+            "input_shape": list(shape),
+            "kernel": list(kernel),
+            "strides": list(strides),
+            "padding": padding,
+            "filters": filters,
+            "calls": count,
+        }
+        for (kind, shape, kernel, strides, padding, filters), count in calls.items()
+    ]
+
+
+def single_conv_file(spec: dict, int8: bool) -> bytes:
+    """``spec``'s convolution alone (with bias, no activation) as a TFLite file:
+    float32, or int8 with int8 input and output calibrated on random inputs."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    inputs = keras.Input(tuple(spec["input_shape"]), batch_size=1)
+    options = dict(strides=tuple(spec["strides"]), padding=spec["padding"])
+    if spec["kind"] == "depthwise":
+        layer = keras.layers.DepthwiseConv2D(tuple(spec["kernel"]), **options)
+    else:
+        layer = keras.layers.Conv2D(spec["filters"], tuple(spec["kernel"]), **options)
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, layer(inputs)))
+    if int8:
+        rng = np.random.default_rng(0)
+        shape = (1, *spec["input_shape"])
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: (
+            [rng.normal(size=shape).astype(np.float32)] for _ in range(4)
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def time_conv_kinds(
+    specs: list[dict], runs: int, rounds: int
+) -> tuple[list[dict], dict[str, float]]:
+    """Times every spec's float32 and int8 file (1 thread, interleaved); returns
+    the specs with ``float32_ms`` and ``int8_ms`` of one call, less the cost of
+    an invoke (``invoke_ms``, a 1x1x8 depthwise conv timed in the same passes),
+    and that cost per kind of file."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    empty = {
+        "kind": "depthwise",
+        "input_shape": [1, 1, 8],
+        "kernel": [1, 1],
+        "strides": [1, 1],
+        "padding": "same",
+        "filters": None,
+    }
+    calls = {}
+    for done, (i, spec) in enumerate([*enumerate(specs), (-1, empty)], 1):
+        for kind in ("float32", "int8"):
+            interpreter = Interpreter(
+                model_content=single_conv_file(spec, kind == "int8"), num_threads=1
+            )
+            interpreter.allocate_tensors()
+            detail = interpreter.get_input_details()[0]
+            interpreter.set_tensor(detail["index"], np.ones(detail["shape"], detail["dtype"]))
+            calls[i, kind] = interpreter.invoke
+        print(f"  converted {done}/{len(specs) + 1} files", end="\r", flush=True)
+    print()
+    timed = interleaved_latency(calls, runs, rounds)
+    invoke_ms = {kind: timed[-1, kind][0] for kind in ("float32", "int8")}
+    layers = [
+        {
+            **spec,
+            "float32_ms": timed[i, "float32"][0] - invoke_ms["float32"],
+            "int8_ms": timed[i, "int8"][0] - invoke_ms["int8"],
+        }
+        for i, spec in enumerate(specs)
+    ]
+    return layers, invoke_ms
+
+
+def kind_totals(layers: list[dict]) -> list[dict]:
+    """Per kind of convolution: calls, summed float32 and int8 ms, their ratio."""
+    totals: dict[str, dict] = {}
+    for layer in layers:
+        row = totals.setdefault(
+            layer["kind"], {"kind": layer["kind"], "calls": 0, "float32_ms": 0.0, "int8_ms": 0.0}
+        )
+        row["calls"] += layer["calls"]
+        row["float32_ms"] += layer["calls"] * layer["float32_ms"]
+        row["int8_ms"] += layer["calls"] * layer["int8_ms"]
+    rows = sorted(totals.values(), key=lambda r: -r["float32_ms"])
+    for row in rows:
+        row["ratio"] = row["float32_ms"] / row["int8_ms"]
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = latency_parser(__doc__.splitlines()[0])
     parser.add_argument("--calibration-images", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing passes")
+    parser.add_argument(
+        "--skip-layers", action="store_true", help="leave out the per-convolution section"
+    )
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
@@ -116,26 +261,30 @@ def main(argv: list[str] | None = None) -> int:
     model = build_efficientdet_lite(config, args.num_classes)
     images = raccoon_images(args.image_size, args.calibration_images + 1)
     calibration = [np.asarray(im, np.float32)[None] for im in images[1:]]
-    rows = []
+    rows, calls = [], {}
     for name, parts in PREFIXES.items():
         sub = prefix_model(model, parts)
         row = {"prefix": name, "outputs": len(sub.outputs), "ms": {}}
         for kind in ("float32", "ptq_int8"):
             content = convert(sub, kind == "ptq_int8", calibration)
-            row["ms"][kind] = {str(t): latency(content, images[0], t, args.runs) for t in threads}
             row[f"{kind}_bytes"] = len(content)
-            print(
-                f"{name:16s} {kind:9s} "
-                + "  ".join(f"{t}t {row['ms'][kind][str(t)]:7.2f} ms" for t in threads),
-                flush=True,
-            )
+            for t in threads:
+                calls[name, kind, t] = invoker(content, images[0], t)
         rows.append(row)
+        print(f"  converted {name}", flush=True)
+    timed = interleaved_latency(calls, args.runs, args.rounds)
+    for row in rows:
+        for kind in ("float32", "ptq_int8"):
+            row["ms"][kind] = {str(t): timed[row["prefix"], kind, t][0] for t in threads}
 
     def part_ms(i: int, kind: str, t: int) -> float:
         now = rows[i]["ms"][kind][str(t)]
         return now - (rows[i - 1]["ms"][kind][str(t)] if i else 0.0)
 
-    print(f"\nEfficientDet-Lite0 at {args.image_size} px, median of {args.runs} runs, ms")
+    print(
+        f"\nEfficientDet-Lite0 at {args.image_size} px, median of {args.runs} runs"
+        f" in {args.rounds} interleaved rounds, ms"
+    )
     print(f"{'part':16s} {'threads':>7s} {'float32':>8s} {'ptq_int8':>8s} {'ratio':>6s}")
     parts_table = []
     for i, row in enumerate(rows):
@@ -147,6 +296,32 @@ def main(argv: list[str] | None = None) -> int:
                 {"part": label, "threads": t, "float32_ms": f32, "ptq_int8_ms": i8, "ratio": ratio}
             )
             print(f"{label:16s} {t:7d} {f32:8.2f} {i8:8.2f} {ratio:6.2f}")
+    layers, kinds, invoke_ms = [], [], {}
+    if not args.skip_layers:
+        specs = conv_calls(model)
+        print(f"\ntiming {len(specs)} distinct convolutions alone, float32 and int8, 1 thread")
+        layers, invoke_ms = time_conv_kinds(specs, args.runs, args.rounds)
+        kinds = kind_totals(layers)
+        print(
+            f"\nEvery convolution of Lite0 at {args.image_size} px alone, summed per kind, ms"
+            f" (an invoke's own {invoke_ms['float32'] * 1000:.1f} / "
+            f"{invoke_ms['int8'] * 1000:.1f} us taken off each call)"
+        )
+        print(f"{'kind':12s} {'calls':>5s} {'float32':>8s} {'int8':>8s} {'ratio':>6s}")
+        for row in kinds:
+            print(
+                f"{row['kind']:12s} {row['calls']:5d} {row['float32_ms']:8.2f} "
+                f"{row['int8_ms']:8.2f} {row['ratio']:6.2f}"
+            )
+        print("\nthe five depthwise convolutions with the most int8 time")
+        depthwise = [layer for layer in layers if layer["kind"] == "depthwise"]
+        for layer in sorted(depthwise, key=lambda r: -r["calls"] * r["int8_ms"])[:5]:
+            shape = "x".join(str(d) for d in layer["input_shape"])
+            print(
+                f"  {shape:>12s} k{layer['kernel'][0]} s{layer['strides'][0]} x{layer['calls']}: "
+                f"float32 {layer['float32_ms']:.3f} int8 {layer['int8_ms']:.3f} ms "
+                f"({layer['float32_ms'] / layer['int8_ms']:.2f}x)"
+            )
     document = {
         "benchmark": "int8_parts",
         "model": "efficientdet-lite0",
@@ -157,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_end": list(os.getloadavg()),
         "prefixes": rows,
         "parts": parts_table,
+        "rounds": args.rounds,
+        "conv_invoke_ms": invoke_ms,
+        "conv_kinds": kinds,
+        "convolutions": layers,
     }
     pathlib.Path(args.output).write_text(json.dumps(document, indent=2))
     print(f"wrote {args.output}")
