@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import tempfile
 
 import pytest
 
@@ -50,6 +51,24 @@ def pytest_xdist_make_scheduler(config, log):
             return _scope(nodeid)
 
     return ByFile(config, log)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temp_files_in_basetemp(tmp_path_factory):
+    """Every temporary file of the tests, and of the processes they start, goes under
+    pytest's base temp folder (which pytest prunes), not into /tmp. Beam's
+    ``beam-pipeline-temp*`` folders would pile up there otherwise: only the end of
+    ``Pipeline.run()`` removes one, and not in an IPython kernel, so pipelines a test
+    builds and never runs, killed runs and the notebooks' kernel each left theirs."""
+    folder = str(tmp_path_factory.mktemp("tmp"))
+    before = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = folder
+    yield
+    if before[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before[0]
+    tempfile.tempdir = before[1]
 
 
 @pytest.fixture(scope="session")

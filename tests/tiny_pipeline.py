@@ -86,19 +86,13 @@ def qat_checkpoints(root: pathlib.Path) -> list[str]:
 
 
 def run_killed_during_qat(config: pathlib.Path, root: pathlib.Path, log: pathlib.Path) -> str:
-    """Start ``qatflow run``; SIGKILL it as soon as QAT's first checkpoint exists.
-
-    Its temporary files (Beam's ``beam-pipeline-temp*`` folders among them, which only
-    a pipeline that returns removes) go under ``log``'s folder, not into /tmp."""
-    scratch = log.parent / "killed-run-tmp"
-    scratch.mkdir(exist_ok=True)
+    """Start ``qatflow run``; SIGKILL it as soon as QAT's first checkpoint exists."""
     with open(log, "w") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=err,
             start_new_session=True,
-            env=dict(os.environ, TMPDIR=str(scratch)),
         )
         deadline = time.monotonic() + 1500
         try:

@@ -19,15 +19,12 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
-def _execute(name: str, env: dict[str, str], monkeypatch, scratch: pathlib.Path):
+def _execute(name: str, env: dict[str, str], monkeypatch):
     import nbclient
     import nbformat
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    # In an IPython kernel Beam leaves its beam-pipeline-temp* folders to Interactive
-    # Beam, which these notebooks do not use: the kernel's temporary files go to scratch.
-    monkeypatch.setenv("TMPDIR", str(scratch))
     # The kernelspec starts "python": make it this interpreter.
     monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
     notebook = nbformat.read(REPO / "notebooks" / name, as_version=4)
@@ -78,14 +75,9 @@ def test_notebooks_are_committed_without_outputs(path):
             assert cell["outputs"] == [] and cell["execution_count"] is None, path.name
 
 
-def test_quickstart_runs_the_pipeline_and_shows_the_comparison(
-    tiny_pipeline, monkeypatch, tmp_path
-):
+def test_quickstart_runs_the_pipeline_and_shows_the_comparison(tiny_pipeline, monkeypatch):
     notebook = _execute(
-        "quickstart.ipynb",
-        {"QATFLOW_NOTEBOOK_CONFIG": str(tiny_pipeline.config)},
-        monkeypatch,
-        tmp_path,
+        "quickstart.ipynb", {"QATFLOW_NOTEBOOK_CONFIG": str(tiny_pipeline.config)}, monkeypatch
     )
     latest = json.loads((tiny_pipeline.root / "latest_run.json").read_text())
     assert latest["run_id"] in _text(_tagged(notebook, "run"))
@@ -104,14 +96,13 @@ def test_quickstart_runs_the_pipeline_and_shows_the_comparison(
         assert sizes.shape == (1,) and sizes[0] > 0, trace["x"]
 
 
-def test_quickstart_shows_top1_for_a_classification_run(tiny_classification, monkeypatch, tmp_path):
+def test_quickstart_shows_top1_for_a_classification_run(tiny_classification, monkeypatch):
     """The same notebook on the tiny classifier config: every component comes from the
     cache, and the table and the plot use top-1."""
     notebook = _execute(
         "quickstart.ipynb",
         {"QATFLOW_NOTEBOOK_CONFIG": str(tiny_classification.config)},
         monkeypatch,
-        tmp_path,
     )
     table = _text(_tagged(notebook, "table"))
     assert "top1 vs float" in table and "macro_f1" in table and "AP50" not in table
@@ -123,14 +114,9 @@ def test_quickstart_shows_top1_for_a_classification_run(tiny_classification, mon
     assert "top1 vs size vs latency" in layout["title"]["text"]
 
 
-def test_inspect_runs_lists_runs_executions_artifacts_and_lineage(
-    tiny_pipeline, monkeypatch, tmp_path
-):
+def test_inspect_runs_lists_runs_executions_artifacts_and_lineage(tiny_pipeline, monkeypatch):
     notebook = _execute(
-        "inspect_runs.ipynb",
-        {"QATFLOW_NOTEBOOK_ROOT": str(tiny_pipeline.root)},
-        monkeypatch,
-        tmp_path,
+        "inspect_runs.ipynb", {"QATFLOW_NOTEBOOK_ROOT": str(tiny_pipeline.root)}, monkeypatch
     )
     runs = _text(_tagged(notebook, "runs"))
     assert "CACHED" in runs and "COMPLETE" in runs

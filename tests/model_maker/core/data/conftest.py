@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pathlib
-import shutil
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from PIL import Image
@@ -20,22 +17,6 @@ def hymenoptera_dir() -> pathlib.Path:
     if not path.is_dir():
         pytest.fail(f"shared dataset missing: {path} (the repo expects ../shared beside it)")
     return path
-
-
-@pytest.fixture
-def unrun() -> Iterator[Callable[[Any], Any]]:
-    """Returns its argument, a Beam pipeline the test builds and never runs, and
-    removes that pipeline's ``local_tempdir`` after the test: Beam makes the folder
-    in ``Pipeline()`` and removes it only at the end of ``run()``."""
-    pipelines: list[Any] = []
-
-    def keep(pipeline: Any) -> Any:
-        pipelines.append(pipeline)
-        return pipeline
-
-    yield keep
-    for pipeline in pipelines:
-        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
 
 
 def _write_class_folders(root: pathlib.Path, counts: dict[str, int]) -> pathlib.Path:

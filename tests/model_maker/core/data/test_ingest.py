@@ -360,21 +360,19 @@ def test_two_workers_write_the_same_splits_as_one(demo, tmp_path):
         assert a == b
 
 
-def test_make_pipeline_never_tries_to_download_prism(unrun):
+def test_make_pipeline_never_tries_to_download_prism():
     from apache_beam.options.pipeline_options import DirectOptions
     from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
     from model_maker.core.data.ingest import make_pipeline
 
-    assert isinstance(unrun(make_pipeline([])).runner, FnApiRunner)
-    assert isinstance(unrun(make_pipeline(["--runner=DirectRunner"])).runner, FnApiRunner)
-    two = unrun(make_pipeline(["--direct_num_workers=2"]))
+    assert isinstance(make_pipeline([]).runner, FnApiRunner)
+    assert isinstance(make_pipeline(["--runner=DirectRunner"]).runner, FnApiRunner)
+    two = make_pipeline(["--direct_num_workers=2"])
     assert two._options.view_as(DirectOptions).direct_running_mode == "multi_processing"
-    threads = unrun(
-        make_pipeline(["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
-    )
+    threads = make_pipeline(["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
     assert threads._options.view_as(DirectOptions).direct_running_mode == "multi_threading"
-    other = unrun(make_pipeline(["--runner=PrismRunner"]))
+    other = make_pipeline(["--runner=PrismRunner"])
     assert type(other.runner).__name__ == "PrismRunner"
 
 

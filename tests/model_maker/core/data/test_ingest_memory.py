@@ -48,7 +48,7 @@ def test_ingest_last_step_receives_counts_not_summaries(tmp_path, monkeypatch):
     assert pickle.loads(pickled).elements == 40
 
 
-def _pipeline_bytes(tmp_path, unrun, count: int) -> int:
+def _pipeline_bytes(tmp_path, count: int) -> int:
     """Size of the pipeline ingestion builds for ``count`` listed images."""
     items = tuple(
         SourceImage(i, f"img{i:06d}.jpg", f"/data/images/img{i:06d}.jpg", f"ann.json: {i}")
@@ -57,15 +57,15 @@ def _pipeline_bytes(tmp_path, unrun, count: int) -> int:
     plan = ingest_module._Plan(("train", "eval"), items, ingest_module.LabelMap(()))
     output = str(tmp_path / str(count))
     options = IngestOptions("coco", "/data/images", output, annotations="/data/ann.json")
-    pipeline = unrun(ingest_module.make_pipeline(["--direct_num_workers=1"]))
+    pipeline = ingest_module.make_pipeline(["--direct_num_workers=1"])
     ingest_module._build(pipeline, options, plan)
     return len(pipeline.to_runner_api().SerializeToString())
 
 
-def test_the_pipeline_does_not_embed_the_listed_images(tmp_path, unrun):
+def test_the_pipeline_does_not_embed_the_listed_images(tmp_path):
     # beam.Create(items) put every item in the pipeline (and several copies of it in the
     # driver); the items now go to spool files, the pipeline names the files.
-    small, large = _pipeline_bytes(tmp_path, unrun, 100), _pipeline_bytes(tmp_path, unrun, 3000)
+    small, large = _pipeline_bytes(tmp_path, 100), _pipeline_bytes(tmp_path, 3000)
     assert large < small + 8 * 1024, (small, large)
     spooled = sorted((tmp_path / "3000" / ingest_module.ITEMS_SPOOL).iterdir())
     assert len(spooled) == beam_spool.ITEM_FILES  # 47 items per file
