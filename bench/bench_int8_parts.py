@@ -37,6 +37,8 @@ import os
 import pathlib
 import re
 import sys
+from collections import Counter
+from dataclasses import asdict, dataclass
 
 from bench_tflite_export import interleaved_latency, latency_parser, raccoon_images
 from machine_info import machine_info
@@ -95,27 +97,46 @@ def convert(model, int8: bool, calibration) -> bytes:
     return convert_keras_model(model, config)
 
 
-def invoker(content: bytes, image, threads: int):
-    """The ``invoke`` of a LiteRT interpreter of ``content`` holding ``image``."""
+def invoker(content: bytes, threads: int, image=None):
+    """The ``invoke`` of a LiteRT interpreter of ``content`` holding ``image`` (ones
+    of the input's shape and type when None)."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=content, num_threads=threads)
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
-    pixels = np.asarray(image, np.float32)[None]
-    if detail["dtype"] == np.uint8:
-        pixels = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    if image is None:
+        pixels = np.ones(detail["shape"], detail["dtype"])
+    else:
+        pixels = np.asarray(image, np.float32)[None]
+        if detail["dtype"] == np.uint8:
+            pixels = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
     interpreter.set_tensor(detail["index"], pixels)
     return interpreter.invoke
 
 
-def conv_calls(model) -> list[dict]:
-    """Every convolution call of ``model`` and its nested models, grouped by what
-    its kernel sees: kind (``depthwise``, ``1x1 conv`` or ``KxK conv``), input
-    shape, kernel, stride, padding, output channels and how many calls share them."""
-    from collections import Counter
+@dataclass(frozen=True)
+class ConvSpec:
+    """What one convolution's kernel sees: ``kind`` (``depthwise``, ``1x1 conv`` or
+    ``KxK conv``), input shape (H, W, C), kernel, strides, padding and output
+    channels (None for a depthwise conv)."""
 
+    kind: str
+    input_shape: tuple[int, ...]
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...] = (1, 1)
+    padding: str = "same"
+    filters: int | None = None
+
+
+#: A convolution with next to no work: its time is the cost of an invoke itself.
+EMPTY_CONV = ConvSpec("depthwise", (1, 1, 8), (1, 1))
+
+
+def conv_calls(model) -> Counter:
+    """How many times each ConvSpec is called in ``model`` and its nested models
+    (a shared layer once per call)."""
     import tf_keras as keras
 
     calls: Counter = Counter()
@@ -137,40 +158,31 @@ def conv_calls(model) -> list[dict]:
                 for i in range(len(layer.inbound_nodes)):
                     shape = tuple(layer.get_input_shape_at(i)[1:])
                     filters = None if depthwise else layer.filters
-                    calls[kind, shape, kernel, tuple(layer.strides), layer.padding, filters] += 1
+                    calls[
+                        ConvSpec(kind, shape, kernel, tuple(layer.strides), layer.padding, filters)
+                    ] += 1
 
     walk(model)
-    return [
-        {
-            "kind": kind,
-            "input_shape": list(shape),
-            "kernel": list(kernel),
-            "strides": list(strides),
-            "padding": padding,
-            "filters": filters,
-            "calls": count,
-        }
-        for (kind, shape, kernel, strides, padding, filters), count in calls.items()
-    ]
+    return calls
 
 
-def single_conv_file(spec: dict, int8: bool) -> bytes:
+def single_conv_file(spec: ConvSpec, int8: bool) -> bytes:
     """``spec``'s convolution alone (with bias, no activation) as a TFLite file:
     float32, or int8 with int8 input and output calibrated on random inputs."""
     import numpy as np
     import tensorflow as tf
     import tf_keras as keras
 
-    inputs = keras.Input(tuple(spec["input_shape"]), batch_size=1)
-    options = dict(strides=tuple(spec["strides"]), padding=spec["padding"])
-    if spec["kind"] == "depthwise":
-        layer = keras.layers.DepthwiseConv2D(tuple(spec["kernel"]), **options)
+    inputs = keras.Input(spec.input_shape, batch_size=1)
+    options = dict(strides=spec.strides, padding=spec.padding)
+    if spec.kind == "depthwise":
+        layer = keras.layers.DepthwiseConv2D(spec.kernel, **options)
     else:
-        layer = keras.layers.Conv2D(spec["filters"], tuple(spec["kernel"]), **options)
+        layer = keras.layers.Conv2D(spec.filters, spec.kernel, **options)
     converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, layer(inputs)))
     if int8:
         rng = np.random.default_rng(0)
-        shape = (1, *spec["input_shape"])
+        shape = (1, *spec.input_shape)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: (
             [rng.normal(size=shape).astype(np.float32)] for _ in range(4)
@@ -181,45 +193,28 @@ def single_conv_file(spec: dict, int8: bool) -> bytes:
     return converter.convert()
 
 
-def time_conv_kinds(
-    specs: list[dict], runs: int, rounds: int
-) -> tuple[list[dict], dict[str, float]]:
-    """Times every spec's float32 and int8 file (1 thread, interleaved); returns
-    the specs with ``float32_ms`` and ``int8_ms`` of one call, less the cost of
-    an invoke (``invoke_ms``, a 1x1x8 depthwise conv timed in the same passes),
-    and that cost per kind of file."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    empty = {
-        "kind": "depthwise",
-        "input_shape": [1, 1, 8],
-        "kernel": [1, 1],
-        "strides": [1, 1],
-        "padding": "same",
-        "filters": None,
-    }
-    calls = {}
-    for done, (i, spec) in enumerate([*enumerate(specs), (-1, empty)], 1):
+def time_conv_kinds(calls: Counter, runs: int, rounds: int) -> tuple[list[dict], dict[str, float]]:
+    """Times every spec's float32 and int8 file (1 thread, interleaved); returns a
+    row per spec (its fields, ``calls``, and ``float32_ms`` and ``int8_ms`` of one
+    call less the cost of an invoke) and that cost per kind of file (EMPTY_CONV,
+    timed in the same passes)."""
+    invokes = {}
+    specs = [*calls, EMPTY_CONV]
+    for done, spec in enumerate(specs, 1):
         for kind in ("float32", "int8"):
-            interpreter = Interpreter(
-                model_content=single_conv_file(spec, kind == "int8"), num_threads=1
-            )
-            interpreter.allocate_tensors()
-            detail = interpreter.get_input_details()[0]
-            interpreter.set_tensor(detail["index"], np.ones(detail["shape"], detail["dtype"]))
-            calls[i, kind] = interpreter.invoke
-        print(f"  converted {done}/{len(specs) + 1} files", end="\r", flush=True)
+            invokes[spec, kind] = invoker(single_conv_file(spec, kind == "int8"), 1)
+        print(f"  converted {done}/{len(specs)} files", end="\r", flush=True)
     print()
-    timed = interleaved_latency(calls, runs, rounds)
-    invoke_ms = {kind: timed[-1, kind][0] for kind in ("float32", "int8")}
+    timed = interleaved_latency(invokes, runs, rounds)
+    invoke_ms = {kind: timed[EMPTY_CONV, kind][0] for kind in ("float32", "int8")}
     layers = [
         {
-            **spec,
-            "float32_ms": timed[i, "float32"][0] - invoke_ms["float32"],
-            "int8_ms": timed[i, "int8"][0] - invoke_ms["int8"],
+            **asdict(spec),
+            "calls": count,
+            "float32_ms": timed[spec, "float32"][0] - invoke_ms["float32"],
+            "int8_ms": timed[spec, "int8"][0] - invoke_ms["int8"],
         }
-        for i, spec in enumerate(specs)
+        for spec, count in calls.items()
     ]
     return layers, invoke_ms
 
@@ -269,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             content = convert(sub, kind == "ptq_int8", calibration)
             row[f"{kind}_bytes"] = len(content)
             for t in threads:
-                calls[name, kind, t] = invoker(content, images[0], t)
+                calls[name, kind, t] = invoker(content, t, images[0])
         rows.append(row)
         print(f"  converted {name}", flush=True)
     timed = interleaved_latency(calls, args.runs, args.rounds)

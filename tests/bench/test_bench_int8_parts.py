@@ -32,7 +32,7 @@ def _model():
 
 
 def test_conv_calls_counts_each_call_of_a_shared_layer_by_its_input_shape(parts):
-    calls = {(c["kind"], tuple(c["input_shape"]), c["calls"]) for c in parts.conv_calls(_model())}
+    calls = {(c.kind, c.input_shape, n) for c, n in parts.conv_calls(_model()).items()}
     assert calls == {
         ("3x3 conv", (16, 16, 3), 1),
         ("depthwise", (8, 8, 8), 2),  # the same layer on the same shape: one file, two calls
@@ -65,17 +65,11 @@ def test_kind_totals_weights_each_file_by_its_calls(parts):
 def test_the_int8_file_of_a_convolution_is_that_one_int8_op(parts):
     from model_maker.core.tflite_convert import list_ops
 
-    spec = {
-        "kind": "depthwise",
-        "input_shape": [8, 8, 16],
-        "kernel": [3, 3],
-        "strides": [2, 2],
-        "padding": "same",
-        "filters": None,
-    }
+    spec = parts.ConvSpec("depthwise", (8, 8, 16), (3, 3), strides=(2, 2))
     int8 = list_ops(parts.single_conv_file(spec, int8=True))
     assert [(op.name, op.input_types[0], op.output_types[0]) for op in int8] == [
         ("DEPTHWISE_CONV_2D", "INT8", "INT8")
     ]  # no QUANTIZE / DEQUANTIZE is timed with it
-    float32 = list_ops(parts.single_conv_file({**spec, "kind": "1x1 conv", "filters": 4}, False))
+    pointwise = parts.ConvSpec("1x1 conv", (8, 8, 16), (1, 1), strides=(2, 2), filters=4)
+    float32 = list_ops(parts.single_conv_file(pointwise, False))
     assert [(op.name, op.input_types[0]) for op in float32] == [("CONV_2D", "FLOAT32")]
